@@ -1,0 +1,45 @@
+package activities
+
+import (
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/mockupaws/archiver/internal/policy"
+)
+
+// Activities holds what the activities share. The worker registers one.
+type Activities struct {
+	DB *pgxpool.Pool
+}
+
+// ErrInvalidInput is the error type of activity failures that retrying
+// cannot fix (unknown table, bad batch size). The workflow's retry policy
+// lists it as non-retryable, so such a run fails fast.
+const ErrInvalidInput = "InvalidInput"
+
+func invalid(format string, err error) error {
+	return temporal.NewNonRetryableApplicationError(format+": "+err.Error(), ErrInvalidInput, nil)
+}
+
+// tableFor returns the policy of a table an activity was asked to work on.
+func tableFor(name string) (policy.Table, error) {
+	t, err := policy.Lookup(name)
+	if err != nil {
+		return t, invalid("archive activity", err)
+	}
+	return t, nil
+}
+
+// utc keeps timestamps in payloads comparable across time zones.
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+var errCountMismatch = errors.New("inserted and deleted row counts differ; transaction rolled back")

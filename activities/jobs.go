@@ -1,0 +1,91 @@
+package activities
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// StartJobInput opens the archive_jobs row of one table in one run.
+type StartJobInput struct {
+	JobID      string
+	Table      string
+	WorkflowID string
+	RunID      string
+	AsOf       time.Time
+	Cutoff     time.Time
+}
+
+// StartJobResult says whether the row was new (false on a retried attempt).
+type StartJobResult struct {
+	JobID   string
+	Created bool
+}
+
+// StartJob inserts the job row as running. The id comes from the workflow,
+// so a retry finds the row it already wrote and changes nothing.
+func (a *Activities) StartJob(ctx context.Context, in StartJobInput) (StartJobResult, error) {
+	if _, err := tableFor(in.Table); err != nil {
+		return StartJobResult{}, err
+	}
+	tag, err := a.DB.Exec(ctx, `
+		INSERT INTO archive_jobs (id, job_type, status, workflow_id, run_id, as_of, cutoff, started_at)
+		VALUES ($1, $2, 'running', $3, $4, $5, $6, now())
+		ON CONFLICT (id) DO NOTHING`,
+		in.JobID, in.Table, in.WorkflowID, in.RunID, in.AsOf, in.Cutoff)
+	if err != nil {
+		return StartJobResult{}, fmt.Errorf("start job %s for %s: %w", in.JobID, in.Table, err)
+	}
+	return StartJobResult{JobID: in.JobID, Created: tag.RowsAffected() == 1}, nil
+}
+
+// FinishJobInput closes a job row. Counts are not passed: they are read from
+// the ledger, which is the record of what moved.
+type FinishJobInput struct {
+	JobID  string
+	Failed bool
+	Error  string
+}
+
+// JobTotals are a job's figures as the ledger records them.
+type JobTotals struct {
+	JobID        string
+	Status       string
+	Batches      int64
+	RowsArchived int64
+	RowsDeleted  int64
+	Bytes        int64
+}
+
+// FinishJob sets the job completed or failed with the ledger's totals.
+// Running it twice writes the same values.
+func (a *Activities) FinishJob(ctx context.Context, in FinishJobInput) (JobTotals, error) {
+	status := "completed"
+	var errMsg *string
+	if in.Failed {
+		status = "failed"
+		errMsg = &in.Error
+	}
+	out := JobTotals{JobID: in.JobID}
+	err := a.DB.QueryRow(ctx, `
+		WITH t AS (
+			SELECT count(*) AS batches,
+			       COALESCE(sum(rows_moved), 0)::bigint AS archived,
+			       COALESCE(sum(rows_deleted), 0)::bigint AS deleted,
+			       COALESCE(sum(bytes), 0)::bigint AS bytes
+			FROM archive_batches WHERE job_id = $1
+		)
+		UPDATE archive_jobs j
+		SET status = $2, error_message = $3,
+		    completed_at = COALESCE(j.completed_at, now()),
+		    batches = t.batches, records_processed = t.deleted,
+		    records_archived = t.archived, records_deleted = t.deleted,
+		    bytes_archived = t.bytes
+		FROM t WHERE j.id = $1
+		RETURNING j.status, j.batches, j.records_archived, j.records_deleted, j.bytes_archived`,
+		in.JobID, status, errMsg).Scan(&out.Status, &out.Batches, &out.RowsArchived, &out.RowsDeleted, &out.Bytes)
+	if err != nil {
+		return out, fmt.Errorf("finish job %s: %w", in.JobID, err)
+	}
+	return out, nil
+}

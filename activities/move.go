@@ -1,0 +1,183 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/mockupaws/archiver/internal/policy"
+)
+
+// MoveBatchInput names one batch. BatchID is decided by the workflow and
+// recorded in its history; it is the batch's idempotency key.
+type MoveBatchInput struct {
+	Table   string
+	JobID   string
+	BatchID string
+	Cutoff  time.Time
+	Limit   int
+}
+
+// MoveBatchResult is what the batch moved, as the ledger records it.
+type MoveBatchResult struct {
+	BatchID     string
+	RowsMoved   int64
+	RowsDeleted int64
+	Bytes       int64
+	MinTS       *time.Time
+	MaxTS       *time.Time
+	// Replayed is true when the batch had already committed on an earlier
+	// attempt: nothing moved this time and the recorded result is returned.
+	Replayed bool
+}
+
+// MoveBatch moves up to Limit rows older than Cutoff from the live table to
+// its archive in one transaction (DESIGN.md §3):
+//  1. claim the batch id in the ledger (a committed duplicate returns its
+//     recorded result; a concurrent one waits on the key);
+//  2. lock the oldest eligible rows with SKIP LOCKED, delete them and insert
+//     them into the archive in one server-side statement;
+//  3. record counts, bytes and the time range in the ledger row; commit.
+func (a *Activities) MoveBatch(ctx context.Context, in MoveBatchInput) (MoveBatchResult, error) {
+	t, err := tableFor(in.Table)
+	if err != nil {
+		return MoveBatchResult{}, err
+	}
+	if err := policy.ValidateBatchSize(in.Limit); err != nil {
+		return MoveBatchResult{}, invalid("move batch", err)
+	}
+	move, ok := movers[t.Name]
+	if !ok {
+		return MoveBatchResult{}, invalid("move batch", fmt.Errorf("no batch statement for table %s", t.Name))
+	}
+	res, err := a.moveOnce(ctx, t, move, in)
+	if isMissingPartition(err) {
+		// A row older than the partitions EnsurePartitions made (a late
+		// import since): make them and try once more.
+		if _, _, perr := ensurePartitions(ctx, a.DB, t, in.Cutoff); perr != nil {
+			return MoveBatchResult{}, perr
+		}
+		res, err = a.moveOnce(ctx, t, move, in)
+	}
+	if err != nil {
+		return MoveBatchResult{}, fmt.Errorf("move batch %s of %s: %w", in.BatchID, t.Live, err)
+	}
+	return res, nil
+}
+
+func (a *Activities) moveOnce(ctx context.Context, t policy.Table, move string, in MoveBatchInput) (MoveBatchResult, error) {
+	res := MoveBatchResult{BatchID: in.BatchID}
+	tx, err := a.DB.Begin(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+
+	var claimed bool
+	err = tx.QueryRow(ctx, `
+		INSERT INTO archive_batches (batch_id, job_id, table_name, cutoff, batch_limit)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (batch_id) DO NOTHING
+		RETURNING true`, in.BatchID, in.JobID, t.Live, in.Cutoff, in.Limit).Scan(&claimed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return a.recorded(ctx, tx, t, in)
+	}
+	if err != nil {
+		return res, fmt.Errorf("claim batch: %w", err)
+	}
+
+	var inserted int64
+	err = tx.QueryRow(ctx, move, in.BatchID, in.Cutoff, in.Limit).
+		Scan(&inserted, &res.RowsDeleted, &res.Bytes, &res.MinTS, &res.MaxTS)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return res, fmt.Errorf("ledger row of batch vanished inside its transaction")
+	}
+	if err != nil {
+		return res, err
+	}
+	if inserted != res.RowsDeleted {
+		return res, fmt.Errorf("%w (inserted %d, deleted %d)", errCountMismatch, inserted, res.RowsDeleted)
+	}
+	res.RowsMoved = inserted
+	if err := tx.Commit(ctx); err != nil {
+		return res, fmt.Errorf("commit: %w", err)
+	}
+	res.MinTS, res.MaxTS = utc(res.MinTS), utc(res.MaxTS)
+	return res, nil
+}
+
+// recorded answers a batch id that is already in the ledger.
+func (a *Activities) recorded(ctx context.Context, tx pgx.Tx, t policy.Table, in MoveBatchInput) (MoveBatchResult, error) {
+	res := MoveBatchResult{BatchID: in.BatchID, Replayed: true}
+	var table, job string
+	err := tx.QueryRow(ctx, `
+		SELECT table_name, job_id::text, rows_moved, rows_deleted, bytes, min_ts, max_ts
+		FROM archive_batches WHERE batch_id = $1`, in.BatchID).
+		Scan(&table, &job, &res.RowsMoved, &res.RowsDeleted, &res.Bytes, &res.MinTS, &res.MaxTS)
+	if err != nil {
+		return res, fmt.Errorf("read recorded batch: %w", err)
+	}
+	if table != t.Live || job != in.JobID {
+		return res, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("batch id %s is already recorded for job %s on %s, not job %s on %s", in.BatchID, job, table, in.JobID, t.Live),
+			ErrInvalidInput, nil)
+	}
+	res.MinTS, res.MaxTS = utc(res.MinTS), utc(res.MaxTS)
+	return res, nil
+}
+
+// isMissingPartition reports PostgreSQL's "no partition of relation found for
+// row" (SQLSTATE 23514 raised by partition routing).
+func isMissingPartition(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23514" && pgErr.ConstraintName == ""
+}
+
+// movers holds each table's batch statement: $1 batch id, $2 cut-off,
+// $3 limit. It returns inserted, deleted, bytes, min and max timestamp, and
+// writes them into the ledger row in the same statement.
+var movers = map[string]string{
+	"logs": moveLogsSQL,
+}
+
+// moveLogsSQL moves log rows as they are. Rows never travel through the
+// worker: the DELETE ... RETURNING feeds the INSERT on the server. Bytes are
+// the rows' on-disk size in the live table.
+const moveLogsSQL = `
+WITH batch AS (
+    SELECT id FROM scenario_logs
+    WHERE received_at < $2
+    ORDER BY received_at, id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), moved AS (
+    DELETE FROM scenario_logs l USING batch b
+    WHERE l.id = b.id
+    RETURNING l.*, pg_column_size(l.*) AS row_bytes
+), ins AS (
+    INSERT INTO scenario_logs_archive
+        (id, scenario_id, received_at, message_hash, message_preview, source,
+         size_bytes, has_pii, token_count, sqs_blocks, archive_batch_id)
+    SELECT id, scenario_id, received_at, message_hash, message_preview, source,
+           size_bytes, has_pii, token_count, sqs_blocks, $1
+    FROM moved
+    RETURNING 1
+), totals AS (
+    SELECT (SELECT count(*) FROM ins) AS inserted,
+           count(*) AS deleted,
+           COALESCE(sum(row_bytes), 0)::bigint AS bytes,
+           min(received_at) AS min_ts,
+           max(received_at) AS max_ts
+    FROM moved
+)
+UPDATE archive_batches ab
+SET rows_moved = t.inserted, rows_deleted = t.deleted, bytes = t.bytes,
+    min_ts = t.min_ts, max_ts = t.max_ts, committed_at = now()
+FROM totals t
+WHERE ab.batch_id = $1
+RETURNING t.inserted, t.deleted, t.bytes, t.min_ts, t.max_ts`

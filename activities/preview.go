@@ -1,0 +1,62 @@
+package activities
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// PreviewInput asks what a run would archive from one table.
+type PreviewInput struct {
+	Table  string
+	Cutoff time.Time
+}
+
+// PreviewResult is a dry run's answer for one table.
+type PreviewResult struct {
+	Table              string
+	Rows               int64
+	Bytes              int64
+	Oldest             *time.Time
+	Newest             *time.Time
+	PartitionsToCreate []string
+}
+
+// Preview reports the eligible rows, their bytes and time range, and the
+// partitions a real run would create. It runs in a READ ONLY transaction, so
+// a dry run cannot write even by mistake.
+func (a *Activities) Preview(ctx context.Context, in PreviewInput) (PreviewResult, error) {
+	t, err := tableFor(in.Table)
+	if err != nil {
+		return PreviewResult{}, err
+	}
+	out := PreviewResult{Table: t.Name}
+	tx, err := a.DB.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return out, fmt.Errorf("preview %s: %w", t.Live, err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	sql := fmt.Sprintf(`
+		SELECT count(*), COALESCE(sum(pg_column_size(l.*)), 0)::bigint, min(%[1]s), max(%[1]s)
+		FROM %[2]s l WHERE %[1]s < $1`,
+		pgx.Identifier{t.TimeColumn}.Sanitize(), pgx.Identifier{t.Live}.Sanitize())
+	if err := tx.QueryRow(ctx, sql, in.Cutoff).Scan(&out.Rows, &out.Bytes, &out.Oldest, &out.Newest); err != nil {
+		return out, fmt.Errorf("preview %s: %w", t.Live, err)
+	}
+	out.Oldest, out.Newest = utc(out.Oldest), utc(out.Newest)
+	if out.Oldest == nil {
+		return out, nil
+	}
+	existing, err := partitionNames(ctx, tx, t)
+	if err != nil {
+		return out, err
+	}
+	for _, m := range months(*out.Oldest, in.Cutoff) {
+		if name := PartitionName(t, m); !existing[name] {
+			out.PartitionsToCreate = append(out.PartitionsToCreate, name)
+		}
+	}
+	return out, nil
+}

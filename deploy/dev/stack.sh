@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# The archiver's local dev stack, on loopback, with all state under .dev/:
+#   PostgreSQL  a private cluster made with initdb/pg_ctl from the machine's binaries
+#   Temporal    the dev server with its Web UI (CLI pinned in temporal-dev.yaml)
+#   S3          versitygw on a posix folder (real checksum verification)
+# Tools are built from the Go module proxy into .cache/tools, once.
+#
+# usage: stack.sh up | down | status | pg-restart | clean
+# After `up`, .dev/env holds the environment the worker, starter and tests use.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+DEV=${ARCHIVER_DEV_DIR:-$ROOT/.dev}
+TOOLS=${ARCHIVER_TOOLS_DIR:-$ROOT/.cache/tools}
+CONFIG=${TEMPORAL_DEV_CONFIG:-$ROOT/temporal-dev.yaml}
+
+PG_PORT=${DEV_PG_PORT:-55432}
+S3_PORT=${DEV_S3_PORT:-7070}
+VERSITYGW_VERSION=v1.8.0
+S3_BUCKET=archiver-reports
+
+log() { printf 'dev-stack: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# yaml_get KEY: a top-level "key: value" of temporal-dev.yaml.
+yaml_get() { awk -v k="$1" -F': *' '$1 == k { sub(/ *#.*/, "", $2); print $2; exit }' "$CONFIG"; }
+# yaml_list KEY: the "- item" lines under a top-level key.
+yaml_list() {
+  awk -v k="$1" '
+    /^[^ #-]/ { inlist = ($0 ~ "^" k ":") ; next }
+    inlist && /^ *- / { sub(/^ *- */, ""); sub(/ *#.*/, ""); print }' "$CONFIG"
+}
+
+TEMPORAL_VERSION=$(yaml_get cli_version)
+T_IP=$(yaml_get ip); T_PORT=$(yaml_get port); T_UI_PORT=$(yaml_get ui_port)
+T_NS=$(yaml_get namespace); T_DB=$(yaml_get db_filename); T_LOG=$(yaml_get log_level)
+case "$T_DB" in /*) ;; *) T_DB="$ROOT/$T_DB" ;; esac
+
+TEMPORAL_BIN=$TOOLS/temporal-$TEMPORAL_VERSION/temporal
+VERSITYGW_BIN=$TOOLS/versitygw-$VERSITYGW_VERSION/versitygw
+
+# install NAME VERSION PACKAGE: go install into a versioned folder, once.
+install_tool() {
+  local name=$1 version=$2 pkg=$3 dir=$TOOLS/$1-$2
+  [ -x "$dir/$name" ] && return 0
+  command -v go >/dev/null || die "go is not on PATH; it is needed to build $name"
+  log "building $name $version from the Go module proxy (first time only, about a minute)"
+  mkdir -p "$dir.tmp"
+  GOBIN="$dir.tmp" GOFLAGS=-mod=mod go install "$pkg@$version" || die "go install $pkg@$version failed"
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+}
+
+pg_bindir() {
+  local d
+  for d in "${PG_BINDIR:-}" "$(pg_config --bindir 2>/dev/null || true)" /usr/lib/postgresql/*/bin; do
+    [ -n "$d" ] && [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && { echo "$d"; return 0; }
+  done
+  die "no PostgreSQL server binaries (initdb, pg_ctl) found. Install them with:
+    apt-get install -y postgresql-15"
+}
+
+# as_pg CMD...: initdb and pg_ctl refuse root, so run them as postgres then.
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# The cluster lives in .dev/pg when the postgres user can reach it (it cannot
+# under a private home folder), else in a folder of its own under /tmp.
+pg_datadir() {
+  if [ -f "$DEV/pg.path" ]; then cat "$DEV/pg.path"; return; fi
+  local d=$DEV/pg
+  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$DEV" 2>/dev/null; then
+    d=${TMPDIR:-/tmp}/archiver-dev-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)/pg
+  fi
+  echo "$d" > "$DEV/pg.path"
+  echo "$d"
+}
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+wait_port() { # host port seconds what
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "$4 did not open $1:$2 within $3 s (log: $DEV/logs)"
+}
+
+pg_up() {
+  local bin data pw
+  bin=$(pg_bindir)
+  data=$(pg_datadir)
+  if [ ! -s "$DEV/pg.password" ]; then
+    (umask 077; head -c 18 /dev/urandom | base64 | tr '+/' 'xy' > "$DEV/pg.password")
+  fi
+  pw=$(cat "$DEV/pg.password")
+  if [ ! -f "$data/PG_VERSION" ]; then
+    log "creating PostgreSQL cluster in $data"
+    mkdir -p "$data"
+    local pwfile; pwfile=$(mktemp)
+    printf '%s\n' "$pw" > "$pwfile"
+    if [ "$(id -u)" = 0 ]; then chown postgres "$data" "$pwfile"; fi
+    chmod 700 "$data"
+    as_pg "$bin/initdb" -D "$data" -U archiver --pwfile="$pwfile" --auth=scram-sha-256 \
+      -E UTF8 --locale=C.UTF-8 >"$DEV/logs/initdb.log" 2>&1 || { rm -f "$pwfile"; die "initdb failed: see $DEV/logs/initdb.log"; }
+    rm -f "$pwfile"
+  fi
+  if as_pg "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    log "PostgreSQL already running on 127.0.0.1:$PG_PORT"
+  else
+    touch "$DEV/logs/postgres.log"
+    [ "$(id -u)" = 0 ] && chown postgres "$DEV/logs/postgres.log"
+    as_pg "$bin/pg_ctl" -D "$data" -l "$DEV/logs/postgres.log" -w -t 60 \
+      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories='' -c max_connections=300 -c shared_buffers=256MB -c timezone=UTC" \
+      start >/dev/null || die "PostgreSQL did not start: see $DEV/logs/postgres.log"
+    log "PostgreSQL on 127.0.0.1:$PG_PORT"
+  fi
+  local admin="postgres://archiver:$pw@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
+  if ! psql "$admin" -tAc "SELECT 1 FROM pg_database WHERE datname = 'archiver'" | grep -q 1; then
+    psql "$admin" -qc "CREATE DATABASE archiver" >/dev/null
+  fi
+}
+
+temporal_up() {
+  install_tool temporal "$TEMPORAL_VERSION" github.com/temporalio/cli/cmd/temporal
+  if alive "$DEV/temporal.pid"; then
+    log "Temporal already running on $T_IP:$T_PORT"
+    return
+  fi
+  mkdir -p "$(dirname "$T_DB")"
+  local args=(server start-dev --ip "$T_IP" --port "$T_PORT" --ui-port "$T_UI_PORT"
+    --namespace "$T_NS" --db-filename "$T_DB" --log-level "${T_LOG:-warn}")
+  local kv
+  while read -r kv; do [ -n "$kv" ] && args+=(--search-attribute "$kv"); done < <(yaml_list search_attributes)
+  while read -r kv; do [ -n "$kv" ] && args+=(--dynamic-config-value "$kv"); done < <(yaml_list dynamic_config)
+  setsid "$TEMPORAL_BIN" "${args[@]}" </dev/null >"$DEV/logs/temporal.log" 2>&1 &
+  echo $! > "$DEV/temporal.pid"
+  wait_port "$T_IP" "$T_PORT" 60 "Temporal"
+  local i
+  for ((i = 0; i < 300; i++)); do
+    "$TEMPORAL_BIN" operator namespace describe --address "$T_IP:$T_PORT" -n "$T_NS" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  log "Temporal on $T_IP:$T_PORT, Web UI http://$T_IP:$T_UI_PORT"
+}
+
+s3_up() {
+  install_tool versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw/cmd/versitygw
+  if [ ! -s "$DEV/s3.credentials" ]; then
+    (umask 077; printf '%s %s\n' "archiver$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+      "$(head -c 24 /dev/urandom | base64 | tr '+/' 'xy')" > "$DEV/s3.credentials")
+  fi
+  if alive "$DEV/s3.pid"; then
+    log "S3 (versitygw) already running on 127.0.0.1:$S3_PORT"
+    return
+  fi
+  local key secret
+  read -r key secret < "$DEV/s3.credentials"
+  mkdir -p "$DEV/s3/$S3_BUCKET"
+  ROOT_ACCESS_KEY="$key" ROOT_SECRET_KEY="$secret" \
+    setsid "$VERSITYGW_BIN" --port "127.0.0.1:$S3_PORT" --quiet posix "$DEV/s3" \
+    </dev/null >"$DEV/logs/s3.log" 2>&1 &
+  echo $! > "$DEV/s3.pid"
+  wait_port 127.0.0.1 "$S3_PORT" 30 "S3 server (versitygw)"
+  log "S3 (versitygw) on 127.0.0.1:$S3_PORT, bucket $S3_BUCKET"
+}
+
+write_env() {
+  local pw key secret
+  pw=$(cat "$DEV/pg.password")
+  read -r key secret < "$DEV/s3.credentials"
+  (umask 077; cat > "$DEV/env" <<ENV
+DATABASE_URL=postgres://archiver:$pw@127.0.0.1:$PG_PORT/archiver?sslmode=disable
+ARCHIVER_TEST_ADMIN_URL=postgres://archiver:$pw@127.0.0.1:$PG_PORT/postgres?sslmode=disable
+TEMPORAL_ADDRESS=$T_IP:$T_PORT
+TEMPORAL_NAMESPACE=$T_NS
+TEMPORAL_UI_URL=http://$T_IP:$T_UI_PORT
+ARCHIVE_TASK_QUEUE=archive
+REPORTS_DIR=$DEV/reports
+REPORTS_ARCHIVE_BUCKET=$S3_BUCKET
+AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT
+AWS_ACCESS_KEY_ID=$key
+AWS_SECRET_ACCESS_KEY=$secret
+AWS_DEFAULT_REGION=us-east-1
+METRICS_ADDR=127.0.0.1:9464
+ARCHIVER_DEV_DIR=$DEV
+ARCHIVER_TEMPORAL_BIN=$TEMPORAL_BIN
+ENV
+  )
+  mkdir -p "$DEV/reports"
+}
+
+stop_pid() { # pidfile name
+  if alive "$1"; then
+    local pid; pid=$(cat "$1")
+    kill "$pid" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    log "$2 stopped"
+  fi
+  rm -f "$1"
+}
+
+pg_down() {
+  [ -f "$DEV/pg.path" ] || return 0
+  local data; data=$(cat "$DEV/pg.path")
+  [ -f "$data/PG_VERSION" ] || return 0
+  if as_pg "$(pg_bindir)/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    as_pg "$(pg_bindir)/pg_ctl" -D "$data" -m fast -w stop >/dev/null && log "PostgreSQL stopped"
+  fi
+}
+
+cmd=${1:-up}
+mkdir -p "$DEV/logs"
+case "$cmd" in
+  up)
+    pg_up
+    temporal_up
+    s3_up
+    write_env
+    log "environment: $DEV/env"
+    ;;
+  down)
+    stop_pid "$DEV/worker.pid" "worker"
+    stop_pid "$DEV/temporal.pid" "Temporal"
+    stop_pid "$DEV/s3.pid" "S3"
+    pg_down
+    ;;
+  pg-restart)
+    data=$(cat "$DEV/pg.path")
+    as_pg "$(pg_bindir)/pg_ctl" -D "$data" -m fast -w restart >/dev/null
+    ;;
+  status)
+    alive "$DEV/temporal.pid" && echo "temporal: running" || echo "temporal: stopped"
+    alive "$DEV/s3.pid" && echo "s3: running" || echo "s3: stopped"
+    if [ -f "$DEV/pg.path" ] && as_pg "$(pg_bindir)/pg_ctl" -D "$(cat "$DEV/pg.path")" status >/dev/null 2>&1; then
+      echo "postgres: running"; else echo "postgres: stopped"; fi
+    ;;
+  clean)
+    "$0" down
+    [ -f "$DEV/pg.path" ] && rm -rf "$(cat "$DEV/pg.path")"
+    rm -rf "$DEV"
+    ;;
+  *) die "usage: stack.sh up | down | status | pg-restart | clean" ;;
+esac

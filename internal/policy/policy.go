@@ -1,0 +1,120 @@
+// Package policy is the one place that says what the archiver moves, when and
+// where: the tables, their archive-after ages, retention and batch sizes, with
+// the seed's values as defaults. SQL identifiers come only from here.
+package policy
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Day is a calendar day in UTC, the unit of every age in the policy.
+const Day = 24 * time.Hour
+
+// Table is the policy for one live table.
+type Table struct {
+	// Name is what operators type: logs, metrics, reports.
+	Name string
+	// Live and Archive are the table names; TimeColumn is the column the
+	// age is measured on and the archive is partitioned by.
+	Live, Archive, TimeColumn string
+	// ArchiveAfter is the age past which a row leaves the live table.
+	ArchiveAfter time.Duration
+	// Retention is how long the archive keeps it.
+	Retention time.Duration
+	// BatchSize is the number of rows one MoveBatch transaction moves.
+	BatchSize int
+	// Built says whether this version of the archiver can archive the table.
+	Built bool
+}
+
+// Tables is the default policy (the seed's values).
+var Tables = []Table{
+	{Name: "logs", Live: "scenario_logs", Archive: "scenario_logs_archive", TimeColumn: "received_at",
+		ArchiveAfter: 365 * Day, Retention: 7 * 365 * Day, BatchSize: 10000, Built: true},
+	{Name: "metrics", Live: "scenario_metrics", Archive: "scenario_metrics_archive", TimeColumn: "timestamp",
+		ArchiveAfter: 730 * Day, Retention: 5 * 365 * Day, BatchSize: 10000},
+	{Name: "reports", Live: "reports", Archive: "reports_archive", TimeColumn: "created_at",
+		ArchiveAfter: 180 * Day, Retention: 5 * 365 * Day, BatchSize: 50},
+}
+
+// MaxBatchSize bounds a batch so that one transaction stays short.
+const MaxBatchSize = 100000
+
+// Lookup returns the policy of the table operators call name.
+func Lookup(name string) (Table, error) {
+	for _, t := range Tables {
+		if t.Name == name {
+			return t, nil
+		}
+	}
+	return Table{}, fmt.Errorf("unknown table %q (known: %s)", name, strings.Join(Names(), ", "))
+}
+
+// Names lists the tables the policy knows, in policy order.
+func Names() []string {
+	out := make([]string, 0, len(Tables))
+	for _, t := range Tables {
+		out = append(out, t.Name)
+	}
+	return out
+}
+
+// BuiltNames lists the tables this version can archive.
+func BuiltNames() []string {
+	var out []string
+	for _, t := range Tables {
+		if t.Built {
+			out = append(out, t.Name)
+		}
+	}
+	return out
+}
+
+// Select validates a list of table names: known, built, no duplicates. It
+// returns them in policy order so that runs are described the same way
+// whatever order the operator typed.
+func Select(names []string) ([]string, error) {
+	if len(names) == 0 {
+		return nil, fmt.Errorf("no table selected (known: %s)", strings.Join(Names(), ", "))
+	}
+	seen := map[string]bool{}
+	for _, n := range names {
+		t, err := Lookup(n)
+		if err != nil {
+			return nil, err
+		}
+		if !t.Built {
+			return nil, fmt.Errorf("archiving %s is not built yet in this version (built: %s)", n, strings.Join(BuiltNames(), ", "))
+		}
+		if seen[n] {
+			return nil, fmt.Errorf("table %q selected twice", n)
+		}
+		seen[n] = true
+	}
+	out := make([]string, 0, len(names))
+	for _, t := range Tables {
+		if seen[t.Name] {
+			out = append(out, t.Name)
+		}
+	}
+	return out, nil
+}
+
+// Cutoff is the instant below which rows of t are eligible at asOf: rows with
+// a timestamp strictly earlier than it move; a row exactly at it stays.
+func (t Table) Cutoff(asOf time.Time) time.Time {
+	return asOf.UTC().Add(-t.ArchiveAfter)
+}
+
+// ValidateBatchSize refuses sizes a transaction cannot sensibly take.
+func ValidateBatchSize(n int) error {
+	if n <= 0 {
+		return fmt.Errorf("batch size %d: must be at least 1", n)
+	}
+	if n > MaxBatchSize {
+		return fmt.Errorf("batch size %d: must be at most %d so one transaction stays short", n, MaxBatchSize)
+	}
+	return nil
+}

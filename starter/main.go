@@ -1,0 +1,81 @@
+// Command starter is the operator's CLI: it migrates the schema, starts
+// archive runs on Temporal and shows their state. The logic lives in the
+// packages it calls; this file only parses commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `usage: starter <command> [flags]
+
+commands:
+  migrate   apply the schema migrations (idempotent)
+  run       start one archive run: run [--all | --logs --metrics --reports] [--dry-run]
+            [--as-of RFC3339] [--batch-size N] [--wait] [--json] [--verbose]
+  status    recent archive jobs and running archive workflows
+  demo      fill empty live tables with demo rows: demo [--logs N] [--years N]
+
+environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, ARCHIVE_TASK_QUEUE,
+             TEMPORAL_UI_URL (see README.md)
+`
+
+// exitError carries an exit status: 1 for a failed run or operation, 2 for
+// bad usage.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+
+func usageErr(format string, args ...any) error {
+	return exitError{code: 2, err: fmt.Errorf(format, args...)}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	if err == nil {
+		return
+	}
+	code := 1
+	var ee exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+	}
+	fmt.Fprintln(os.Stderr, "starter:", err)
+	os.Exit(code)
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageErr("no command given")
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	switch args[0] {
+	case "migrate":
+		return cmdMigrate(ctx, args[1:], stdout)
+	case "run":
+		return cmdRun(ctx, args[1:], stdout, stderr, logger)
+	case "status":
+		return cmdStatus(ctx, args[1:], stdout, logger)
+	case "demo":
+		return cmdDemo(ctx, args[1:], stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return usageErr("unknown command %q", args[0])
+	}
+}

@@ -1,0 +1,316 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/mockupaws/archiver/internal/config"
+	"github.com/mockupaws/archiver/internal/policy"
+	"github.com/mockupaws/archiver/internal/temporalclient"
+	"github.com/mockupaws/archiver/workflows"
+)
+
+// runFlags are the flags of `starter run`.
+type runFlags struct {
+	all, logs, metrics, reports bool
+	dryRun, wait, json, verbose bool
+	asOf                        string
+	batchSize                   int
+}
+
+func parseRunFlags(args []string, stderr io.Writer) (runFlags, error) {
+	var f runFlags
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.BoolVar(&f.all, "all", false, "archive every table this version supports")
+	fs.BoolVar(&f.logs, "logs", false, "archive scenario_logs")
+	fs.BoolVar(&f.metrics, "metrics", false, "archive scenario_metrics")
+	fs.BoolVar(&f.reports, "reports", false, "archive reports")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "report what would move; write nothing")
+	fs.StringVar(&f.asOf, "as-of", "", "archive as of this instant (RFC3339; default: the run's start time)")
+	fs.IntVar(&f.batchSize, "batch-size", 0, "rows per batch (default: the policy's)")
+	fs.BoolVar(&f.wait, "wait", false, "wait for the run, show progress and the summary")
+	fs.BoolVar(&f.json, "json", false, "print the result as JSON")
+	fs.BoolVar(&f.verbose, "verbose", false, "print per-table detail (dry-run partitions, job ids)")
+	if err := fs.Parse(args); err != nil {
+		return f, usageErr("run: %v", err)
+	}
+	if fs.NArg() > 0 {
+		return f, usageErr("run: unexpected argument %q", fs.Arg(0))
+	}
+	return f, nil
+}
+
+// archiveInput turns the flags into the workflow's input, refusing what the
+// workflow would refuse, before anything is sent.
+func (f runFlags) archiveInput(now time.Time) (workflows.ArchiveInput, error) {
+	var tables []string
+	if f.all {
+		if f.logs || f.metrics || f.reports {
+			return workflows.ArchiveInput{}, usageErr("run: --all cannot be combined with --logs, --metrics or --reports")
+		}
+		tables = policy.BuiltNames()
+	} else {
+		for _, sel := range []struct {
+			on   bool
+			name string
+		}{{f.logs, "logs"}, {f.metrics, "metrics"}, {f.reports, "reports"}} {
+			if sel.on {
+				tables = append(tables, sel.name)
+			}
+		}
+		if len(tables) == 0 {
+			return workflows.ArchiveInput{}, usageErr("run: choose the tables: --all, or any of --logs --metrics --reports")
+		}
+	}
+	tables, err := policy.Select(tables)
+	if err != nil {
+		return workflows.ArchiveInput{}, usageErr("run: %v", err)
+	}
+	in := workflows.ArchiveInput{Tables: tables, DryRun: f.dryRun, BatchSize: f.batchSize}
+	if f.batchSize != 0 {
+		if err := policy.ValidateBatchSize(f.batchSize); err != nil {
+			return in, usageErr("run: --batch-size: %v", err)
+		}
+	}
+	if f.asOf != "" {
+		in.AsOf, err = ParseAsOf(f.asOf, now)
+		if err != nil {
+			return in, usageErr("run: %v", err)
+		}
+	}
+	return in, nil
+}
+
+// ParseAsOf reads an RFC3339 instant and refuses one in the future: a run as
+// of tomorrow would archive rows that are not yet old enough.
+func ParseAsOf(s string, now time.Time) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(s))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--as-of %q is not an RFC3339 time such as 2025-01-31T03:00:00Z", s)
+	}
+	if t.After(now.Add(time.Minute)) {
+		return time.Time{}, fmt.Errorf("--as-of %s is in the future (now %s): it would archive rows before they are due", t.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	if t.Year() < 1970 {
+		return time.Time{}, fmt.Errorf("--as-of %s is before 1970", t.UTC().Format(time.RFC3339))
+	}
+	return t.UTC(), nil
+}
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, logger *slog.Logger) error {
+	f, err := parseRunFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	in, err := f.archiveInput(time.Now())
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load()
+	if err != nil {
+		return err
+	}
+	c, err := temporalclient.Dial(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := temporalclient.EnsureSearchAttributes(ctx, c, cfg.TemporalNamespace); err != nil {
+		return err
+	}
+
+	sa := []temporal.SearchAttributeUpdate{
+		temporal.NewSearchAttributeKeyKeywordList("ArchiveTables").ValueSet(in.Tables),
+		temporal.NewSearchAttributeKeyBool("ArchiveDryRun").ValueSet(in.DryRun),
+	}
+	if !in.AsOf.IsZero() {
+		sa = append(sa, temporal.NewSearchAttributeKeyTime("ArchiveAsOf").ValueSet(in.AsOf))
+	}
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                    "archive-manual-" + time.Now().UTC().Format("20060102T150405Z") + "-" + randomSuffix(),
+		TaskQueue:             cfg.TaskQueue,
+		TypedSearchAttributes: temporal.NewSearchAttributes(sa...),
+	}, workflows.ArchiveWorkflowName, in)
+	if err != nil {
+		return fmt.Errorf("start archive run: %w", err)
+	}
+	link := webUILink(cfg, run.GetID(), run.GetRunID())
+	if !f.json {
+		fmt.Fprintf(stdout, "started %s (tables: %s, dry run: %v)\nworkflow id: %s\nWeb UI: %s\n",
+			workflows.ArchiveWorkflowName, strings.Join(in.Tables, ","), in.DryRun, run.GetID(), link)
+	}
+	if !f.wait {
+		if f.json {
+			return json.NewEncoder(stdout).Encode(map[string]string{"workflow_id": run.GetID(), "run_id": run.GetRunID(), "web_ui": link})
+		}
+		return nil
+	}
+
+	res, runErr := waitForRun(ctx, c, run, stderr, f.json)
+	if f.json {
+		out := struct {
+			WorkflowID string                  `json:"workflow_id"`
+			RunID      string                  `json:"run_id"`
+			WebUI      string                  `json:"web_ui"`
+			Result     workflows.ArchiveResult `json:"result"`
+			Error      string                  `json:"error,omitempty"`
+		}{run.GetID(), run.GetRunID(), link, res, errString(runErr)}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else {
+		printSummary(stdout, res, f.verbose)
+		fmt.Fprintf(stdout, "Web UI: %s\n", link)
+	}
+	if runErr != nil {
+		return exitError{code: 1, err: fmt.Errorf("archive run %s failed: %w", run.GetID(), runErr)}
+	}
+	return nil
+}
+
+// waitForRun waits for the result, printing progress (from the workflow's
+// progress query) to stderr as it changes.
+func waitForRun(ctx context.Context, c client.Client, run client.WorkflowRun, stderr io.Writer, quiet bool) (workflows.ArchiveResult, error) {
+	done := make(chan struct{})
+	var res workflows.ArchiveResult
+	var runErr error
+	go func() {
+		defer close(done)
+		runErr = run.Get(ctx, &res)
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	last := ""
+	for {
+		select {
+		case <-done:
+			var appErr *temporal.ApplicationError
+			if errors.As(runErr, &appErr) && appErr.HasDetails() {
+				_ = appErr.Details(&res)
+			}
+			return res, runErr
+		case <-tick.C:
+			if quiet {
+				continue
+			}
+			v, err := c.QueryWorkflow(ctx, run.GetID(), run.GetRunID(), workflows.ProgressQuery)
+			if err != nil {
+				continue // not yet started, or finished meanwhile
+			}
+			var p workflows.ArchiveResult
+			if v.Get(&p) != nil {
+				continue
+			}
+			if line := progressLine(p); line != last {
+				fmt.Fprintln(stderr, line)
+				last = line
+			}
+		}
+	}
+}
+
+func progressLine(p workflows.ArchiveResult) string {
+	parts := make([]string, 0, len(p.Tables))
+	for _, t := range p.Tables {
+		parts = append(parts, fmt.Sprintf("%s %s: %d batches, %d rows, %s", t.Table, t.Status, t.Batches, t.RowsArchived, humanBytes(t.Bytes)))
+	}
+	return "progress: " + strings.Join(parts, " | ")
+}
+
+func printSummary(w io.Writer, r workflows.ArchiveResult, verbose bool) {
+	mode := "archive"
+	if r.DryRun {
+		mode = "dry run (nothing written)"
+	}
+	fmt.Fprintf(w, "\n%s as of %s\n", mode, r.AsOf.UTC().Format(time.RFC3339))
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	if r.DryRun {
+		fmt.Fprintln(tw, "TABLE\tSTATUS\tCUT-OFF\tELIGIBLE ROWS\tBYTES\tOLDEST\tNEWEST\tNEW PARTITIONS\tERROR")
+		for _, t := range r.Tables {
+			var p = t.Preview
+			if p == nil {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t-\t%s\n", t.Table, t.Status, day(t.Cutoff), t.Error)
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\n", t.Table, t.Status, day(t.Cutoff), p.Rows, humanBytes(p.Bytes),
+				dayPtr(p.Oldest), dayPtr(p.Newest), len(p.PartitionsToCreate), t.Error)
+		}
+		_ = tw.Flush()
+		if verbose {
+			for _, t := range r.Tables {
+				if t.Preview != nil && len(t.Preview.PartitionsToCreate) > 0 {
+					fmt.Fprintf(w, "%s: would create %s\n", t.Table, strings.Join(t.Preview.PartitionsToCreate, ", "))
+				}
+			}
+		}
+		return
+	}
+	fmt.Fprintln(tw, "TABLE\tSTATUS\tCUT-OFF\tBATCHES\tARCHIVED\tDELETED\tBYTES\tNEW PARTITIONS\tERROR")
+	for _, t := range r.Tables {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%s\n", t.Table, t.Status, day(t.Cutoff), t.Batches,
+			t.RowsArchived, t.RowsDeleted, humanBytes(t.Bytes), t.PartitionsCreated, t.Error)
+	}
+	_ = tw.Flush()
+	if verbose {
+		for _, t := range r.Tables {
+			if t.JobID != "" {
+				fmt.Fprintf(w, "%s: archive_jobs.id = %s\n", t.Table, t.JobID)
+			}
+		}
+	}
+}
+
+func webUILink(cfg config.Config, workflowID, runID string) string {
+	return fmt.Sprintf("%s/namespaces/%s/workflows/%s/%s/history", strings.TrimRight(cfg.TemporalUIURL, "/"), cfg.TemporalNamespace, workflowID, runID)
+}
+
+func randomSuffix() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func day(t time.Time) string { return t.UTC().Format("2006-01-02 15:04") }
+
+func dayPtr(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return day(*t)
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
