@@ -1,6 +1,7 @@
 package activities
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -13,6 +14,10 @@ import (
 // Activities holds what the activities share. The worker registers one.
 type Activities struct {
 	DB *pgxpool.Pool
+	// AfterCommit, when set, runs after a batch's transaction commits and
+	// its error fails the attempt. Fault tests use it to lose the answer of
+	// a committed batch, as a crash or a network cut would.
+	AfterCommit func(ctx context.Context, res MoveBatchResult) error
 }
 
 // ErrInvalidInput is the error type of activity failures that retrying

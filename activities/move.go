@@ -67,6 +67,11 @@ func (a *Activities) MoveBatch(ctx context.Context, in MoveBatchInput) (MoveBatc
 	if err != nil {
 		return MoveBatchResult{}, fmt.Errorf("move batch %s of %s: %w", in.BatchID, t.Live, err)
 	}
+	if a.AfterCommit != nil {
+		if err := a.AfterCommit(ctx, res); err != nil {
+			return MoveBatchResult{}, err
+		}
+	}
 	return res, nil
 }
 

@@ -4,7 +4,9 @@ package migrations
 
 import (
 	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -39,4 +41,23 @@ func Up(ctx context.Context, conn *pgx.Conn) (from, to int32, err error) {
 		return from, 0, fmt.Errorf("read schema version: %w", err)
 	}
 	return from, to, nil
+}
+
+// Fingerprint identifies the migration set by content, so that a test
+// template database made from an older schema is never reused.
+func Fingerprint() (string, error) {
+	names, err := migrate.FindMigrations(files)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	for _, n := range names {
+		b, err := files.ReadFile(n)
+		if err != nil {
+			return "", err
+		}
+		h.Write([]byte(n))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12], nil
 }

@@ -160,7 +160,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, logger
 		return nil
 	}
 
+	started := time.Now()
 	res, runErr := waitForRun(ctx, c, run, stderr, f.json)
+	elapsed := time.Since(started)
 	if f.json {
 		out := struct {
 			WorkflowID string                  `json:"workflow_id"`
@@ -176,7 +178,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, logger
 		}
 	} else {
 		printSummary(stdout, res, f.verbose)
-		fmt.Fprintf(stdout, "Web UI: %s\n", link)
+		fmt.Fprintf(stdout, "%s\nWeb UI: %s\n", rateLine(res, elapsed), link)
 	}
 	if runErr != nil {
 		return exitError{code: 1, err: fmt.Errorf("archive run %s failed: %w", run.GetID(), runErr)}
@@ -274,6 +276,20 @@ func printSummary(w io.Writer, r workflows.ArchiveResult, verbose bool) {
 			}
 		}
 	}
+}
+
+// rateLine is the run's wall time as the starter saw it and the rows it
+// moved per second.
+func rateLine(r workflows.ArchiveResult, elapsed time.Duration) string {
+	var rows int64
+	for _, t := range r.Tables {
+		rows += t.RowsArchived
+	}
+	line := fmt.Sprintf("took %.1f s", elapsed.Seconds())
+	if rows > 0 && !r.DryRun {
+		line += fmt.Sprintf(", %d rows archived, %.0f rows/s", rows, float64(rows)/elapsed.Seconds())
+	}
+	return line
 }
 
 func webUILink(cfg config.Config, workflowID, runID string) string {

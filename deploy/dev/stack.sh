@@ -78,10 +78,19 @@ pg_datadir() {
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# port_free HOST PORT WHAT: refuse to start when another process holds the
+# port: the tests would otherwise talk to somebody else's server.
+port_free() {
+  port_open "$1" "$2" && die "$3: $1:$2 is already in use by another process (stop it, or change the port in temporal-dev.yaml / DEV_PG_PORT / DEV_S3_PORT)"
+  return 0
+}
+
 wait_port() { # host port seconds what
   local i
   for ((i = 0; i < $3 * 10; i++)); do
-    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+    port_open "$1" "$2" && return 0
     sleep 0.1
   done
   die "$4 did not open $1:$2 within $3 s (log: $DEV/logs)"
@@ -109,6 +118,7 @@ pg_up() {
   if as_pg "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     log "PostgreSQL already running on 127.0.0.1:$PG_PORT"
   else
+    port_free 127.0.0.1 "$PG_PORT" PostgreSQL
     touch "$DEV/logs/postgres.log"
     [ "$(id -u)" = 0 ] && chown postgres "$DEV/logs/postgres.log"
     as_pg "$bin/pg_ctl" -D "$data" -l "$DEV/logs/postgres.log" -w -t 60 \
@@ -128,6 +138,8 @@ temporal_up() {
     log "Temporal already running on $T_IP:$T_PORT"
     return
   fi
+  port_free "$T_IP" "$T_PORT" Temporal
+  port_free "$T_IP" "$T_UI_PORT" "Temporal Web UI"
   mkdir -p "$(dirname "$T_DB")"
   local args=(server start-dev --ip "$T_IP" --port "$T_PORT" --ui-port "$T_UI_PORT"
     --namespace "$T_NS" --db-filename "$T_DB" --log-level "${T_LOG:-warn}")
@@ -137,6 +149,7 @@ temporal_up() {
   setsid "$TEMPORAL_BIN" "${args[@]}" </dev/null >"$DEV/logs/temporal.log" 2>&1 &
   echo $! > "$DEV/temporal.pid"
   wait_port "$T_IP" "$T_PORT" 60 "Temporal"
+  alive "$DEV/temporal.pid" || die "Temporal exited at start: see $DEV/logs/temporal.log"
   local i
   for ((i = 0; i < 300; i++)); do
     "$TEMPORAL_BIN" operator namespace describe --address "$T_IP:$T_PORT" -n "$T_NS" >/dev/null 2>&1 && break
@@ -157,12 +170,14 @@ s3_up() {
   fi
   local key secret
   read -r key secret < "$DEV/s3.credentials"
+  port_free 127.0.0.1 "$S3_PORT" "S3 server"
   mkdir -p "$DEV/s3/$S3_BUCKET"
   ROOT_ACCESS_KEY="$key" ROOT_SECRET_KEY="$secret" \
     setsid "$VERSITYGW_BIN" --port "127.0.0.1:$S3_PORT" --quiet posix "$DEV/s3" \
     </dev/null >"$DEV/logs/s3.log" 2>&1 &
   echo $! > "$DEV/s3.pid"
   wait_port 127.0.0.1 "$S3_PORT" 30 "S3 server (versitygw)"
+  alive "$DEV/s3.pid" || die "versitygw exited at start: see $DEV/logs/s3.log"
   log "S3 (versitygw) on 127.0.0.1:$S3_PORT, bucket $S3_BUCKET"
 }
 

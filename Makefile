@@ -1,0 +1,66 @@
+# The archiver's commands. The two a new machine needs: `make run` and
+# `make test` (README.md). Everything they start lives under .dev/ and the
+# tools they build under .cache/tools, both ignored by git.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+STACK := deploy/dev/stack.sh
+TOOLS := .cache/tools
+ENV := set -a && . .dev/env && set +a
+
+# Read from temporal-dev.yaml, the dev server's declaration.
+TEMPORAL_CLI_VERSION := $(shell awk '/^cli_version:/ {print $$2}' temporal-dev.yaml)
+TEMPORAL_UI := http://$(shell awk '/^ip:/ {print $$2}' temporal-dev.yaml):$(shell awk '/^ui_port:/ {print $$2}' temporal-dev.yaml)
+
+WORKFLOWCHECK_VERSION := v0.6.0
+STATICCHECK_VERSION := v0.8.2
+WORKFLOWCHECK := $(TOOLS)/workflowcheck-$(WORKFLOWCHECK_VERSION)/workflowcheck
+STATICCHECK := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
+
+GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
+
+.PHONY: help build dev-up dev-down dev-clean run test test-unit lint record-histories
+
+help:
+	@echo "make run        dev stack up, migrate, demo data, one archive run, summary (Web UI: $(TEMPORAL_UI))"
+	@echo "make test       dev stack up, then every test against the real PostgreSQL, Temporal and S3"
+	@echo "make test-unit  the tests that need no dev stack"
+	@echo "make lint       gofmt, go vet, staticcheck, workflowcheck"
+	@echo "make dev-up | dev-down | dev-clean    the local stack (state in .dev/)"
+	@echo "make record-histories   re-record testdata/histories for the replay tests"
+
+build:
+	go build -o bin/ ./worker ./starter
+
+dev-up:
+	@bash $(STACK) up
+
+dev-down:
+	@bash $(STACK) down
+
+dev-clean:
+	@bash $(STACK) clean
+
+run: build dev-up
+	@bash deploy/dev/run.sh
+
+test: dev-up
+	$(ENV) && ARCHIVER_REQUIRE_STACK=1 go test $(GO_TEST_FLAGS) ./...
+
+test-unit:
+	go test -count=1 ./internal/config ./internal/policy ./starter ./workflows
+
+record-histories: dev-up
+	$(ENV) && ARCHIVER_REQUIRE_STACK=1 ARCHIVER_RECORD_HISTORY=1 go test -count=1 -run TestLogsRun ./internal/e2e
+
+$(WORKFLOWCHECK):
+	GOBIN=$(abspath $(dir $@)) go install go.temporal.io/sdk/contrib/tools/workflowcheck@$(WORKFLOWCHECK_VERSION)
+
+$(STATICCHECK):
+	GOBIN=$(abspath $(dir $@)) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+lint: $(WORKFLOWCHECK) $(STATICCHECK)
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	go vet ./...
+	$(STATICCHECK) ./...
+	$(WORKFLOWCHECK) ./...

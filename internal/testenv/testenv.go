@@ -1,0 +1,204 @@
+// Package testenv gives integration tests the real services of the dev stack
+// (`make dev-up`): a PostgreSQL database of their own, migrated, dropped when
+// the test ends; a Temporal client; a worker on a task queue of their own.
+//
+// Without the stack's environment the tests skip, unless
+// ARCHIVER_REQUIRE_STACK is set (`make test` and CI set it), in which case
+// they fail: CI must never pass by skipping.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
+
+	"github.com/mockupaws/archiver/activities"
+	"github.com/mockupaws/archiver/internal/temporalclient"
+	"github.com/mockupaws/archiver/migrations"
+)
+
+// Env is the dev stack as the tests see it.
+type Env struct {
+	AdminURL        string // a superuser URL whose database is "postgres"
+	TemporalAddress string
+	Namespace       string
+}
+
+// Load reads the stack's environment or skips (fails under
+// ARCHIVER_REQUIRE_STACK) when it is absent.
+func Load(t testing.TB) Env {
+	t.Helper()
+	e := Env{
+		AdminURL:        os.Getenv("ARCHIVER_TEST_ADMIN_URL"),
+		TemporalAddress: os.Getenv("TEMPORAL_ADDRESS"),
+		Namespace:       os.Getenv("TEMPORAL_NAMESPACE"),
+	}
+	if e.Namespace == "" {
+		e.Namespace = "default"
+	}
+	if e.AdminURL == "" || e.TemporalAddress == "" {
+		msg := "dev stack environment missing (ARCHIVER_TEST_ADMIN_URL, TEMPORAL_ADDRESS): run `make test`, or `make dev-up` and `set -a; . .dev/env; set +a`"
+		if os.Getenv("ARCHIVER_REQUIRE_STACK") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return e
+}
+
+// NewDB creates a database of the test's own, with the schema applied, and
+// drops it when the test ends. Databases are cloned from a template migrated
+// once per schema version, which keeps this to a few tens of milliseconds.
+func NewDB(t testing.TB) (*pgxpool.Pool, string) {
+	t.Helper()
+	env := Load(t)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, env.AdminURL)
+	if err != nil {
+		t.Fatalf("connect to the dev stack's PostgreSQL: %v", err)
+	}
+	defer admin.Close(ctx)
+
+	fp, err := migrations.Fingerprint()
+	if err != nil {
+		t.Fatalf("fingerprint migrations: %v", err)
+	}
+	tmpl := "archiver_tmpl_" + fp
+	name := "t_" + randomHex(6)
+	// One lock for every test process: template creation and CREATE
+	// DATABASE ... TEMPLATE both need the template free of other sessions.
+	if _, err := admin.Exec(ctx, `SELECT pg_advisory_lock(7243001)`); err != nil {
+		t.Fatalf("lock: %v", err)
+	}
+	err = func() error {
+		defer admin.Exec(ctx, `SELECT pg_advisory_unlock(7243001)`) //nolint:errcheck
+		if err := ensureTemplate(ctx, admin, env.AdminURL, tmpl); err != nil {
+			return err
+		}
+		_, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`,
+			pgx.Identifier{name}.Sanitize(), pgx.Identifier{tmpl}.Sanitize()))
+		return err
+	}()
+	if err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	url := withDatabase(t, env.AdminURL, name)
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatalf("connect to test database: %v", err)
+	}
+	t.Cleanup(func() {
+		pool.Close()
+		c, err := pgx.Connect(context.Background(), env.AdminURL)
+		if err != nil {
+			t.Errorf("drop test database %s: %v", name, err)
+			return
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(context.Background(), fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, pgx.Identifier{name}.Sanitize())); err != nil {
+			t.Errorf("drop test database %s: %v", name, err)
+		}
+	})
+	return pool, url
+}
+
+func ensureTemplate(ctx context.Context, admin *pgx.Conn, adminURL, tmpl string) error {
+	var exists bool
+	if err := admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, tmpl).Scan(&exists); err != nil {
+		return err
+	}
+	if exists {
+		return nil
+	}
+	// Templates of older schema versions are of no further use.
+	old, err := admin.Query(ctx, `SELECT datname FROM pg_database WHERE datname LIKE 'archiver_tmpl_%'`)
+	if err != nil {
+		return err
+	}
+	names, err := pgx.CollectRows(old, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if _, err := admin.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, pgx.Identifier{n}.Sanitize())); err != nil {
+			return err
+		}
+	}
+	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s`, pgx.Identifier{tmpl}.Sanitize())); err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, replaceDatabase(adminURL, tmpl))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if _, _, err := migrations.Up(ctx, conn); err != nil {
+		_, _ = admin.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, pgx.Identifier{tmpl}.Sanitize()))
+		return err
+	}
+	return nil
+}
+
+func withDatabase(t testing.TB, adminURL, db string) string {
+	u := replaceDatabase(adminURL, db)
+	if u == adminURL {
+		t.Fatalf("ARCHIVER_TEST_ADMIN_URL must be a postgres:// URL ending in /postgres")
+	}
+	return u
+}
+
+func replaceDatabase(adminURL, db string) string {
+	return strings.Replace(adminURL, "/postgres?", "/"+db+"?", 1)
+}
+
+// Temporal dials the dev stack's Temporal server.
+func Temporal(t testing.TB) client.Client {
+	t.Helper()
+	env := Load(t)
+	c, err := client.Dial(client.Options{
+		HostPort: env.TemporalAddress, Namespace: env.Namespace,
+		Logger: tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+	})
+	if err != nil {
+		t.Fatalf("dial Temporal: %v", err)
+	}
+	t.Cleanup(c.Close)
+	if err := temporalclient.EnsureSearchAttributes(context.Background(), c, env.Namespace); err != nil {
+		t.Fatalf("search attributes: %v", err)
+	}
+	return c
+}
+
+// StartWorker runs the archiver's worker for acts on a task queue of the
+// test's own and stops it when the test ends.
+func StartWorker(t testing.TB, c client.Client, acts *activities.Activities) string {
+	t.Helper()
+	queue := "test-" + randomHex(6)
+	w := temporalclient.NewWorker(c, queue, acts)
+	if err := w.Start(); err != nil {
+		t.Fatalf("start worker: %v", err)
+	}
+	t.Cleanup(w.Stop)
+	return queue
+}
+
+// RandomID is a short random hex string for workflow ids and names.
+func RandomID() string { return randomHex(6) }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}

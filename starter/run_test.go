@@ -1,0 +1,55 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+var now = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+func TestRunFlags(t *testing.T) {
+	ok := map[string][]string{
+		"--all":            {"logs"},
+		"--logs --dry-run": {"logs"},
+		"--logs --as-of 2026-01-01T03:00:00+01:00": {"logs"},
+	}
+	for args, tables := range ok {
+		f, err := parseRunFlags(strings.Fields(args), io.Discard)
+		if err != nil {
+			t.Fatalf("%s: %v", args, err)
+		}
+		in, err := f.archiveInput(now)
+		if err != nil || !slices.Equal(in.Tables, tables) {
+			t.Fatalf("%s: %v, %v", args, in, err)
+		}
+		if strings.Contains(args, "--as-of") && !in.AsOf.Equal(time.Date(2026, 1, 1, 2, 0, 0, 0, time.UTC)) {
+			t.Fatalf("%s: as-of %v", args, in.AsOf)
+		}
+	}
+	bad := map[string]string{
+		"":                                    "choose the tables",
+		"--metrics":                           "not built yet",
+		"--reports --logs":                    "not built yet",
+		"--all --logs":                        "cannot be combined",
+		"--logs --as-of yesterday":            "not an RFC3339 time",
+		"--logs --as-of 2027-01-01T00:00:00Z": "in the future",
+		"--logs --batch-size 0x":              "invalid value",
+		"--logs --batch-size -3":              "must be at least 1",
+		"--logs --batch-size 100000000":       "must be at most",
+		"--logs extra":                        "unexpected argument",
+	}
+	for args, mention := range bad {
+		f, err := parseRunFlags(strings.Fields(args), io.Discard)
+		if err == nil {
+			_, err = f.archiveInput(now)
+		}
+		var ee exitError
+		if err == nil || !strings.Contains(err.Error(), mention) || !errors.As(err, &ee) || ee.code != 2 {
+			t.Errorf("%q: error %v, want a usage error mentioning %q", args, err, mention)
+		}
+	}
+}

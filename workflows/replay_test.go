@@ -1,0 +1,33 @@
+package workflows
+
+import (
+	"path/filepath"
+	"testing"
+
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+)
+
+// TestReplay replays every recorded history (testdata/histories, written by
+// the e2e tests with ARCHIVER_RECORD_HISTORY=1) against today's workflow
+// code. A change that would break a running workflow fails here: guard it
+// with workflow.GetVersion and record a new history for the new shape, but
+// keep the old ones.
+func TestReplay(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "testdata", "histories", "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 3 {
+		t.Fatalf("found %d recorded histories, want at least 3 (archive, dry run, failed run)", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			r := worker.NewWorkflowReplayer()
+			r.RegisterWorkflowWithOptions(ArchiveWorkflow, workflow.RegisterOptions{Name: ArchiveWorkflowName})
+			if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
+				t.Fatalf("replay %s: %v", f, err)
+			}
+		})
+	}
+}
