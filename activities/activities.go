@@ -8,12 +8,20 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/mockupaws/archiver/internal/objectstore"
 	"github.com/mockupaws/archiver/internal/policy"
 )
 
 // Activities holds what the activities share. The worker registers one.
 type Activities struct {
 	DB *pgxpool.Pool
+	// Store is the reports bucket (nil: reports archiving not configured).
+	Store *objectstore.Store
+	// ReportsDir is the root that reports.file_path is resolved under;
+	// nothing outside it is ever read or removed.
+	ReportsDir string
+	// Compression is "gzip" (default) or "zstd".
+	Compression string
 	// AfterCommit, when set, runs after a batch's transaction commits and
 	// its error fails the attempt. Fault tests use it to lose the answer of
 	// a committed batch, as a crash or a network cut would.
@@ -24,6 +32,17 @@ type Activities struct {
 // cannot fix (unknown table, bad batch size). The workflow's retry policy
 // lists it as non-retryable, so such a run fails fast.
 const ErrInvalidInput = "InvalidInput"
+
+// ErrReportUnavailable: a report's file is missing, unreadable, or outside
+// REPORTS_DIR. That report fails; nothing of it is deleted.
+const ErrReportUnavailable = "ReportUnavailable"
+
+// ErrStorageConfig: the bucket is missing, the credentials are wrong, or
+// reports archiving is not configured. Retrying cannot fix it.
+const ErrStorageConfig = "StorageMisconfigured"
+
+// NonRetryable lists the error types above, for the workflow's retry policy.
+var NonRetryable = []string{ErrInvalidInput, ErrReportUnavailable, ErrStorageConfig}
 
 func invalid(format string, err error) error {
 	return temporal.NewNonRetryableApplicationError(format+": "+err.Error(), ErrInvalidInput, nil)
@@ -47,4 +66,4 @@ func utc(t *time.Time) *time.Time {
 	return &u
 }
 
-var errCountMismatch = errors.New("inserted and deleted row counts differ; transaction rolled back")
+var errCountMismatch = errors.New("archive and live row counts disagree; transaction rolled back")

@@ -53,6 +53,7 @@ type JobTotals struct {
 	Status       string
 	Batches      int64
 	RowsArchived int64
+	RowsMerged   int64
 	RowsDeleted  int64
 	Bytes        int64
 }
@@ -71,6 +72,7 @@ func (a *Activities) FinishJob(ctx context.Context, in FinishJobInput) (JobTotal
 		WITH t AS (
 			SELECT count(*) AS batches,
 			       COALESCE(sum(rows_moved), 0)::bigint AS archived,
+			       COALESCE(sum(rows_merged), 0)::bigint AS merged,
 			       COALESCE(sum(rows_deleted), 0)::bigint AS deleted,
 			       COALESCE(sum(bytes), 0)::bigint AS bytes
 			FROM archive_batches WHERE job_id = $1
@@ -79,11 +81,11 @@ func (a *Activities) FinishJob(ctx context.Context, in FinishJobInput) (JobTotal
 		SET status = $2, error_message = $3,
 		    completed_at = COALESCE(j.completed_at, now()),
 		    batches = t.batches, records_processed = t.deleted,
-		    records_archived = t.archived, records_deleted = t.deleted,
+		    records_archived = t.archived + t.merged, records_deleted = t.deleted,
 		    bytes_archived = t.bytes
 		FROM t WHERE j.id = $1
-		RETURNING j.status, j.batches, j.records_archived, j.records_deleted, j.bytes_archived`,
-		in.JobID, status, errMsg).Scan(&out.Status, &out.Batches, &out.RowsArchived, &out.RowsDeleted, &out.Bytes)
+		RETURNING j.status, j.batches, t.archived, t.merged, j.records_deleted, j.bytes_archived`,
+		in.JobID, status, errMsg).Scan(&out.Status, &out.Batches, &out.RowsArchived, &out.RowsMerged, &out.RowsDeleted, &out.Bytes)
 	if err != nil {
 		return out, fmt.Errorf("finish job %s: %w", in.JobID, err)
 	}

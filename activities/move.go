@@ -25,8 +25,11 @@ type MoveBatchInput struct {
 
 // MoveBatchResult is what the batch moved, as the ledger records it.
 type MoveBatchResult struct {
-	BatchID     string
-	RowsMoved   int64
+	BatchID   string
+	RowsMoved int64
+	// RowsMerged counts archive rows this batch updated instead of
+	// inserting (metrics: late samples merged into an existing aggregate).
+	RowsMerged  int64
 	RowsDeleted int64
 	Bytes       int64
 	MinTS       *time.Time
@@ -34,6 +37,8 @@ type MoveBatchResult struct {
 	// Replayed is true when the batch had already committed on an earlier
 	// attempt: nothing moved this time and the recorded result is returned.
 	Replayed bool
+	// More is true when eligible rows may remain after this batch.
+	More bool
 }
 
 // MoveBatch moves up to Limit rows older than Cutoff from the live table to
@@ -55,6 +60,12 @@ func (a *Activities) MoveBatch(ctx context.Context, in MoveBatchInput) (MoveBatc
 	if !ok {
 		return MoveBatchResult{}, invalid("move batch", fmt.Errorf("no batch statement for table %s", t.Name))
 	}
+	return a.runBatch(ctx, t, move, in)
+}
+
+// runBatch runs one mover under the ledger protocol, creating a missing
+// partition once if the rows need one, and calls AfterCommit.
+func (a *Activities) runBatch(ctx context.Context, t policy.Table, move mover, in MoveBatchInput) (MoveBatchResult, error) {
 	res, err := a.moveOnce(ctx, t, move, in)
 	if isMissingPartition(err) {
 		// A row older than the partitions EnsurePartitions made (a late
@@ -75,7 +86,7 @@ func (a *Activities) MoveBatch(ctx context.Context, in MoveBatchInput) (MoveBatc
 	return res, nil
 }
 
-func (a *Activities) moveOnce(ctx context.Context, t policy.Table, move string, in MoveBatchInput) (MoveBatchResult, error) {
+func (a *Activities) moveOnce(ctx context.Context, t policy.Table, move mover, in MoveBatchInput) (MoveBatchResult, error) {
 	res := MoveBatchResult{BatchID: in.BatchID}
 	tx, err := a.DB.Begin(ctx)
 	if err != nil {
@@ -96,19 +107,16 @@ func (a *Activities) moveOnce(ctx context.Context, t policy.Table, move string, 
 		return res, fmt.Errorf("claim batch: %w", err)
 	}
 
-	var inserted int64
-	err = tx.QueryRow(ctx, move, in.BatchID, in.Cutoff, in.Limit).
-		Scan(&inserted, &res.RowsDeleted, &res.Bytes, &res.MinTS, &res.MaxTS)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return res, fmt.Errorf("ledger row of batch vanished inside its transaction")
-	}
+	m, err := move(ctx, tx, in)
 	if err != nil {
 		return res, err
 	}
-	if inserted != res.RowsDeleted {
-		return res, fmt.Errorf("%w (inserted %d, deleted %d)", errCountMismatch, inserted, res.RowsDeleted)
+	if m.inserted+m.merged != m.expected {
+		return res, fmt.Errorf("%w (inserted %d + merged %d, expected %d)", errCountMismatch, m.inserted, m.merged, m.expected)
 	}
-	res.RowsMoved = inserted
+	res.RowsMerged = m.merged
+	res.RowsDeleted, res.Bytes, res.MinTS, res.MaxTS, res.More = m.deleted, m.bytes, m.minTS, m.maxTS, m.more
+	res.RowsMoved = m.inserted
 	if err := tx.Commit(ctx); err != nil {
 		return res, fmt.Errorf("commit: %w", err)
 	}
@@ -121,9 +129,9 @@ func (a *Activities) recorded(ctx context.Context, tx pgx.Tx, t policy.Table, in
 	res := MoveBatchResult{BatchID: in.BatchID, Replayed: true}
 	var table, job string
 	err := tx.QueryRow(ctx, `
-		SELECT table_name, job_id::text, rows_moved, rows_deleted, bytes, min_ts, max_ts
+		SELECT table_name, job_id::text, rows_moved, rows_merged, rows_deleted, bytes, min_ts, max_ts
 		FROM archive_batches WHERE batch_id = $1`, in.BatchID).
-		Scan(&table, &job, &res.RowsMoved, &res.RowsDeleted, &res.Bytes, &res.MinTS, &res.MaxTS)
+		Scan(&table, &job, &res.RowsMoved, &res.RowsMerged, &res.RowsDeleted, &res.Bytes, &res.MinTS, &res.MaxTS)
 	if err != nil {
 		return res, fmt.Errorf("read recorded batch: %w", err)
 	}
@@ -133,6 +141,7 @@ func (a *Activities) recorded(ctx context.Context, tx pgx.Tx, t policy.Table, in
 			ErrInvalidInput, nil)
 	}
 	res.MinTS, res.MaxTS = utc(res.MinTS), utc(res.MaxTS)
+	res.More = res.RowsDeleted > 0
 	return res, nil
 }
 
@@ -143,11 +152,34 @@ func isMissingPartition(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "23514" && pgErr.ConstraintName == ""
 }
 
-// movers holds each table's batch statement: $1 batch id, $2 cut-off,
-// $3 limit. It returns inserted, deleted, bytes, min and max timestamp, and
-// writes them into the ledger row in the same statement.
-var movers = map[string]string{
-	"logs": moveLogsSQL,
+// moved is what one table's batch statement reports.
+type moved struct {
+	inserted, merged, expected, deleted, bytes int64
+	minTS, maxTS                               *time.Time
+	more                                       bool
+}
+
+// A mover moves one batch inside the transaction that claimed its ledger
+// row, and writes its figures into that row.
+type mover func(ctx context.Context, tx pgx.Tx, in MoveBatchInput) (moved, error)
+
+var movers = map[string]mover{
+	"logs":    moveLogs,
+	"metrics": moveMetrics,
+}
+
+func moveLogs(ctx context.Context, tx pgx.Tx, in MoveBatchInput) (moved, error) {
+	var m moved
+	err := tx.QueryRow(ctx, moveLogsSQL, in.BatchID, in.Cutoff, in.Limit).
+		Scan(&m.inserted, &m.deleted, &m.bytes, &m.minTS, &m.maxTS)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return m, fmt.Errorf("ledger row of batch vanished inside its transaction")
+	}
+	m.expected = m.deleted // every deleted row is inserted once
+	// A short batch means none is left that this worker could lock; rows
+	// locked by another worker are that worker's to move.
+	m.more = m.deleted >= int64(in.Limit)
+	return m, err
 }
 
 // moveLogsSQL moves log rows as they are. Rows never travel through the

@@ -29,6 +29,12 @@ type bundle struct {
 func setup(t *testing.T) bundle {
 	t.Helper()
 	t.Parallel()
+	return newBundle(t)
+}
+
+// newBundle is setup without t.Parallel, for a second database in one test.
+func newBundle(t *testing.T) bundle {
+	t.Helper()
 	db, url := testenv.NewDB(t)
 	b := bundle{db: db, url: url, acts: &activities.Activities{DB: db}, jobID: uuid.NewString()}
 	_, err := b.acts.StartJob(context.Background(), activities.StartJobInput{

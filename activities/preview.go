@@ -12,6 +12,9 @@ import (
 type PreviewInput struct {
 	Table  string
 	Cutoff time.Time
+	// RetentionLimit, when set, also lists the archive partitions that
+	// retention would remove.
+	RetentionLimit time.Time
 }
 
 // PreviewResult is a dry run's answer for one table.
@@ -22,6 +25,7 @@ type PreviewResult struct {
 	Oldest             *time.Time
 	Newest             *time.Time
 	PartitionsToCreate []string
+	PartitionsToDrop   []string `json:",omitempty"`
 }
 
 // Preview reports the eligible rows, their bytes and time range, and the
@@ -46,6 +50,15 @@ func (a *Activities) Preview(ctx context.Context, in PreviewInput) (PreviewResul
 		return out, fmt.Errorf("preview %s: %w", t.Live, err)
 	}
 	out.Oldest, out.Newest = utc(out.Oldest), utc(out.Newest)
+	if !in.RetentionLimit.IsZero() {
+		expired, err := expiredPartitions(ctx, tx, t, in.RetentionLimit)
+		if err != nil {
+			return out, err
+		}
+		for _, p := range expired {
+			out.PartitionsToDrop = append(out.PartitionsToDrop, p.name)
+		}
+	}
 	if out.Oldest == nil {
 		return out, nil
 	}

@@ -13,7 +13,8 @@ var now = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
 func TestRunFlags(t *testing.T) {
 	ok := map[string][]string{
-		"--all":            {"logs"},
+		"--all":            {"logs", "metrics", "reports"},
+		"--reports --logs": {"logs", "reports"},
 		"--logs --dry-run": {"logs"},
 		"--logs --as-of 2026-01-01T03:00:00+01:00": {"logs"},
 	}
@@ -32,8 +33,6 @@ func TestRunFlags(t *testing.T) {
 	}
 	bad := map[string]string{
 		"":                                    "choose the tables",
-		"--metrics":                           "not built yet",
-		"--reports --logs":                    "not built yet",
 		"--all --logs":                        "cannot be combined",
 		"--logs --as-of yesterday":            "not an RFC3339 time",
 		"--logs --as-of 2027-01-01T00:00:00Z": "in the future",

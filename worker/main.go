@@ -13,6 +13,7 @@ import (
 
 	"github.com/mockupaws/archiver/activities"
 	"github.com/mockupaws/archiver/internal/config"
+	"github.com/mockupaws/archiver/internal/objectstore"
 	"github.com/mockupaws/archiver/internal/temporalclient"
 )
 
@@ -46,7 +47,15 @@ func run(logger *slog.Logger) error {
 	if err := temporalclient.EnsureSearchAttributes(ctx, c, cfg.TemporalNamespace); err != nil {
 		return err
 	}
-	w := temporalclient.NewWorker(c, cfg.TaskQueue, &activities.Activities{DB: pool})
+	acts := &activities.Activities{DB: pool, ReportsDir: cfg.ReportsDir, Compression: cfg.ReportsCompression}
+	if cfg.ReportsBucket != "" {
+		if acts.Store, err = objectstore.New(ctx, cfg.StoreOptions()); err != nil {
+			return err
+		}
+	} else {
+		logger.Warn("REPORTS_ARCHIVE_BUCKET is not set: reports runs will fail until it is")
+	}
+	w := temporalclient.NewWorker(c, cfg.TaskQueue, acts)
 	logger.Info("worker started", "temporal", cfg.TemporalAddress, "namespace", cfg.TemporalNamespace, "task_queue", cfg.TaskQueue)
 	return w.Run(worker.InterruptCh())
 }

@@ -25,6 +25,12 @@ type ArchiveInput struct {
 	AsOf time.Time
 	// BatchSize overrides the policy's rows per batch (0: policy default).
 	BatchSize int
+	// Policy is the policy in force (the starter's configuration); empty
+	// means the defaults of package policy.
+	Policy []policy.Table `json:",omitempty"`
+	// RetentionMode is "drop" (default) or "detach": what happens to an
+	// archive partition past retention.
+	RetentionMode string `json:",omitempty"`
 }
 
 // ArchiveResult is the run's summary, one entry per table.
@@ -64,8 +70,14 @@ type TableResult struct {
 	Bytes        int64
 	// PartitionsCreated counts archive partitions this run created.
 	PartitionsCreated int
-	Error             string                    `json:",omitempty"`
-	Preview           *activities.PreviewResult `json:",omitempty"`
+	// RowsMerged counts aggregates that late samples merged into (metrics).
+	RowsMerged int64 `json:",omitempty"`
+	// Failures counts items that failed while the rest went on (reports).
+	Failures int64 `json:",omitempty"`
+	// Retention is what the retention step removed (or would, in a dry run).
+	Retention *activities.RetentionResult `json:",omitempty"`
+	Error     string                      `json:",omitempty"`
+	Preview   *activities.PreviewResult   `json:",omitempty"`
 }
 
 // ErrRunFailed is the error type of a run in which at least one table
@@ -92,10 +104,28 @@ func ArchiveWorkflow(ctx workflow.Context, in ArchiveInput) (ArchiveResult, erro
 			return ArchiveResult{}, temporal.NewNonRetryableApplicationError("invalid archive input: "+err.Error(), activities.ErrInvalidInput, nil)
 		}
 	}
+	pol := in.Policy
+	if len(pol) == 0 {
+		pol = policy.Tables
+	}
+	for _, name := range tables {
+		t, err := policy.Find(pol, name)
+		if err == nil {
+			err = t.Validate()
+		}
+		if err != nil {
+			return ArchiveResult{}, temporal.NewNonRetryableApplicationError("invalid archive policy: "+err.Error(), activities.ErrInvalidInput, nil)
+		}
+	}
+	switch in.RetentionMode {
+	case "", activities.RetentionDrop, activities.RetentionDetach:
+	default:
+		return ArchiveResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("invalid retention mode %q (drop or detach)", in.RetentionMode), activities.ErrInvalidInput, nil)
+	}
 	asOf := resolveAsOf(ctx, in.AsOf)
 	res := ArchiveResult{AsOf: asOf, DryRun: in.DryRun, Tables: make([]TableResult, len(tables))}
 	for i, name := range tables {
-		t, _ := policy.Lookup(name)
+		t, _ := policy.Find(pol, name)
 		res.Tables[i] = TableResult{Table: name, Status: StatusPending, Cutoff: t.Cutoff(asOf)}
 	}
 	if err := workflow.SetQueryHandler(ctx, ProgressQuery, func() (ArchiveResult, error) { return res, nil }); err != nil {
@@ -108,8 +138,8 @@ func ArchiveWorkflow(ctx workflow.Context, in ArchiveInput) (ArchiveResult, erro
 		wg.Add(1)
 		workflow.Go(ctx, func(ctx workflow.Context) {
 			defer wg.Done()
-			t, _ := policy.Lookup(res.Tables[i].Table)
-			b := branch{table: t, asOf: asOf, result: &res.Tables[i], batchSize: in.BatchSize}
+			t, _ := policy.Find(pol, res.Tables[i].Table)
+			b := branch{table: t, asOf: asOf, result: &res.Tables[i], batchSize: in.BatchSize, retentionMode: in.RetentionMode}
 			if in.DryRun {
 				b.preview(ctx)
 			} else {
@@ -142,7 +172,7 @@ var activityOptions = workflow.ActivityOptions{
 		InitialInterval:        time.Second,
 		BackoffCoefficient:     2,
 		MaximumInterval:        30 * time.Second,
-		NonRetryableErrorTypes: []string{activities.ErrInvalidInput},
+		NonRetryableErrorTypes: activities.NonRetryable,
 	},
 }
 
@@ -162,16 +192,31 @@ func resolveAsOf(ctx workflow.Context, asOf time.Time) time.Time {
 
 // branch is one table's part of a run.
 type branch struct {
-	table     policy.Table
-	asOf      time.Time
-	batchSize int
-	result    *TableResult
+	table         policy.Table
+	asOf          time.Time
+	batchSize     int
+	retentionMode string
+	result        *TableResult
 }
+
+// Workflow changes, each guarded by workflow.GetVersion so that runs started
+// before the change replay on the old path (README: "Changing the
+// workflow"). The recorded histories in testdata/histories cover each shape.
+const (
+	// changeMoreFlag: the batch loop ends when MoveBatch says no rows are
+	// left (More), not when a batch comes back short; metric batches are
+	// whole days, whose size is not the limit.
+	changeMoreFlag = "batch-loop-more-flag"
+	// changeRetention: a retention step after the batches.
+	changeRetention = "retention-step"
+)
 
 func (b *branch) preview(ctx workflow.Context) {
 	b.result.Status = StatusRunning
 	var p activities.PreviewResult
-	err := workflow.ExecuteActivity(ctx, a.Preview, activities.PreviewInput{Table: b.table.Name, Cutoff: b.result.Cutoff}).Get(ctx, &p)
+	err := workflow.ExecuteActivity(ctx, a.Preview, activities.PreviewInput{
+		Table: b.table.Name, Cutoff: b.result.Cutoff, RetentionLimit: b.table.RetentionLimit(b.asOf),
+	}).Get(ctx, &p)
 	if err != nil {
 		b.fail(err)
 		return
@@ -194,7 +239,14 @@ func (b *branch) archive(ctx workflow.Context) {
 		b.fail(err) // no job row to close
 		return
 	}
-	err = b.moveAll(ctx)
+	if b.table.Name == "reports" {
+		err = b.archiveReports(ctx)
+	} else {
+		err = b.moveAll(ctx)
+	}
+	if err == nil && workflow.GetVersion(ctx, changeRetention, workflow.DefaultVersion, 1) >= 1 {
+		err = b.retention(ctx)
+	}
 	var totals activities.JobTotals
 	finish := activities.FinishJobInput{JobID: r.JobID, Failed: err != nil}
 	if err != nil {
@@ -206,6 +258,7 @@ func (b *branch) archive(ctx workflow.Context) {
 	if totals.JobID != "" {
 		// The ledger is the record; report its figures.
 		r.Batches, r.RowsArchived, r.RowsDeleted, r.Bytes = totals.Batches, totals.RowsArchived, totals.RowsDeleted, totals.Bytes
+		r.RowsMerged = totals.RowsMerged
 	}
 	if err != nil {
 		b.fail(err)
@@ -226,10 +279,8 @@ func (b *branch) moveAll(ctx workflow.Context) error {
 	if parts.Oldest == nil {
 		return nil // nothing eligible
 	}
-	limit := b.batchSize
-	if limit == 0 {
-		limit = b.table.BatchSize
-	}
+	limit := b.limit()
+	useMore := workflow.GetVersion(ctx, changeMoreFlag, workflow.DefaultVersion, 1) >= 1
 	info := workflow.GetInfo(ctx)
 	for seq := 1; ; seq++ {
 		var mv activities.MoveBatchResult
@@ -244,10 +295,31 @@ func (b *branch) moveAll(ctx workflow.Context) error {
 		r.RowsArchived += mv.RowsMoved
 		r.RowsDeleted += mv.RowsDeleted
 		r.Bytes += mv.Bytes
-		if mv.RowsMoved < int64(limit) {
+		r.RowsMerged += mv.RowsMerged
+		if useMore && !mv.More || !useMore && mv.RowsMoved < int64(limit) {
 			return nil
 		}
 	}
+}
+
+func (b *branch) limit() int {
+	if b.batchSize != 0 {
+		return b.batchSize
+	}
+	return b.table.BatchSize
+}
+
+// retention drops (or detaches) the archive partitions past retention.
+func (b *branch) retention(ctx workflow.Context) error {
+	var rr activities.RetentionResult
+	err := workflow.ExecuteActivity(ctx, a.ApplyRetention, activities.RetentionInput{
+		Table: b.table.Name, Before: b.table.RetentionLimit(b.asOf), Mode: b.retentionMode,
+	}).Get(ctx, &rr)
+	if err != nil {
+		return err
+	}
+	b.result.Retention = &rr
+	return nil
 }
 
 func (b *branch) fail(err error) {

@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/mockupaws/archiver/activities"
+	"github.com/mockupaws/archiver/internal/policy"
 )
 
 var testAsOf = time.Date(2026, 3, 15, 3, 0, 0, 0, time.UTC)
@@ -34,8 +35,9 @@ func mockLogsRun(env *testsuite.TestWorkflowEnvironment, total int64, batchIDs *
 			*batchIDs = append(*batchIDs, in.BatchID)
 			n := min(left, int64(in.Limit))
 			left -= n
-			return activities.MoveBatchResult{BatchID: in.BatchID, RowsMoved: n, RowsDeleted: n, Bytes: n * 100}, nil
+			return activities.MoveBatchResult{BatchID: in.BatchID, RowsMoved: n, RowsDeleted: n, Bytes: n * 100, More: n == int64(in.Limit)}, nil
 		})
+	env.OnActivity(a.ApplyRetention, mock.Anything, mock.Anything).Return(activities.RetentionResult{Mode: "drop", Partitions: []string{"old"}}, nil)
 }
 
 func TestArchiveWorkflow(t *testing.T) {
@@ -72,6 +74,9 @@ func TestArchiveWorkflow(t *testing.T) {
 		}
 		if finished.Failed || finished.JobID != got.JobID {
 			t.Fatalf("FinishJob got %+v, want the run's job closed as completed", finished)
+		}
+		if got.Retention == nil || len(got.Retention.Partitions) != 1 {
+			t.Fatalf("retention result %+v, want the partition the step removed", got.Retention)
 		}
 	})
 
@@ -122,10 +127,13 @@ func TestArchiveWorkflow(t *testing.T) {
 		}
 	})
 
-	t.Run("tables not built yet and bad batch sizes are refused", func(t *testing.T) {
+	t.Run("unknown tables, bad batch sizes and bad policies are refused", func(t *testing.T) {
+		short := append([]policy.Table(nil), policy.Tables...)
+		short[0].Retention = short[0].ArchiveAfter
 		for _, in := range []ArchiveInput{
-			{Tables: []string{"metrics"}},
 			{Tables: []string{"nope"}},
+			{Tables: []string{"logs"}, Policy: short},
+			{Tables: []string{"logs"}, RetentionMode: "shred"},
 			{Tables: nil},
 			{Tables: []string{"logs"}, BatchSize: -1},
 		} {

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
+
+	"github.com/mockupaws/archiver/internal/objectstore"
 )
 
 // Config is everything the worker and the starter read from the environment
@@ -20,10 +22,17 @@ type Config struct {
 	TemporalUIURL     string
 	ReportsDir        string
 	ReportsBucket     string
-	AWSEndpointURL    string
-	AWSRegion         string
-	MetricsAddr       string
-	OTLPEndpoint      string
+	// ReportsCompression is gzip (default) or zstd; ReportsSSE is AES256
+	// (default), aws:kms (with ReportsKMSKeyID) or none.
+	ReportsCompression string
+	ReportsSSE         string
+	ReportsKMSKeyID    string
+	// RetentionMode is drop (default) or detach.
+	RetentionMode  string
+	AWSEndpointURL string
+	AWSRegion      string
+	MetricsAddr    string
+	OTLPEndpoint   string
 }
 
 // Getenv lets tests supply an environment without touching the process's.
@@ -42,17 +51,21 @@ func LoadFrom(getenv Getenv) (Config, error) {
 		return def
 	}
 	c := Config{
-		DatabaseURL:       get("DATABASE_URL", ""),
-		TemporalAddress:   get("TEMPORAL_ADDRESS", "localhost:7233"),
-		TemporalNamespace: get("TEMPORAL_NAMESPACE", "default"),
-		TaskQueue:         get("ARCHIVE_TASK_QUEUE", "archive"),
-		TemporalUIURL:     get("TEMPORAL_UI_URL", "http://localhost:8233"),
-		ReportsDir:        get("REPORTS_DIR", ""),
-		ReportsBucket:     get("REPORTS_ARCHIVE_BUCKET", ""),
-		AWSEndpointURL:    get("AWS_ENDPOINT_URL", ""),
-		AWSRegion:         get("AWS_DEFAULT_REGION", "us-east-1"),
-		MetricsAddr:       get("METRICS_ADDR", ""),
-		OTLPEndpoint:      get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+		DatabaseURL:        get("DATABASE_URL", ""),
+		TemporalAddress:    get("TEMPORAL_ADDRESS", "localhost:7233"),
+		TemporalNamespace:  get("TEMPORAL_NAMESPACE", "default"),
+		TaskQueue:          get("ARCHIVE_TASK_QUEUE", "archive"),
+		TemporalUIURL:      get("TEMPORAL_UI_URL", "http://localhost:8233"),
+		ReportsDir:         get("REPORTS_DIR", ""),
+		ReportsBucket:      get("REPORTS_ARCHIVE_BUCKET", ""),
+		ReportsCompression: get("REPORTS_COMPRESSION", "gzip"),
+		ReportsSSE:         get("REPORTS_SSE", "AES256"),
+		ReportsKMSKeyID:    get("REPORTS_KMS_KEY_ID", ""),
+		RetentionMode:      get("ARCHIVE_RETENTION_MODE", "drop"),
+		AWSEndpointURL:     get("AWS_ENDPOINT_URL", ""),
+		AWSRegion:          get("AWS_DEFAULT_REGION", "us-east-1"),
+		MetricsAddr:        get("METRICS_ADDR", ""),
+		OTLPEndpoint:       get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 	}
 	if c.DatabaseURL == "" {
 		return c, fmt.Errorf("DATABASE_URL is not set: it must name the PostgreSQL database to archive (e.g. postgres://user@localhost:5432/app)")
@@ -62,6 +75,12 @@ func LoadFrom(getenv Getenv) (Config, error) {
 	}
 	if strings.Contains(c.TemporalAddress, "://") || !strings.Contains(c.TemporalAddress, ":") {
 		return c, fmt.Errorf("TEMPORAL_ADDRESS %q is not host:port", c.TemporalAddress)
+	}
+	if c.ReportsCompression != "gzip" && c.ReportsCompression != "zstd" {
+		return c, fmt.Errorf("REPORTS_COMPRESSION=%q: want gzip or zstd", c.ReportsCompression)
+	}
+	if c.RetentionMode != "drop" && c.RetentionMode != "detach" {
+		return c, fmt.Errorf("ARCHIVE_RETENTION_MODE=%q: want drop or detach", c.RetentionMode)
 	}
 	if c.TaskQueue == "" {
 		return c, fmt.Errorf("ARCHIVE_TASK_QUEUE is empty")
@@ -82,6 +101,14 @@ func checkDatabaseURL(s string) error {
 		return nil
 	}
 	return fmt.Errorf("DATABASE_URL must start with postgres:// or be a libpq key=value string (value not shown: it may hold a password)")
+}
+
+// StoreOptions are the reports bucket's settings.
+func (c Config) StoreOptions() objectstore.Options {
+	return objectstore.Options{
+		Bucket: c.ReportsBucket, Endpoint: c.AWSEndpointURL, Region: c.AWSRegion,
+		SSE: c.ReportsSSE, KMSKeyID: c.ReportsKMSKeyID,
+	}
 }
 
 // Redact returns a database URL with its password replaced, for printing.

@@ -1,6 +1,7 @@
 // Package policy is the one place that says what the archiver moves, when and
 // where: the tables, their archive-after ages, retention and batch sizes, with
-// the seed's values as defaults. SQL identifiers come only from here.
+// the seed's values as defaults, overridable by configuration (Override).
+// SQL identifiers come only from here.
 package policy
 
 import (
@@ -21,10 +22,15 @@ type Table struct {
 	Live, Archive, TimeColumn string
 	// ArchiveAfter is the age past which a row leaves the live table.
 	ArchiveAfter time.Duration
-	// Retention is how long the archive keeps it.
+	// Retention is how long the archive keeps it; monthly archive
+	// partitions wholly older than that are dropped (or detached).
 	Retention time.Duration
-	// BatchSize is the number of rows one MoveBatch transaction moves.
+	// BatchSize is the rows (metrics: samples, reports: reports) one batch
+	// takes.
 	BatchSize int
+	// DayAligned truncates the cut-off to a UTC day boundary, so that a day
+	// is never half archived (metrics are aggregated per day).
+	DayAligned bool
 	// Built says whether this version of the archiver can archive the table.
 	Built bool
 }
@@ -34,17 +40,22 @@ var Tables = []Table{
 	{Name: "logs", Live: "scenario_logs", Archive: "scenario_logs_archive", TimeColumn: "received_at",
 		ArchiveAfter: 365 * Day, Retention: 7 * 365 * Day, BatchSize: 10000, Built: true},
 	{Name: "metrics", Live: "scenario_metrics", Archive: "scenario_metrics_archive", TimeColumn: "timestamp",
-		ArchiveAfter: 730 * Day, Retention: 5 * 365 * Day, BatchSize: 10000},
+		ArchiveAfter: 730 * Day, Retention: 5 * 365 * Day, BatchSize: 50000, DayAligned: true, Built: true},
 	{Name: "reports", Live: "reports", Archive: "reports_archive", TimeColumn: "created_at",
-		ArchiveAfter: 180 * Day, Retention: 5 * 365 * Day, BatchSize: 50},
+		ArchiveAfter: 180 * Day, Retention: 5 * 365 * Day, BatchSize: 50, Built: true},
 }
 
 // MaxBatchSize bounds a batch so that one transaction stays short.
 const MaxBatchSize = 100000
 
-// Lookup returns the policy of the table operators call name.
+// Lookup returns the default policy of the table operators call name.
 func Lookup(name string) (Table, error) {
-	for _, t := range Tables {
+	return Find(Tables, name)
+}
+
+// Find returns the policy of name in tables.
+func Find(tables []Table, name string) (Table, error) {
+	for _, t := range tables {
 		if t.Name == name {
 			return t, nil
 		}
@@ -103,9 +114,36 @@ func Select(names []string) ([]string, error) {
 }
 
 // Cutoff is the instant below which rows of t are eligible at asOf: rows with
-// a timestamp strictly earlier than it move; a row exactly at it stays.
+// a timestamp strictly earlier than it move; a row exactly at it stays. For a
+// day-aligned table it is the start of the UTC day holding asOf − ArchiveAfter.
 func (t Table) Cutoff(asOf time.Time) time.Time {
-	return asOf.UTC().Add(-t.ArchiveAfter)
+	c := asOf.UTC().Add(-t.ArchiveAfter)
+	if t.DayAligned {
+		c = time.Date(c.Year(), c.Month(), c.Day(), 0, 0, 0, 0, time.UTC)
+	}
+	return c
+}
+
+// RetentionLimit is the instant before which archived data of t is past
+// retention at asOf: a monthly partition whose upper bound is at or before
+// it is dropped.
+func (t Table) RetentionLimit(asOf time.Time) time.Time {
+	return asOf.UTC().Add(-t.Retention)
+}
+
+// Validate checks one table's numbers.
+func (t Table) Validate() error {
+	if t.ArchiveAfter <= 0 {
+		return fmt.Errorf("%s: archive-after must be positive, got %v", t.Name, t.ArchiveAfter)
+	}
+	if t.Retention <= t.ArchiveAfter {
+		return fmt.Errorf("%s: retention (%d days) must be longer than archive-after (%d days), or rows would be dropped as they are archived",
+			t.Name, t.Retention/Day, t.ArchiveAfter/Day)
+	}
+	if err := ValidateBatchSize(t.BatchSize); err != nil {
+		return fmt.Errorf("%s: %w", t.Name, err)
+	}
+	return nil
 }
 
 // ValidateBatchSize refuses sizes a transaction cannot sensibly take.

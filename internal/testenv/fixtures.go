@@ -73,3 +73,44 @@ func Count(t testing.TB, db *pgxpool.Pool, sql string, args ...any) int64 {
 	}
 	return n
 }
+
+// Sample is one scenario_metrics row for a fixture.
+type Sample struct {
+	Scenario   uuid.UUID
+	At         time.Time
+	Type, Name string
+	Value      float64
+	Unit       string
+}
+
+// InsertMetrics adds the samples to scenario_metrics.
+func InsertMetrics(t testing.TB, db *pgxpool.Pool, samples []Sample) {
+	t.Helper()
+	rows := make([][]any, len(samples))
+	for i, s := range samples {
+		rows[i] = []any{uuid.New(), s.Scenario, s.At, s.Type, s.Name, fmt.Sprintf("%.6f", s.Value), s.Unit}
+	}
+	_, err := db.CopyFrom(context.Background(), pgx.Identifier{"scenario_metrics"},
+		[]string{"id", "scenario_id", "timestamp", "metric_type", "metric_name", "value", "unit"}, pgx.CopyFromRows(rows))
+	if err != nil {
+		t.Fatalf("insert fixture metrics: %v", err)
+	}
+}
+
+// MetricSamples makes perDay samples a day for days days ending before end
+// (a UTC day boundary), over two scenarios and two metrics, with values that
+// vary within a day.
+func MetricSamples(end time.Time, days, perDay int) []Sample {
+	scen := []uuid.UUID{uuid.NewSHA1(uuid.Nil, []byte("s1")), uuid.NewSHA1(uuid.Nil, []byte("s2"))}
+	var out []Sample
+	for d := days; d >= 1; d-- {
+		day := end.AddDate(0, 0, -d)
+		for i := 0; i < perDay; i++ {
+			out = append(out, Sample{
+				Scenario: scen[i%2], At: day.Add(time.Duration(i) * (24 * time.Hour / time.Duration(perDay))),
+				Type: "latency", Name: []string{"p50", "p99"}[(i/2)%2], Value: float64(d*1000+i*37%1000) / 7, Unit: "ms",
+			})
+		}
+	}
+	return out
+}

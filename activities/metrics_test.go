@@ -1,0 +1,179 @@
+package activities_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/mockupaws/archiver/activities"
+	"github.com/mockupaws/archiver/internal/testenv"
+)
+
+// metricsCutoff is the day-aligned cut-off of the metrics policy at asOf.
+var metricsCutoff = activities.DayStart(asOf.Add(-730 * 24 * time.Hour))
+
+func metricsJob(t *testing.T, b bundle) string {
+	t.Helper()
+	id := uuid.NewString()
+	if _, err := b.acts.StartJob(context.Background(), activities.StartJobInput{
+		JobID: id, Table: "metrics", WorkflowID: "wf", RunID: "run", AsOf: asOf, Cutoff: metricsCutoff}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.acts.EnsurePartitions(context.Background(), activities.EnsurePartitionsInput{Table: "metrics", Cutoff: metricsCutoff}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func moveMetricsUntilDone(t *testing.T, b bundle, job string, limit int) []activities.MoveBatchResult {
+	t.Helper()
+	var out []activities.MoveBatchResult
+	for i := 0; i < 1000; i++ {
+		r, err := b.acts.MoveBatch(context.Background(), activities.MoveBatchInput{
+			Table: "metrics", JobID: job, BatchID: uuid.NewString(), Cutoff: metricsCutoff, Limit: limit})
+		if err != nil {
+			t.Fatalf("MoveBatch: %v", err)
+		}
+		out = append(out, r)
+		if !r.More {
+			return out
+		}
+	}
+	t.Fatal("metrics batches never finished")
+	return nil
+}
+
+// groupBy is what SQL computes from raw samples: the reference.
+const groupBy = `
+	SELECT scenario_id::text, metric_type, metric_name, unit, date_trunc('day', timestamp, 'UTC') AS day,
+	       round(avg(value), 6)::text, count(*), min(value)::text, max(value)::text
+	FROM %s WHERE timestamp < $1 GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5`
+
+const archived = `
+	SELECT scenario_id::text, metric_type, metric_name, unit, timestamp,
+	       value::text, sample_count, (extra_data->>'min')::numeric::text, (extra_data->>'max')::numeric::text
+	FROM scenario_metrics_archive WHERE is_aggregated AND aggregation_period = 'day' ORDER BY 1, 2, 3, 4, 5`
+
+type aggRow struct {
+	scenario, typ, name, unit string
+	day                       time.Time
+	avg                       string
+	n                         int64
+	lo, hi                    string
+}
+
+func aggregates(t *testing.T, b bundle, sql string, args ...any) []aggRow {
+	t.Helper()
+	rows, err := b.db.Query(context.Background(), sql, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []aggRow
+	for rows.Next() {
+		var r aggRow
+		if err := rows.Scan(&r.scenario, &r.typ, &r.name, &r.unit, &r.day, &r.avg, &r.n, &r.lo, &r.hi); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func equalAggs(t *testing.T, got, want []aggRow) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%d aggregates, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i].scenario != want[i].scenario || got[i].typ != want[i].typ || got[i].name != want[i].name ||
+			got[i].unit != want[i].unit || !got[i].day.Equal(want[i].day) || got[i].avg != want[i].avg ||
+			got[i].n != want[i].n || got[i].lo != want[i].lo || got[i].hi != want[i].hi {
+			t.Fatalf("aggregate %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	t.Run("daily aggregates equal SQL's GROUP BY; samples deleted; whole days per batch", func(t *testing.T) {
+		b := setup(t)
+		job := metricsJob(t, b)
+		testenv.InsertMetrics(t, b.db, testenv.MetricSamples(metricsCutoff, 5, 48))
+		// Young samples (the cut-off day itself) stay.
+		testenv.InsertMetrics(t, b.db, testenv.MetricSamples(metricsCutoff.AddDate(0, 0, 1), 1, 10))
+		want := aggregates(t, b, fmt.Sprintf(groupBy, "scenario_metrics"), metricsCutoff)
+
+		// 100 samples per batch: fewer than 3 days, more than 2 (48 a day).
+		batches := moveMetricsUntilDone(t, b, job, 100)
+		for _, r := range batches {
+			if r.RowsDeleted%48 != 0 {
+				t.Fatalf("a batch deleted %d samples: not whole days of 48", r.RowsDeleted)
+			}
+		}
+		if len(batches) != 3 { // 2 days, 2 days, 1 day
+			t.Fatalf("%d batches, want 3 (2+2+1 days)", len(batches))
+		}
+		equalAggs(t, aggregates(t, b, archived), want)
+		if n := testenv.Count(t, b.db, `SELECT count(*) FROM scenario_metrics WHERE timestamp < $1`, metricsCutoff); n != 0 {
+			t.Fatalf("%d eligible samples left", n)
+		}
+		if n := testenv.Count(t, b.db, `SELECT count(*) FROM scenario_metrics`); n != 10 {
+			t.Fatalf("%d young samples left, want 10", n)
+		}
+		if n := testenv.Count(t, b.db, `SELECT sum(sample_count) FROM v_scenario_metrics_all`); n != 5*48+10 {
+			t.Fatalf("v_scenario_metrics_all counts %d samples, want %d", n, 5*48+10)
+		}
+	})
+
+	t.Run("a day larger than the batch limit is one batch, never split", func(t *testing.T) {
+		b := setup(t)
+		job := metricsJob(t, b)
+		testenv.InsertMetrics(t, b.db, testenv.MetricSamples(metricsCutoff, 2, 300))
+		batches := moveMetricsUntilDone(t, b, job, 100)
+		if len(batches) != 2 || batches[0].RowsDeleted != 300 || batches[1].RowsDeleted != 300 {
+			t.Fatalf("batches %+v, want two whole days of 300", batches)
+		}
+	})
+
+	t.Run("late samples merge into the day's aggregate", func(t *testing.T) {
+		b := setup(t)
+		job := metricsJob(t, b)
+		first := testenv.MetricSamples(metricsCutoff, 1, 40)
+		testenv.InsertMetrics(t, b.db, first)
+		moveMetricsUntilDone(t, b, job, 1000)
+		var batchBefore string
+		if err := b.db.QueryRow(context.Background(), `SELECT archive_batch_id::text FROM scenario_metrics_archive LIMIT 1`).Scan(&batchBefore); err != nil {
+			t.Fatal(err)
+		}
+
+		// A late import: more samples for the same day and groups, with values
+		// that widen the range, plus a new group.
+		late := testenv.MetricSamples(metricsCutoff, 1, 40)
+		for i := range late {
+			late[i].Value = late[i].Value*3 + 1000
+		}
+		late = append(late, testenv.Sample{Scenario: late[0].Scenario, At: late[0].At, Type: "errors", Name: "count", Value: 5, Unit: "n"})
+		testenv.InsertMetrics(t, b.db, late)
+		// The reference: both imports together, as if all had been present.
+		ref := newBundle(t)
+		testenv.InsertMetrics(t, ref.db, first)
+		testenv.InsertMetrics(t, ref.db, late)
+		want := aggregates(t, ref, fmt.Sprintf(groupBy, "scenario_metrics"), metricsCutoff)
+
+		r := moveMetricsUntilDone(t, b, job, 1000)
+		if r[0].RowsMerged != 4 || r[0].RowsMoved != 1 {
+			t.Fatalf("late batch merged %d and inserted %d, want 4 merged groups and 1 new", r[0].RowsMerged, r[0].RowsMoved)
+		}
+		equalAggs(t, aggregates(t, b, archived), want)
+		if n := testenv.Count(t, b.db, `SELECT count(*) FROM scenario_metrics_archive WHERE archive_batch_id = $1`, batchBefore); n != 4 {
+			t.Fatalf("%d rows carry the first batch id, want the 4 merged ones to keep it", n)
+		}
+		if n := testenv.Count(t, b.db, `SELECT count(*) FROM archive_batches b
+			WHERE rows_moved <> (SELECT count(*) FROM scenario_metrics_archive a WHERE a.archive_batch_id = b.batch_id)`); n != 0 {
+			t.Fatalf("%d ledger rows disagree with the rows carrying their batch id", n)
+		}
+	})
+}

@@ -1,0 +1,332 @@
+package activities
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/mockupaws/archiver/internal/objectstore"
+	"github.com/mockupaws/archiver/internal/policy"
+)
+
+// ListReportsInput asks for a page of eligible report ids after a cursor.
+type ListReportsInput struct {
+	Cutoff    time.Time
+	AfterTime *time.Time
+	AfterID   string
+	Limit     int
+}
+
+// ListReportsResult is one page: ids in (created_at, id) order.
+type ListReportsResult struct {
+	IDs      []string
+	More     bool
+	NextTime *time.Time
+	NextID   string
+}
+
+// ListReports pages through reports older than the cut-off. The cursor moves
+// past reports that fail, so one bad file never stalls the run.
+func (a *Activities) ListReports(ctx context.Context, in ListReportsInput) (ListReportsResult, error) {
+	if err := policy.ValidateBatchSize(in.Limit); err != nil {
+		return ListReportsResult{}, invalid("list reports", err)
+	}
+	after := time.Time{}
+	if in.AfterTime != nil {
+		after = *in.AfterTime
+	}
+	rows, err := a.DB.Query(ctx, `
+		SELECT id::text, created_at FROM reports
+		WHERE created_at < $1 AND (created_at, id) > ($2, COALESCE(NULLIF($3, '')::uuid, '00000000-0000-0000-0000-000000000000'))
+		ORDER BY created_at, id LIMIT $4`, in.Cutoff, after, in.AfterID, in.Limit+1)
+	if err != nil {
+		return ListReportsResult{}, fmt.Errorf("list reports: %w", err)
+	}
+	var out ListReportsResult
+	var last time.Time
+	for rows.Next() {
+		var id string
+		var ts time.Time
+		if err := rows.Scan(&id, &ts); err != nil {
+			return out, fmt.Errorf("list reports: %w", err)
+		}
+		if len(out.IDs) == in.Limit {
+			out.More = true
+			break
+		}
+		out.IDs = append(out.IDs, id)
+		last = ts
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return out, fmt.Errorf("list reports: %w", err)
+	}
+	if out.More {
+		lt := last.UTC()
+		out.NextTime, out.NextID = &lt, out.IDs[len(out.IDs)-1]
+	}
+	return out, nil
+}
+
+// ReportObject is an uploaded report as the later steps need it.
+type ReportObject struct {
+	Key          string
+	Size         int64  // compressed bytes
+	Checksum     string // the server's SHA-256 checksum (base64)
+	SourceSHA256 string // hex SHA-256 of the original file
+	SourceBytes  int64
+	Compression  string
+}
+
+// UploadReportInput names the report to upload.
+type UploadReportInput struct {
+	ReportID string
+}
+
+// UploadReportResult is the verified object, or AlreadyArchived when the
+// report's metadata already moved (an earlier attempt or run finalized it).
+type UploadReportResult struct {
+	AlreadyArchived bool
+	Object          ReportObject
+	// Reused is true when a verified object from an earlier attempt was
+	// found and nothing was uploaded.
+	Reused bool
+}
+
+// UploadReport compresses the report's file as a stream and uploads it to a
+// deterministic key with a SHA-256 checksum the server verifies, then
+// confirms the object. An object already there with the same source checksum
+// is reused, never uploaded twice.
+func (a *Activities) UploadReport(ctx context.Context, in UploadReportInput) (UploadReportResult, error) {
+	if a.Store == nil {
+		return UploadReportResult{}, temporal.NewNonRetryableApplicationError(
+			"reports archiving is not configured: set REPORTS_ARCHIVE_BUCKET (and the AWS_* variables)", ErrStorageConfig, nil)
+	}
+	var format, filePath string
+	var created time.Time
+	err := a.DB.QueryRow(ctx, `SELECT format, file_path, created_at FROM reports WHERE id = $1`, in.ReportID).Scan(&format, &filePath, &created)
+	if errors.Is(err, pgx.ErrNoRows) {
+		var archived bool
+		if err := a.DB.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM reports_archive WHERE id = $1)`, in.ReportID).Scan(&archived); err != nil {
+			return UploadReportResult{}, fmt.Errorf("look up report %s: %w", in.ReportID, err)
+		}
+		if archived {
+			return UploadReportResult{AlreadyArchived: true}, nil
+		}
+		return UploadReportResult{}, temporal.NewNonRetryableApplicationError("report "+in.ReportID+" no longer exists", ErrReportUnavailable, nil)
+	}
+	if err != nil {
+		return UploadReportResult{}, fmt.Errorf("look up report %s: %w", in.ReportID, err)
+	}
+	path, err := ResolveReportPath(a.ReportsDir, filePath)
+	if err != nil {
+		return UploadReportResult{}, temporal.NewNonRetryableApplicationError("report "+in.ReportID+": "+err.Error(), ErrReportUnavailable, nil)
+	}
+	comp := a.compression()
+	sum, size, err := hashFile(path)
+	if err != nil {
+		return UploadReportResult{}, temporal.NewNonRetryableApplicationError("report "+in.ReportID+": "+err.Error(), ErrReportUnavailable, nil)
+	}
+	obj := ReportObject{Key: ReportKey(in.ReportID, format, created, comp), SourceSHA256: sum, SourceBytes: size, Compression: comp}
+
+	if have, err := a.Store.Head(ctx, obj.Key); err == nil && have.Metadata["source-sha256"] == sum && have.Checksum != "" {
+		obj.Size, obj.Checksum = have.Size, have.Checksum
+		return UploadReportResult{Object: obj, Reused: true}, nil
+	} else if err != nil && !errors.Is(err, objectstore.ErrNotFound) {
+		return UploadReportResult{}, storageError(err)
+	}
+
+	up, err := a.upload(ctx, path, obj)
+	if err != nil {
+		return UploadReportResult{}, err
+	}
+	obj.Size, obj.Checksum = up.Size, up.Checksum
+	return UploadReportResult{Object: obj}, nil
+}
+
+func (a *Activities) compression() string {
+	if a.Compression == "zstd" {
+		return "zstd"
+	}
+	return "gzip"
+}
+
+// upload streams file -> compressor -> pipe -> multipart upload, hashing the
+// source again on the way, and refuses the result if the file changed since
+// it was hashed or the server reports no checksum.
+func (a *Activities) upload(ctx context.Context, path string, obj ReportObject) (objectstore.Object, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return objectstore.Object{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrReportUnavailable, nil)
+	}
+	defer f.Close()
+	pr, pw := io.Pipe()
+	h := sha256.New()
+	src := &progressReader{r: io.TeeReader(f, h), ctx: ctx}
+	go func() {
+		pw.CloseWithError(compress(pw, src, obj.Compression))
+	}()
+	contentType := "application/gzip"
+	if obj.Compression == "zstd" {
+		contentType = "application/zstd"
+	}
+	put, err := a.Store.Put(ctx, obj.Key, pr, contentType, map[string]string{
+		"source-sha256": obj.SourceSHA256,
+		"source-bytes":  strconv.FormatInt(obj.SourceBytes, 10),
+		"compression":   obj.Compression,
+	})
+	_ = pr.CloseWithError(io.ErrClosedPipe) // stop the compressor if the upload gave up early
+	if err != nil {
+		return put, storageError(err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != obj.SourceSHA256 || src.n != obj.SourceBytes {
+		return put, fmt.Errorf("report file %s changed during upload (checksum mismatch); it will be uploaded again", filepath.Base(path))
+	}
+	if put.Checksum == "" {
+		return put, temporal.NewNonRetryableApplicationError("the S3 server returned no SHA-256 checksum for "+obj.Key+": cannot verify the upload", ErrStorageConfig, nil)
+	}
+	if put.Metadata["source-sha256"] != obj.SourceSHA256 {
+		return put, fmt.Errorf("object %s does not carry the source checksum just uploaded", obj.Key)
+	}
+	return put, nil
+}
+
+func compress(w io.Writer, r io.Reader, kind string) error {
+	var zw io.WriteCloser
+	var err error
+	if kind == "zstd" {
+		zw, err = zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedFastest))
+	} else {
+		zw, err = gzip.NewWriterLevel(w, gzip.BestSpeed)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(zw, r); err != nil {
+		_ = zw.Close()
+		return err
+	}
+	return zw.Close()
+}
+
+// progressReader counts bytes and heartbeats, so that the Web UI's pending
+// activity shows how far a large upload is.
+type progressReader struct {
+	r    io.Reader
+	ctx  context.Context
+	n    int64
+	last int64
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.n += int64(n)
+	if p.n-p.last >= 8<<20 && activity.IsActivity(p.ctx) {
+		activity.RecordHeartbeat(p.ctx, p.n)
+		p.last = p.n
+	}
+	return n, err
+}
+
+func hashFile(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, fmt.Errorf("cannot read the file: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, fmt.Errorf("cannot read the file: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+func storageError(err error) error {
+	if objectstore.IsConfigError(err) {
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrStorageConfig, nil)
+	}
+	return err
+}
+
+var safeFormat = regexp.MustCompile(`^[a-z0-9]{1,10}$`)
+
+// ReportKey is the object key of a report: archived-reports/YYYY/MM/<id>.<format>.gz
+// (.zst for zstd), by the report's creation month in UTC.
+func ReportKey(id, format string, created time.Time, compression string) string {
+	f := strings.ToLower(format)
+	if !safeFormat.MatchString(f) {
+		f = "bin"
+	}
+	ext := "gz"
+	if compression == "zstd" {
+		ext = "zst"
+	}
+	c := created.UTC()
+	return fmt.Sprintf("archived-reports/%04d/%02d/%s.%s.%s", c.Year(), int(c.Month()), id, f, ext)
+}
+
+// ResolveReportPath maps reports.file_path to a regular file under root,
+// following symlinks, and refuses anything that ends up outside root.
+func ResolveReportPath(root, p string) (string, error) {
+	if root == "" {
+		return "", errors.New("REPORTS_DIR is not set: report files are only read under it")
+	}
+	if strings.ContainsRune(p, 0) || strings.TrimSpace(p) == "" {
+		return "", errors.New("file_path is empty or not a path")
+	}
+	realRoot, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return "", fmt.Errorf("REPORTS_DIR: %w", err)
+	}
+	realRoot, err = filepath.Abs(realRoot)
+	if err != nil {
+		return "", fmt.Errorf("REPORTS_DIR: %w", err)
+	}
+	cand := p
+	if !filepath.IsAbs(cand) {
+		cand = filepath.Join(realRoot, cand)
+	}
+	// Refuse lexical escapes before touching the file system.
+	if !within(realRoot, filepath.Clean(cand)) && !within(filepath.Clean(root), filepath.Clean(cand)) {
+		return "", errors.New("file_path resolves outside REPORTS_DIR: refused")
+	}
+	real, err := filepath.EvalSymlinks(cand)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", errors.New("the local file is missing")
+	}
+	if err != nil {
+		return "", fmt.Errorf("cannot resolve the file: %w", err)
+	}
+	if !within(realRoot, real) {
+		return "", errors.New("file_path resolves outside REPORTS_DIR (through a symlink): refused")
+	}
+	st, err := os.Stat(real)
+	if err != nil {
+		return "", fmt.Errorf("cannot read the file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", errors.New("file_path is not a regular file")
+	}
+	return real, nil
+}
+
+func within(root, p string) bool {
+	rel, err := filepath.Rel(root, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
+}

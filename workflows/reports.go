@@ -1,0 +1,110 @@
+package workflows
+
+import (
+	"fmt"
+	"strings"
+
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/mockupaws/archiver/activities"
+)
+
+// reportConcurrency is how many reports of a page are in flight at once.
+const reportConcurrency = 4
+
+// archiveReports offloads eligible reports page by page (ids only in the
+// history). Each report goes Upload -> Finalize -> RemoveLocalFile, each step
+// idempotent on the report's batch id, so a retry or a rerun finishes what a
+// crash interrupted. A report that fails is counted and reported; the others
+// go on, and the table fails at the end.
+func (b *branch) archiveReports(ctx workflow.Context) error {
+	r := b.result
+	// Removals a crash interrupted in an earlier run come first.
+	var pending activities.CompleteRemovalsResult
+	if err := workflow.ExecuteActivity(ctx, a.CompleteRemovals, activities.CompleteRemovalsInput{Limit: 1000}).Get(ctx, &pending); err != nil {
+		return err
+	}
+	var parts activities.EnsurePartitionsResult
+	if err := workflow.ExecuteActivity(ctx, a.EnsurePartitions, activities.EnsurePartitionsInput{Table: b.table.Name, Cutoff: r.Cutoff}).Get(ctx, &parts); err != nil {
+		return err
+	}
+	r.PartitionsCreated = len(parts.Created)
+
+	var failures []string
+	page := activities.ListReportsInput{Cutoff: r.Cutoff, Limit: b.limit()}
+	for {
+		var list activities.ListReportsResult
+		if err := workflow.ExecuteActivity(ctx, a.ListReports, page).Get(ctx, &list); err != nil {
+			return err
+		}
+		errs := b.reportPage(ctx, list.IDs)
+		for _, e := range errs {
+			r.Failures++
+			if len(failures) < 3 {
+				failures = append(failures, e)
+			}
+		}
+		if !list.More {
+			break
+		}
+		page.AfterTime, page.AfterID = list.NextTime, list.NextID
+	}
+	if r.Failures > 0 {
+		return fmt.Errorf("%d report(s) failed, nothing deleted for them: %s", r.Failures, strings.Join(failures, "; "))
+	}
+	return nil
+}
+
+// reportPage archives one page of reports, a few at a time, and returns the
+// errors of those that failed.
+func (b *branch) reportPage(ctx workflow.Context, ids []string) []string {
+	errs := make([]string, len(ids))
+	sem := workflow.NewSemaphore(ctx, reportConcurrency)
+	wg := workflow.NewWaitGroup(ctx)
+	for i, id := range ids {
+		if err := sem.Acquire(ctx, 1); err != nil {
+			errs[i] = err.Error()
+			continue
+		}
+		wg.Add(1)
+		workflow.Go(ctx, func(ctx workflow.Context) {
+			defer wg.Done()
+			defer sem.Release(1)
+			if err := b.archiveReport(ctx, id); err != nil {
+				errs[i] = "report " + id + ": " + errorMessage(err)
+			}
+		})
+	}
+	wg.Wait(ctx)
+	var out []string
+	for _, e := range errs {
+		if e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (b *branch) archiveReport(ctx workflow.Context, id string) error {
+	r := b.result
+	batchID := runUUID(workflow.GetInfo(ctx), b.table.Name, "report-"+id).String()
+	var up activities.UploadReportResult
+	if err := workflow.ExecuteActivity(ctx, a.UploadReport, activities.UploadReportInput{ReportID: id}).Get(ctx, &up); err != nil {
+		return err
+	}
+	if up.AlreadyArchived {
+		return nil // another run finalized it; its removal is CompleteRemovals' job
+	}
+	var fin activities.FinalizeReportResult
+	err := workflow.ExecuteActivity(ctx, a.FinalizeReport, activities.FinalizeReportInput{
+		ReportID: id, JobID: r.JobID, BatchID: batchID, Object: up.Object,
+	}).Get(ctx, &fin)
+	if err != nil {
+		return err
+	}
+	r.Batches++
+	r.RowsArchived += fin.RowsMoved
+	r.RowsDeleted += fin.RowsMoved
+	r.Bytes += fin.Bytes
+	return workflow.ExecuteActivity(ctx, a.RemoveReportFile, activities.RemoveReportFileInput{ReportID: id}).Get(ctx, nil)
+}
