@@ -3,6 +3,8 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -113,4 +115,47 @@ func MetricSamples(end time.Time, days, perDay int) []Sample {
 		}
 	}
 	return out
+}
+
+// Report is one reports row for a fixture; File is relative to the
+// reports directory and Content is written there unless Missing.
+type Report struct {
+	ID      uuid.UUID
+	Created time.Time
+	Format  string
+	File    string
+	Content []byte
+	Missing bool
+}
+
+// InsertReports writes the files under dir and the rows into reports.
+func InsertReports(t testing.TB, db *pgxpool.Pool, dir string, reports []Report) {
+	t.Helper()
+	rows := make([][]any, len(reports))
+	for i, r := range reports {
+		if !r.Missing && r.Content != nil {
+			p := filepath.Join(dir, r.File)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, r.Content, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rows[i] = []any{r.ID, uuid.NewSHA1(uuid.Nil, []byte("scenario")), r.Format, r.File, len(r.Content), "fixture", r.Created}
+	}
+	_, err := db.CopyFrom(context.Background(), pgx.Identifier{"reports"},
+		[]string{"id", "scenario_id", "format", "file_path", "file_size_bytes", "generated_by", "created_at"}, pgx.CopyFromRows(rows))
+	if err != nil {
+		t.Fatalf("insert fixture reports: %v", err)
+	}
+}
+
+// CSV makes n bytes of compressible CSV-like text, different per seed.
+func CSV(seed, n int) []byte {
+	var b []byte
+	for i := 0; len(b) < n; i++ {
+		b = fmt.Appendf(b, "%d,%d,scenario-%d,%d.%03d,ok\n", seed, i, i%13, i*seed%9973, i%1000)
+	}
+	return b[:n]
 }
