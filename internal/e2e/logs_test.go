@@ -87,7 +87,7 @@ func TestLogsRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("run failed: %v", err)
 		}
-		record(t, b.c, run, "archive-logs-v1.json")
+		record(t, b.c, run, "archive-logs-v2.json")
 		after := b.snapshot(t)
 
 		if after.allN != before.allN || after.allSum != before.allSum {
@@ -141,7 +141,7 @@ func TestLogsRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dry run failed: %v", err)
 		}
-		record(t, b.c, run, "archive-logs-dry-run-v1.json")
+		record(t, b.c, run, "archive-logs-dry-run-v2.json")
 		if after := b.snapshot(t); after != before {
 			t.Fatalf("dry run changed the database:\nbefore %+v\nafter  %+v", before, after)
 		}
@@ -199,7 +199,7 @@ func TestLogsRun(t *testing.T) {
 		if !errors.As(err, &appErr) || appErr.Type() != workflows.ErrRunFailed {
 			t.Fatalf("error %v, want %s", err, workflows.ErrRunFailed)
 		}
-		record(t, b.c, run, "archive-logs-failed-v1.json")
+		record(t, b.c, run, "archive-logs-failed-v2.json")
 		if res.Tables[0].Status != workflows.StatusFailed {
 			t.Fatalf("summary %+v, want failed", res.Tables[0])
 		}
@@ -215,7 +215,8 @@ func TestLogsRun(t *testing.T) {
 
 // record writes the run's history to testdata/histories when
 // ARCHIVER_RECORD_HISTORY is set, for the replay tests. Recorded histories
-// are committed; each released workflow shape keeps one.
+// are committed and never overwritten: each released workflow shape keeps
+// its file, and a new shape gets a new name (bump the -vN suffix).
 func record(t *testing.T, c client.Client, run client.WorkflowRun, name string) {
 	t.Helper()
 	if os.Getenv("ARCHIVER_RECORD_HISTORY") == "" {
@@ -235,6 +236,10 @@ func record(t *testing.T, c client.Client, run client.WorkflowRun, name string) 
 		t.Fatal(err)
 	}
 	path := filepath.Join("..", "..", "testdata", "histories", name)
+	if _, err := os.Stat(path); err == nil {
+		t.Logf("%s exists: kept (histories are never overwritten)", path)
+		return
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}
