@@ -21,7 +21,10 @@ commands:
   run       start one archive run: run [--all | --logs --metrics --reports] [--dry-run]
             [--as-of RFC3339] [--batch-size N] [--wait] [--json] [--verbose]
   status    recent archive jobs and running archive workflows
-  demo      fill empty live tables with demo rows: demo [--logs N] [--years N]
+  demo      fill empty live tables with demo data: demo [--logs N] [--metrics-per-day N]
+            [--reports N] [--report-kb N] [--years N]
+  bucket    the reports bucket's lifecycle: bucket apply [--glacier-after-days N]
+            [--expire-after-days N] | bucket show
 
 environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, ARCHIVE_TASK_QUEUE,
              TEMPORAL_UI_URL (see README.md)
@@ -71,6 +74,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdStatus(ctx, args[1:], stdout, logger)
 	case "demo":
 		return cmdDemo(ctx, args[1:], stdout)
+	case "bucket":
+		return cmdBucket(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -44,15 +44,23 @@ func cmdMigrate(ctx context.Context, args []string, stdout io.Writer) error {
 func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	logs := fs.Int("logs", 300000, "log rows to make")
-	years := fs.Int("years", 3, "how many years back the rows reach")
+	perDay := fs.Int("metrics-per-day", 300, "metric samples per day")
+	reports := fs.Int("reports", 30, "report files to make")
+	reportKB := fs.Int("report-kb", 4096, "size of each report file in KiB")
+	years := fs.Int("years", 3, "how many years back the data reaches")
 	if err := fs.Parse(args); err != nil {
 		return usageErr("%v", err)
 	}
-	if *logs < 0 || *logs > 100_000_000 {
-		return usageErr("--logs %d: must be between 0 and 100000000", *logs)
+	for _, c := range []struct {
+		name  string
+		v, hi int
+	}{{"--logs", *logs, 100_000_000}, {"--metrics-per-day", *perDay, 1_000_000}, {"--reports", *reports, 100_000}, {"--report-kb", *reportKB, 4 << 20}, {"--years", *years, 20}} {
+		if c.v < 0 || c.v > c.hi {
+			return usageErr("%s %d: must be between 0 and %d", c.name, c.v, c.hi)
+		}
 	}
-	if *years < 1 || *years > 20 {
-		return usageErr("--years %d: must be between 1 and 20", *years)
+	if *years < 1 {
+		return usageErr("--years %d: must be at least 1", *years)
 	}
 	cfg, err := config.Load()
 	if err != nil {
@@ -63,14 +71,15 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	defer pool.Close()
-	res, err := demo.SeedLogs(ctx, pool, demo.Options{
-		Logs: *logs, Span: time.Duration(*years) * 365 * 24 * time.Hour, AsOf: time.Now(),
+	res, err := demo.Seed(ctx, pool, demo.Options{
+		Logs: *logs, MetricsPerDay: *perDay, Reports: *reports, ReportBytes: *reportKB << 10, ReportsDir: cfg.ReportsDir,
+		Span: time.Duration(*years) * 365 * 24 * time.Hour, AsOf: time.Now(),
 	}, stdout)
 	if err != nil {
 		return err
 	}
-	if res.Skipped {
-		fmt.Fprintln(stdout, "demo: scenario_logs already has rows; nothing added")
+	for _, t := range res.Skipped {
+		fmt.Fprintf(stdout, "demo: %s already has rows; nothing added\n", t)
 	}
 	return nil
 }

@@ -243,15 +243,15 @@ func printSummary(w io.Writer, r workflows.ArchiveResult, verbose bool) {
 	fmt.Fprintf(w, "\n%s as of %s\n", mode, r.AsOf.UTC().Format(time.RFC3339))
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	if r.DryRun {
-		fmt.Fprintln(tw, "TABLE\tSTATUS\tCUT-OFF\tELIGIBLE ROWS\tBYTES\tOLDEST\tNEWEST\tNEW PARTITIONS\tERROR")
+		fmt.Fprintln(tw, "TABLE\tSTATUS\tCUT-OFF\tELIGIBLE ROWS\tBYTES\tOLDEST\tNEWEST\tNEW PARTITIONS\tPAST RETENTION\tERROR")
 		for _, t := range r.Tables {
 			var p = t.Preview
 			if p == nil {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t-\t%s\n", t.Table, t.Status, day(t.Cutoff), t.Error)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t%s\n", t.Table, t.Status, day(t.Cutoff), t.Error)
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\n", t.Table, t.Status, day(t.Cutoff), p.Rows, humanBytes(p.Bytes),
-				dayPtr(p.Oldest), dayPtr(p.Newest), len(p.PartitionsToCreate), t.Error)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%d\t%s\n", t.Table, t.Status, day(t.Cutoff), p.Rows, humanBytes(p.Bytes),
+				dayPtr(p.Oldest), dayPtr(p.Newest), len(p.PartitionsToCreate), len(p.PartitionsToDrop), t.Error)
 		}
 		_ = tw.Flush()
 		if verbose {
@@ -259,14 +259,25 @@ func printSummary(w io.Writer, r workflows.ArchiveResult, verbose bool) {
 				if t.Preview != nil && len(t.Preview.PartitionsToCreate) > 0 {
 					fmt.Fprintf(w, "%s: would create %s\n", t.Table, strings.Join(t.Preview.PartitionsToCreate, ", "))
 				}
+				if t.Preview != nil && len(t.Preview.PartitionsToDrop) > 0 {
+					fmt.Fprintf(w, "%s: retention would remove %s\n", t.Table, strings.Join(t.Preview.PartitionsToDrop, ", "))
+				}
 			}
 		}
 		return
 	}
-	fmt.Fprintln(tw, "TABLE\tSTATUS\tCUT-OFF\tBATCHES\tARCHIVED\tDELETED\tBYTES\tNEW PARTITIONS\tERROR")
+	fmt.Fprintln(tw, "TABLE\tSTATUS\tCUT-OFF\tBATCHES\tARCHIVED\tDELETED\tBYTES\tSECONDS\tRATE\tNEW PARTITIONS\tRETENTION\tERROR")
 	for _, t := range r.Tables {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%s\n", t.Table, t.Status, day(t.Cutoff), t.Batches,
-			t.RowsArchived, t.RowsDeleted, humanBytes(t.Bytes), t.PartitionsCreated, t.Error)
+		archived := fmt.Sprint(t.RowsArchived)
+		if t.RowsMerged > 0 {
+			archived += fmt.Sprintf(" (+%d merged)", t.RowsMerged)
+		}
+		retention := "-"
+		if t.Retention != nil {
+			retention = fmt.Sprintf("%d %s", len(t.Retention.Partitions), t.Retention.Mode)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%s\t%.1f\t%s\t%d\t%s\t%s\n", t.Table, t.Status, day(t.Cutoff), t.Batches,
+			archived, t.RowsDeleted, humanBytes(t.Bytes), t.Seconds, tableRate(t), t.PartitionsCreated, retention, t.Error)
 	}
 	_ = tw.Flush()
 	if verbose {
@@ -278,16 +289,32 @@ func printSummary(w io.Writer, r workflows.ArchiveResult, verbose bool) {
 	}
 }
 
+// tableRate is a table's throughput in its own unit: rows/s for logs,
+// samples/s for metrics, MB/s of original files for reports.
+func tableRate(t workflows.TableResult) string {
+	if t.Seconds <= 0 || t.RowsDeleted == 0 {
+		return "-"
+	}
+	switch t.Table {
+	case "reports":
+		return fmt.Sprintf("%.1f MB/s", float64(t.Bytes)/1e6/t.Seconds)
+	case "metrics":
+		return fmt.Sprintf("%.0f samples/s", float64(t.RowsDeleted)/t.Seconds)
+	default:
+		return fmt.Sprintf("%.0f rows/s", float64(t.RowsDeleted)/t.Seconds)
+	}
+}
+
 // rateLine is the run's wall time as the starter saw it and the rows it
 // moved per second.
 func rateLine(r workflows.ArchiveResult, elapsed time.Duration) string {
 	var rows int64
 	for _, t := range r.Tables {
-		rows += t.RowsArchived
+		rows += t.RowsDeleted
 	}
 	line := fmt.Sprintf("took %.1f s", elapsed.Seconds())
 	if rows > 0 && !r.DryRun {
-		line += fmt.Sprintf(", %d rows archived, %.0f rows/s", rows, float64(rows)/elapsed.Seconds())
+		line += fmt.Sprintf(", %d live rows moved, %.0f rows/s overall", rows, float64(rows)/elapsed.Seconds())
 	}
 	return line
 }

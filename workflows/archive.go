@@ -74,6 +74,8 @@ type TableResult struct {
 	RowsMerged int64 `json:",omitempty"`
 	// Failures counts items that failed while the rest went on (reports).
 	Failures int64 `json:",omitempty"`
+	// Seconds is the branch's duration on the workflow's clock.
+	Seconds float64 `json:",omitempty"`
 	// Retention is what the retention step removed (or would, in a dry run).
 	Retention *activities.RetentionResult `json:",omitempty"`
 	Error     string                      `json:",omitempty"`
@@ -138,6 +140,8 @@ func ArchiveWorkflow(ctx workflow.Context, in ArchiveInput) (ArchiveResult, erro
 		wg.Add(1)
 		workflow.Go(ctx, func(ctx workflow.Context) {
 			defer wg.Done()
+			started := workflow.Now(ctx)
+			defer func() { res.Tables[i].Seconds = workflow.Now(ctx).Sub(started).Seconds() }()
 			t, _ := policy.Find(pol, res.Tables[i].Table)
 			b := branch{table: t, asOf: asOf, result: &res.Tables[i], batchSize: in.BatchSize, retentionMode: in.RetentionMode}
 			if in.DryRun {

@@ -10,7 +10,11 @@ DEV=${ARCHIVER_DEV_DIR:-$ROOT/.dev}
 set -a; . "$DEV/env"; set +a
 
 "$ROOT/bin/starter" migrate
-"$ROOT/bin/starter" demo --logs "${DEMO_LOGS:-300000}" --years 3
+# The dev bucket exists (stack.sh made its folder); set its lifecycle where
+# the server supports it (versitygw does not, and says so).
+"$ROOT/bin/starter" bucket apply || echo "(bucket lifecycle not applied; see above)"
+"$ROOT/bin/starter" demo --logs "${DEMO_LOGS:-300000}" --metrics-per-day "${DEMO_METRICS_PER_DAY:-300}" \
+  --reports "${DEMO_REPORTS:-30}" --report-kb "${DEMO_REPORT_KB:-4096}" --years 3
 
 "$ROOT/bin/worker" >"$DEV/logs/worker.log" 2>&1 &
 worker=$!

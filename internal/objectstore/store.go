@@ -12,7 +12,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
+	tmtypes "github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
@@ -97,27 +98,28 @@ type Object struct {
 // encryption, and metadata. Nothing is held in memory beyond the parts in
 // flight.
 func (s *Store) Put(ctx context.Context, key string, body io.Reader, contentType string, meta map[string]string) (Object, error) {
-	up := manager.NewUploader(s.Client, func(u *manager.Uploader) {
-		u.PartSize = s.opts.PartSize
-		u.Concurrency = s.opts.Concurrency
+	tm := transfermanager.New(s.Client, func(o *transfermanager.Options) {
+		o.PartSizeBytes = s.opts.PartSize
+		o.MultipartUploadThreshold = s.opts.PartSize
+		o.Concurrency = s.opts.Concurrency
 	})
-	in := &s3.PutObjectInput{
+	in := &transfermanager.UploadObjectInput{
 		Bucket:            aws.String(s.opts.Bucket),
 		Key:               aws.String(key),
 		Body:              body,
 		ContentType:       aws.String(contentType),
 		Metadata:          meta,
-		ChecksumAlgorithm: types.ChecksumAlgorithmSha256,
+		ChecksumAlgorithm: tmtypes.ChecksumAlgorithmSha256,
 	}
 	switch s.opts.SSE {
 	case "none":
 	case string(types.ServerSideEncryptionAwsKms):
-		in.ServerSideEncryption = types.ServerSideEncryptionAwsKms
-		in.SSEKMSKeyId = aws.String(s.opts.KMSKeyID)
+		in.ServerSideEncryption = tmtypes.ServerSideEncryptionAwsKms
+		in.SSEKMSKeyID = aws.String(s.opts.KMSKeyID)
 	default:
-		in.ServerSideEncryption = types.ServerSideEncryptionAes256
+		in.ServerSideEncryption = tmtypes.ServerSideEncryptionAes256
 	}
-	if _, err := up.Upload(ctx, in); err != nil {
+	if _, err := tm.UploadObject(ctx, in); err != nil {
 		return Object{}, fmt.Errorf("upload %s: %w", s.Location(key), err)
 	}
 	return s.Head(ctx, key)
