@@ -22,6 +22,10 @@ type Activities struct {
 	ReportsDir string
 	// Compression is "gzip" (default) or "zstd".
 	Compression string
+	// MaxReplicaLag holds batches back while a replica's replay lag is
+	// above it (0: no check); ReplicaPoll is how often it looks (1 s).
+	MaxReplicaLag time.Duration
+	ReplicaPoll   time.Duration
 	// AfterCommit, when set, runs after a batch's transaction commits and
 	// its error fails the attempt. Fault tests use it to lose the answer of
 	// a committed batch, as a crash or a network cut would.

@@ -25,7 +25,7 @@ func moveMetrics(ctx context.Context, tx pgx.Tx, in MoveBatchInput) (moved, erro
 		return m, fmt.Errorf("lock metric batches: %w", err)
 	}
 	var oldest *time.Time
-	if err := tx.QueryRow(ctx, `SELECT min(timestamp) FROM scenario_metrics WHERE timestamp < $1`, cutoff).Scan(&oldest); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT min(timestamp) FROM scenario_metrics WHERE timestamp < $1 AND timestamp >= $2`, cutoff, DayStart(in.After)).Scan(&oldest); err != nil {
 		return m, fmt.Errorf("find oldest sample: %w", err)
 	}
 	if oldest == nil {

@@ -20,7 +20,9 @@ type MoveBatchInput struct {
 	JobID   string
 	BatchID string
 	Cutoff  time.Time
-	Limit   int
+	// After, when set, is a lower bound (inclusive): a backfill window.
+	After time.Time `json:",omitempty"`
+	Limit int
 }
 
 // MoveBatchResult is what the batch moved, as the ledger records it.
@@ -39,6 +41,11 @@ type MoveBatchResult struct {
 	Replayed bool
 	// More is true when eligible rows may remain after this batch.
 	More bool
+	// TxMillis is how long the batch's transaction held its locks, for the
+	// workflow's lock-time budget; ReplicaWaitMillis how long it waited
+	// for replicas to catch up first.
+	TxMillis          int64 `json:",omitempty"`
+	ReplicaWaitMillis int64 `json:",omitempty"`
 }
 
 // MoveBatch moves up to Limit rows older than Cutoff from the live table to
@@ -60,7 +67,13 @@ func (a *Activities) MoveBatch(ctx context.Context, in MoveBatchInput) (MoveBatc
 	if !ok {
 		return MoveBatchResult{}, invalid("move batch", fmt.Errorf("no batch statement for table %s", t.Name))
 	}
-	return a.runBatch(ctx, t, move, in)
+	waited, err := a.waitForReplicas(ctx)
+	if err != nil {
+		return MoveBatchResult{}, err
+	}
+	res, err := a.runBatch(ctx, t, move, in)
+	res.ReplicaWaitMillis = waited.Milliseconds()
+	return res, err
 }
 
 // runBatch runs one mover under the ledger protocol, creating a missing
@@ -70,7 +83,7 @@ func (a *Activities) runBatch(ctx context.Context, t policy.Table, move mover, i
 	if isMissingPartition(err) {
 		// A row older than the partitions EnsurePartitions made (a late
 		// import since): make them and try once more.
-		if _, _, perr := ensurePartitions(ctx, a.DB, t, in.Cutoff); perr != nil {
+		if _, _, perr := ensurePartitions(ctx, a.DB, t, in.After, in.Cutoff); perr != nil {
 			return MoveBatchResult{}, perr
 		}
 		res, err = a.moveOnce(ctx, t, move, in)
@@ -88,6 +101,7 @@ func (a *Activities) runBatch(ctx context.Context, t policy.Table, move mover, i
 
 func (a *Activities) moveOnce(ctx context.Context, t policy.Table, move mover, in MoveBatchInput) (MoveBatchResult, error) {
 	res := MoveBatchResult{BatchID: in.BatchID}
+	began := time.Now()
 	tx, err := a.DB.Begin(ctx)
 	if err != nil {
 		return res, err
@@ -120,6 +134,7 @@ func (a *Activities) moveOnce(ctx context.Context, t policy.Table, move mover, i
 	if err := tx.Commit(ctx); err != nil {
 		return res, fmt.Errorf("commit: %w", err)
 	}
+	res.TxMillis = time.Since(began).Milliseconds()
 	res.MinTS, res.MaxTS = utc(res.MinTS), utc(res.MaxTS)
 	return res, nil
 }
@@ -170,7 +185,7 @@ var movers = map[string]mover{
 
 func moveLogs(ctx context.Context, tx pgx.Tx, in MoveBatchInput) (moved, error) {
 	var m moved
-	err := tx.QueryRow(ctx, moveLogsSQL, in.BatchID, in.Cutoff, in.Limit).
+	err := tx.QueryRow(ctx, moveLogsSQL, in.BatchID, in.Cutoff, in.Limit, in.After).
 		Scan(&m.inserted, &m.deleted, &m.bytes, &m.minTS, &m.maxTS)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return m, fmt.Errorf("ledger row of batch vanished inside its transaction")
@@ -188,7 +203,7 @@ func moveLogs(ctx context.Context, tx pgx.Tx, in MoveBatchInput) (moved, error) 
 const moveLogsSQL = `
 WITH batch AS (
     SELECT id FROM scenario_logs
-    WHERE received_at < $2
+    WHERE received_at < $2 AND received_at >= $4
     ORDER BY received_at, id
     LIMIT $3
     FOR UPDATE SKIP LOCKED

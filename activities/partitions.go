@@ -15,6 +15,7 @@ import (
 type EnsurePartitionsInput struct {
 	Table  string
 	Cutoff time.Time
+	After  time.Time `json:",omitempty"` // a backfill window's lower bound
 }
 
 // EnsurePartitionsResult names the partitions this call created.
@@ -32,7 +33,7 @@ func (a *Activities) EnsurePartitions(ctx context.Context, in EnsurePartitionsIn
 	if err != nil {
 		return EnsurePartitionsResult{}, err
 	}
-	created, oldest, err := ensurePartitions(ctx, a.DB, t, in.Cutoff)
+	created, oldest, err := ensurePartitions(ctx, a.DB, t, in.After, in.Cutoff)
 	if err != nil {
 		return EnsurePartitionsResult{}, err
 	}
@@ -45,8 +46,8 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-func ensurePartitions(ctx context.Context, db querier, t policy.Table, cutoff time.Time) ([]string, *time.Time, error) {
-	oldest, err := oldestEligible(ctx, db, t, cutoff)
+func ensurePartitions(ctx context.Context, db querier, t policy.Table, after, cutoff time.Time) ([]string, *time.Time, error) {
+	oldest, err := oldestEligible(ctx, db, t, after, cutoff)
 	if err != nil || oldest == nil {
 		return nil, oldest, err
 	}
@@ -83,12 +84,12 @@ func ensurePartitions(ctx context.Context, db querier, t policy.Table, cutoff ti
 	return created, oldest, nil
 }
 
-// oldestEligible reads the oldest timestamp below the cut-off (an index seek).
-func oldestEligible(ctx context.Context, db querier, t policy.Table, cutoff time.Time) (*time.Time, error) {
+// oldestEligible reads the oldest timestamp in [after, cutoff) (an index seek).
+func oldestEligible(ctx context.Context, db querier, t policy.Table, after, cutoff time.Time) (*time.Time, error) {
 	var oldest *time.Time
-	sql := fmt.Sprintf(`SELECT min(%[1]s) FROM %[2]s WHERE %[1]s < $1`,
+	sql := fmt.Sprintf(`SELECT min(%[1]s) FROM %[2]s WHERE %[1]s < $1 AND %[1]s >= $2`,
 		pgx.Identifier{t.TimeColumn}.Sanitize(), pgx.Identifier{t.Live}.Sanitize())
-	if err := db.QueryRow(ctx, sql, cutoff).Scan(&oldest); err != nil {
+	if err := db.QueryRow(ctx, sql, cutoff, after).Scan(&oldest); err != nil {
 		return nil, fmt.Errorf("find oldest eligible row of %s: %w", t.Live, err)
 	}
 	return oldest, nil

@@ -12,6 +12,7 @@ import (
 type PreviewInput struct {
 	Table  string
 	Cutoff time.Time
+	After  time.Time `json:",omitempty"` // a backfill window's lower bound
 	// RetentionLimit, when set, also lists the archive partitions that
 	// retention would remove.
 	RetentionLimit time.Time
@@ -44,9 +45,9 @@ func (a *Activities) Preview(ctx context.Context, in PreviewInput) (PreviewResul
 	defer func() { _ = tx.Rollback(ctx) }()
 	sql := fmt.Sprintf(`
 		SELECT count(*), COALESCE(sum(pg_column_size(l.*)), 0)::bigint, min(%[1]s), max(%[1]s)
-		FROM %[2]s l WHERE %[1]s < $1`,
+		FROM %[2]s l WHERE %[1]s < $1 AND %[1]s >= $2`,
 		pgx.Identifier{t.TimeColumn}.Sanitize(), pgx.Identifier{t.Live}.Sanitize())
-	if err := tx.QueryRow(ctx, sql, in.Cutoff).Scan(&out.Rows, &out.Bytes, &out.Oldest, &out.Newest); err != nil {
+	if err := tx.QueryRow(ctx, sql, in.Cutoff, in.After).Scan(&out.Rows, &out.Bytes, &out.Oldest, &out.Newest); err != nil {
 		return out, fmt.Errorf("preview %s: %w", t.Live, err)
 	}
 	out.Oldest, out.Newest = utc(out.Oldest), utc(out.Newest)

@@ -27,6 +27,7 @@ import (
 // ListReportsInput asks for a page of eligible report ids after a cursor.
 type ListReportsInput struct {
 	Cutoff    time.Time
+	After     time.Time `json:",omitempty"` // a backfill window's lower bound
 	AfterTime *time.Time
 	AfterID   string
 	Limit     int
@@ -52,8 +53,9 @@ func (a *Activities) ListReports(ctx context.Context, in ListReportsInput) (List
 	}
 	rows, err := a.DB.Query(ctx, `
 		SELECT id::text, created_at FROM reports
-		WHERE created_at < $1 AND (created_at, id) > ($2, COALESCE(NULLIF($3, '')::uuid, '00000000-0000-0000-0000-000000000000'))
-		ORDER BY created_at, id LIMIT $4`, in.Cutoff, after, in.AfterID, in.Limit+1)
+		WHERE created_at < $1 AND created_at >= $5
+		  AND (created_at, id) > ($2, COALESCE(NULLIF($3, '')::uuid, '00000000-0000-0000-0000-000000000000'))
+		ORDER BY created_at, id LIMIT $4`, in.Cutoff, after, in.AfterID, in.Limit+1, in.After)
 	if err != nil {
 		return ListReportsResult{}, fmt.Errorf("list reports: %w", err)
 	}

@@ -14,6 +14,9 @@ import (
 	"github.com/mockupaws/archiver/internal/policy"
 )
 
+// ArchiveWorkflowName is the workflow type as it appears in the Web UI.
+const ArchiveWorkflowName = "ArchiveWorkflow"
+
 // ArchiveInput starts one archive run.
 type ArchiveInput struct {
 	// Tables to archive, by policy name (logs, metrics, reports).
@@ -23,7 +26,8 @@ type ArchiveInput struct {
 	// AsOf is the instant the run archives as of. Zero means the schedule's
 	// nominal time for a scheduled run, else the workflow's start time.
 	AsOf time.Time
-	// BatchSize overrides the policy's rows per batch (0: policy default).
+	// BatchSize overrides the policy's rows per batch (0: policy default);
+	// it is where the lock-time budget starts adapting from.
 	BatchSize int
 	// Policy is the policy in force (the starter's configuration); empty
 	// means the defaults of package policy.
@@ -31,13 +35,51 @@ type ArchiveInput struct {
 	// RetentionMode is "drop" (default) or "detach": what happens to an
 	// archive partition past retention.
 	RetentionMode string `json:",omitempty"`
+	// Window, when set, replaces the policy's cut-off: rows in
+	// [After, Before) move (a manual backfill).
+	Window *Window `json:",omitempty"`
+	// Parallel is how many batch loops run at once per table (logs; 1 by
+	// default). Loops claim disjoint rows with SKIP LOCKED, so several
+	// workers on the task queue share one table.
+	Parallel int `json:",omitempty"`
+	// LockBudget is the per-batch lock-time budget the batch size adapts to
+	// (default 200 ms), between MinBatch and MaxBatch.
+	LockBudget time.Duration `json:",omitempty"`
+	MinBatch   int           `json:",omitempty"`
+	MaxBatch   int           `json:",omitempty"`
+	// MaxBatchesPerRun bounds the history of one run: past it (or when the
+	// server suggests it) the run continues as new (default 1000).
+	MaxBatchesPerRun int `json:",omitempty"`
+	// Carry is the state a continued run picks up (set by the workflow).
+	Carry *Carry `json:",omitempty"`
 }
 
-// ArchiveResult is the run's summary, one entry per table.
+// Window is a backfill's time range: After (inclusive, optional) to Before.
+type Window struct {
+	After  time.Time `json:",omitempty"`
+	Before time.Time
+}
+
+// Carry is what one run hands the next when it continues as new.
+type Carry struct {
+	Tables           []TableResult
+	Runs             int
+	Paused           bool
+	BatchesPerSecond float64 `json:",omitempty"`
+}
+
+// ArchiveResult is the run's summary, one entry per table. The progress
+// query returns it while the run goes on.
 type ArchiveResult struct {
 	AsOf   time.Time
 	DryRun bool
+	Window *Window `json:",omitempty"`
 	Tables []TableResult
+	// Runs counts the continue-as-new generations before this one.
+	Runs int `json:",omitempty"`
+	// Paused and BatchesPerSecond are the operator's controls in force.
+	Paused           bool    `json:",omitempty"`
+	BatchesPerSecond float64 `json:",omitempty"`
 }
 
 // Failed reports whether any table failed.
@@ -80,7 +122,20 @@ type TableResult struct {
 	Retention *activities.RetentionResult `json:",omitempty"`
 	Error     string                      `json:",omitempty"`
 	Preview   *activities.PreviewResult   `json:",omitempty"`
+
+	// Progress. Oldest is the oldest eligible row when the branch began,
+	// Reached the newest row moved so far: with Cutoff they give the share
+	// of the range done, hence the ETA (rows spread evenly in time assumed).
+	Oldest     *time.Time `json:",omitempty"`
+	Reached    *time.Time `json:",omitempty"`
+	BatchSize  int        `json:",omitempty"`
+	RowsPerSec float64    `json:",omitempty"`
+	ETASeconds float64    `json:",omitempty"`
+	// Cursor is where a reports branch resumes after continue-as-new.
+	Cursor *activities.ListReportsInput `json:",omitempty"`
 }
+
+func (t TableResult) done() bool { return t.Status == StatusCompleted || t.Status == StatusFailed }
 
 // ErrRunFailed is the error type of a run in which at least one table
 // failed; its details carry the ArchiveResult.
@@ -93,17 +148,95 @@ const ProgressQuery = "progress"
 // runs it starts: their nominal time.
 var ScheduledStartTime = temporal.NewSearchAttributeKeyTime("TemporalScheduledStartTime")
 
+// Workflow changes, each guarded by workflow.GetVersion so that runs started
+// before the change replay on the old path (README: "Changing the
+// workflow"). The recorded histories in testdata/histories cover each shape.
+const (
+	// changeMoreFlag: the batch loop ends when MoveBatch says no rows are
+	// left (More), not when a batch comes back short; metric batches are
+	// whole days, whose size is not the limit.
+	changeMoreFlag = "batch-loop-more-flag"
+	// changeRetention: a retention step after the batches.
+	changeRetention = "retention-step"
+	// changeOperations: parallel batch loops, pause/resume/throttle between
+	// batches, the lock-time budget, and continue-as-new.
+	changeOperations = "operations"
+)
+
 // ArchiveWorkflow archives the selected tables as of one instant, one
 // branch per table, in parallel. A table's failure does not stop the others;
-// the run fails at the end, with the summary in the error's details.
+// the run fails at the end, with the summary in the error's details. Long
+// runs continue as new, carrying totals; signals pause, resume and throttle
+// it between batches.
 func ArchiveWorkflow(ctx workflow.Context, in ArchiveInput) (ArchiveResult, error) {
-	tables, err := policy.Select(in.Tables)
+	tables, pol, err := validate(in)
 	if err != nil {
 		return ArchiveResult{}, temporal.NewNonRetryableApplicationError("invalid archive input: "+err.Error(), activities.ErrInvalidInput, nil)
 	}
+	ops := workflow.GetVersion(ctx, changeOperations, workflow.DefaultVersion, 1) >= 1
+	asOf := resolveAsOf(ctx, in.AsOf)
+	res := ArchiveResult{AsOf: asOf, DryRun: in.DryRun, Window: in.Window, Tables: make([]TableResult, len(tables))}
+	for i, name := range tables {
+		t, _ := policy.Find(pol, name)
+		res.Tables[i] = TableResult{Table: name, Status: StatusPending, Cutoff: cutoffOf(t, asOf, in.Window)}
+	}
+	s := newRunState(ctx, in, &res, ops)
+	if in.Carry != nil {
+		res.Tables, res.Runs = in.Carry.Tables, in.Carry.Runs
+		s.paused, s.bps = in.Carry.Paused, in.Carry.BatchesPerSecond
+	}
+	if err := workflow.SetQueryHandler(ctx, ProgressQuery, func() (ArchiveResult, error) { return s.progress(ctx), nil }); err != nil {
+		return res, err
+	}
+
+	ctx = workflow.WithActivityOptions(ctx, activityOptions)
+	wg := workflow.NewWaitGroup(ctx)
+	for i := range res.Tables {
+		if res.Tables[i].done() {
+			continue // finished in an earlier run of this chain
+		}
+		wg.Add(1)
+		workflow.Go(ctx, func(ctx workflow.Context) {
+			defer wg.Done()
+			started := workflow.Now(ctx)
+			prior := res.Tables[i].Seconds
+			defer func() { res.Tables[i].Seconds = prior + workflow.Now(ctx).Sub(started).Seconds() }()
+			t, _ := policy.Find(pol, res.Tables[i].Table)
+			b := &branch{run: s, table: t, asOf: asOf, result: &res.Tables[i], batchSize: in.BatchSize, retentionMode: in.RetentionMode}
+			if in.DryRun {
+				b.preview(ctx)
+			} else {
+				b.archive(ctx)
+			}
+		})
+	}
+	wg.Wait(ctx)
+
+	if s.stopping {
+		return res, s.continueAsNew(ctx, in, asOf)
+	}
+	res.Paused, res.BatchesPerSecond = s.paused, s.bps
+	if res.Failed() {
+		var failed []string
+		for _, t := range res.Tables {
+			if t.Status == StatusFailed {
+				failed = append(failed, t.Table+": "+t.Error)
+			}
+		}
+		return res, temporal.NewNonRetryableApplicationError("archive run failed: "+strings.Join(failed, "; "), ErrRunFailed, nil, res)
+	}
+	return res, nil
+}
+
+// validate checks the input the same way the starter does before sending.
+func validate(in ArchiveInput) ([]string, []policy.Table, error) {
+	tables, err := policy.Select(in.Tables)
+	if err != nil {
+		return nil, nil, err
+	}
 	if in.BatchSize != 0 {
 		if err := policy.ValidateBatchSize(in.BatchSize); err != nil {
-			return ArchiveResult{}, temporal.NewNonRetryableApplicationError("invalid archive input: "+err.Error(), activities.ErrInvalidInput, nil)
+			return nil, nil, err
 		}
 	}
 	pol := in.Policy
@@ -116,53 +249,41 @@ func ArchiveWorkflow(ctx workflow.Context, in ArchiveInput) (ArchiveResult, erro
 			err = t.Validate()
 		}
 		if err != nil {
-			return ArchiveResult{}, temporal.NewNonRetryableApplicationError("invalid archive policy: "+err.Error(), activities.ErrInvalidInput, nil)
+			return nil, nil, fmt.Errorf("policy: %w", err)
 		}
 	}
 	switch in.RetentionMode {
 	case "", activities.RetentionDrop, activities.RetentionDetach:
 	default:
-		return ArchiveResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("invalid retention mode %q (drop or detach)", in.RetentionMode), activities.ErrInvalidInput, nil)
+		return nil, nil, fmt.Errorf("retention mode %q: want drop or detach", in.RetentionMode)
 	}
-	asOf := resolveAsOf(ctx, in.AsOf)
-	res := ArchiveResult{AsOf: asOf, DryRun: in.DryRun, Tables: make([]TableResult, len(tables))}
-	for i, name := range tables {
-		t, _ := policy.Find(pol, name)
-		res.Tables[i] = TableResult{Table: name, Status: StatusPending, Cutoff: t.Cutoff(asOf)}
-	}
-	if err := workflow.SetQueryHandler(ctx, ProgressQuery, func() (ArchiveResult, error) { return res, nil }); err != nil {
-		return res, err
-	}
-
-	ctx = workflow.WithActivityOptions(ctx, activityOptions)
-	wg := workflow.NewWaitGroup(ctx)
-	for i := range res.Tables {
-		wg.Add(1)
-		workflow.Go(ctx, func(ctx workflow.Context) {
-			defer wg.Done()
-			started := workflow.Now(ctx)
-			defer func() { res.Tables[i].Seconds = workflow.Now(ctx).Sub(started).Seconds() }()
-			t, _ := policy.Find(pol, res.Tables[i].Table)
-			b := branch{table: t, asOf: asOf, result: &res.Tables[i], batchSize: in.BatchSize, retentionMode: in.RetentionMode}
-			if in.DryRun {
-				b.preview(ctx)
-			} else {
-				b.archive(ctx)
-			}
-		})
-	}
-	wg.Wait(ctx)
-
-	if res.Failed() {
-		var failed []string
-		for _, t := range res.Tables {
-			if t.Status == StatusFailed {
-				failed = append(failed, t.Table+": "+t.Error)
-			}
+	if w := in.Window; w != nil {
+		if w.Before.IsZero() {
+			return nil, nil, errors.New("window: before is required")
 		}
-		return res, temporal.NewNonRetryableApplicationError("archive run failed: "+strings.Join(failed, "; "), ErrRunFailed, nil, res)
+		if !w.After.IsZero() && !w.After.Before(w.Before) {
+			return nil, nil, fmt.Errorf("window: after %s is not before %s", w.After.UTC().Format(time.RFC3339), w.Before.UTC().Format(time.RFC3339))
+		}
 	}
-	return res, nil
+	if in.Parallel < 0 || in.Parallel > 16 {
+		return nil, nil, fmt.Errorf("parallel %d: must be between 1 and 16", in.Parallel)
+	}
+	if in.MinBatch < 0 || in.MaxBatch < 0 || in.MaxBatch > policy.MaxBatchSize || in.MinBatch > 0 && in.MaxBatch > 0 && in.MinBatch > in.MaxBatch {
+		return nil, nil, fmt.Errorf("batch bounds %d..%d: want 1 <= min <= max <= %d", in.MinBatch, in.MaxBatch, policy.MaxBatchSize)
+	}
+	return tables, pol, nil
+}
+
+// cutoffOf is the policy's cut-off, or a backfill window's upper bound.
+func cutoffOf(t policy.Table, asOf time.Time, w *Window) time.Time {
+	if w == nil {
+		return t.Cutoff(asOf)
+	}
+	c := w.Before.UTC()
+	if t.DayAligned {
+		c = activities.DayStart(c)
+	}
+	return c
 }
 
 // activityOptions: every step retries with backoff (a database restart or a
@@ -194,143 +315,6 @@ func resolveAsOf(ctx workflow.Context, asOf time.Time) time.Time {
 	return asOf.UTC().Truncate(time.Microsecond)
 }
 
-// branch is one table's part of a run.
-type branch struct {
-	table         policy.Table
-	asOf          time.Time
-	batchSize     int
-	retentionMode string
-	result        *TableResult
-}
-
-// Workflow changes, each guarded by workflow.GetVersion so that runs started
-// before the change replay on the old path (README: "Changing the
-// workflow"). The recorded histories in testdata/histories cover each shape.
-const (
-	// changeMoreFlag: the batch loop ends when MoveBatch says no rows are
-	// left (More), not when a batch comes back short; metric batches are
-	// whole days, whose size is not the limit.
-	changeMoreFlag = "batch-loop-more-flag"
-	// changeRetention: a retention step after the batches.
-	changeRetention = "retention-step"
-)
-
-func (b *branch) preview(ctx workflow.Context) {
-	b.result.Status = StatusRunning
-	var p activities.PreviewResult
-	err := workflow.ExecuteActivity(ctx, a.Preview, activities.PreviewInput{
-		Table: b.table.Name, Cutoff: b.result.Cutoff, RetentionLimit: b.table.RetentionLimit(b.asOf),
-	}).Get(ctx, &p)
-	if err != nil {
-		b.fail(err)
-		return
-	}
-	b.result.Preview = &p
-	b.result.Status = StatusCompleted
-}
-
-func (b *branch) archive(ctx workflow.Context) {
-	info := workflow.GetInfo(ctx)
-	r := b.result
-	r.Status = StatusRunning
-	r.JobID = runUUID(info, b.table.Name, "job").String()
-
-	err := workflow.ExecuteActivity(ctx, a.StartJob, activities.StartJobInput{
-		JobID: r.JobID, Table: b.table.Name, WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID,
-		AsOf: b.asOf, Cutoff: r.Cutoff,
-	}).Get(ctx, nil)
-	if err != nil {
-		b.fail(err) // no job row to close
-		return
-	}
-	if b.table.Name == "reports" {
-		err = b.archiveReports(ctx)
-	} else {
-		err = b.moveAll(ctx)
-	}
-	if err == nil && workflow.GetVersion(ctx, changeRetention, workflow.DefaultVersion, 1) >= 1 {
-		err = b.retention(ctx)
-	}
-	var totals activities.JobTotals
-	finish := activities.FinishJobInput{JobID: r.JobID, Failed: err != nil}
-	if err != nil {
-		finish.Error = errorMessage(err)
-	}
-	if ferr := workflow.ExecuteActivity(ctx, a.FinishJob, finish).Get(ctx, &totals); ferr != nil && err == nil {
-		err = ferr
-	}
-	if totals.JobID != "" {
-		// The ledger is the record; report its figures.
-		r.Batches, r.RowsArchived, r.RowsDeleted, r.Bytes = totals.Batches, totals.RowsArchived, totals.RowsDeleted, totals.Bytes
-		r.RowsMerged = totals.RowsMerged
-	}
-	if err != nil {
-		b.fail(err)
-		return
-	}
-	r.Status = StatusCompleted
-}
-
-// moveAll ensures partitions, then moves batches until one comes back short:
-// rows it did not see were locked by another worker, which moves them.
-func (b *branch) moveAll(ctx workflow.Context) error {
-	r := b.result
-	var parts activities.EnsurePartitionsResult
-	if err := workflow.ExecuteActivity(ctx, a.EnsurePartitions, activities.EnsurePartitionsInput{Table: b.table.Name, Cutoff: r.Cutoff}).Get(ctx, &parts); err != nil {
-		return err
-	}
-	r.PartitionsCreated = len(parts.Created)
-	if parts.Oldest == nil {
-		return nil // nothing eligible
-	}
-	limit := b.limit()
-	useMore := workflow.GetVersion(ctx, changeMoreFlag, workflow.DefaultVersion, 1) >= 1
-	info := workflow.GetInfo(ctx)
-	for seq := 1; ; seq++ {
-		var mv activities.MoveBatchResult
-		in := activities.MoveBatchInput{
-			Table: b.table.Name, JobID: r.JobID, Cutoff: r.Cutoff, Limit: limit,
-			BatchID: runUUID(info, b.table.Name, fmt.Sprintf("batch-%d", seq)).String(),
-		}
-		if err := workflow.ExecuteActivity(ctx, a.MoveBatch, in).Get(ctx, &mv); err != nil {
-			return err
-		}
-		r.Batches++
-		r.RowsArchived += mv.RowsMoved
-		r.RowsDeleted += mv.RowsDeleted
-		r.Bytes += mv.Bytes
-		r.RowsMerged += mv.RowsMerged
-		if useMore && !mv.More || !useMore && mv.RowsMoved < int64(limit) {
-			return nil
-		}
-	}
-}
-
-func (b *branch) limit() int {
-	if b.batchSize != 0 {
-		return b.batchSize
-	}
-	return b.table.BatchSize
-}
-
-// retention drops (or detaches) the archive partitions past retention.
-func (b *branch) retention(ctx workflow.Context) error {
-	var rr activities.RetentionResult
-	err := workflow.ExecuteActivity(ctx, a.ApplyRetention, activities.RetentionInput{
-		Table: b.table.Name, Before: b.table.RetentionLimit(b.asOf), Mode: b.retentionMode,
-	}).Get(ctx, &rr)
-	if err != nil {
-		return err
-	}
-	b.result.Retention = &rr
-	return nil
-}
-
-func (b *branch) fail(err error) {
-	b.result.Status = StatusFailed
-	b.result.Error = errorMessage(err)
-}
-
 // errorMessage unwraps Temporal's activity error envelope to the cause an
 // operator can act on.
 func errorMessage(err error) string {
@@ -350,6 +334,3 @@ func runUUID(info *workflow.Info, table, label string) uuid.UUID {
 	key := info.WorkflowExecution.ID + "/" + info.WorkflowExecution.RunID + "/" + table + "/" + label
 	return uuid.NewSHA1(archiverNamespace, []byte(key))
 }
-
-// ArchiveWorkflowName is the workflow type as it appears in the Web UI.
-const ArchiveWorkflowName = "ArchiveWorkflow"

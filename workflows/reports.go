@@ -19,20 +19,39 @@ const reportConcurrency = 4
 // go on, and the table fails at the end.
 func (b *branch) archiveReports(ctx workflow.Context) error {
 	r := b.result
-	// Removals a crash interrupted in an earlier run come first.
-	var pending activities.CompleteRemovalsResult
-	if err := workflow.ExecuteActivity(ctx, a.CompleteRemovals, activities.CompleteRemovalsInput{Limit: 1000}).Get(ctx, &pending); err != nil {
-		return err
+	page := activities.ListReportsInput{Cutoff: r.Cutoff, After: b.window(), Limit: b.limit()}
+	if r.Cursor != nil {
+		page = *r.Cursor // continued run: resume after the last page done
+	} else {
+		// Removals a crash interrupted in an earlier run come first.
+		var pending activities.CompleteRemovalsResult
+		if err := workflow.ExecuteActivity(ctx, a.CompleteRemovals, activities.CompleteRemovalsInput{Limit: 1000}).Get(ctx, &pending); err != nil {
+			return err
+		}
+		var parts activities.EnsurePartitionsResult
+		if err := workflow.ExecuteActivity(ctx, a.EnsurePartitions, activities.EnsurePartitionsInput{Table: b.table.Name, Cutoff: r.Cutoff, After: b.window()}).Get(ctx, &parts); err != nil {
+			return err
+		}
+		r.PartitionsCreated = len(parts.Created)
+		r.Oldest = parts.Oldest
 	}
-	var parts activities.EnsurePartitionsResult
-	if err := workflow.ExecuteActivity(ctx, a.EnsurePartitions, activities.EnsurePartitionsInput{Table: b.table.Name, Cutoff: r.Cutoff}).Get(ctx, &parts); err != nil {
-		return err
-	}
-	r.PartitionsCreated = len(parts.Created)
 
 	var failures []string
-	page := activities.ListReportsInput{Cutoff: r.Cutoff, Limit: b.limit()}
+	if r.Error != "" {
+		failures = append(failures, r.Error)
+	}
 	for {
+		ok, err := b.run.gate(ctx)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			r.Cursor, b.incomplete = &page, true
+			if len(failures) > 0 {
+				r.Error = strings.Join(failures, "; ")
+			}
+			return nil
+		}
 		var list activities.ListReportsResult
 		if err := workflow.ExecuteActivity(ctx, a.ListReports, page).Get(ctx, &list); err != nil {
 			return err
@@ -43,6 +62,9 @@ func (b *branch) archiveReports(ctx workflow.Context) error {
 			if len(failures) < 3 {
 				failures = append(failures, e)
 			}
+		}
+		if list.NextTime != nil {
+			r.Reached = list.NextTime
 		}
 		if !list.More {
 			break

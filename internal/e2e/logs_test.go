@@ -83,11 +83,13 @@ func TestLogsRun(t *testing.T) {
 	t.Run("archives every eligible row once with its content, and a rerun changes nothing", func(t *testing.T) {
 		b := setup(t)
 		before := b.snapshot(t)
-		res, run, err := b.run(t, workflows.ArchiveInput{Tables: []string{"logs"}, AsOf: asOf, BatchSize: 1000})
+		// Batch size pinned (the lock-time budget would grow it) so the
+		// batch count is exact.
+		res, run, err := b.run(t, workflows.ArchiveInput{Tables: []string{"logs"}, AsOf: asOf, BatchSize: 1000, MinBatch: 1000, MaxBatch: 1000})
 		if err != nil {
 			t.Fatalf("run failed: %v", err)
 		}
-		record(t, b.c, run, "archive-logs-v2.json")
+		record(t, b.c, run, "archive-logs-v3.json")
 		after := b.snapshot(t)
 
 		if after.allN != before.allN || after.allSum != before.allSum {
@@ -141,7 +143,7 @@ func TestLogsRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dry run failed: %v", err)
 		}
-		record(t, b.c, run, "archive-logs-dry-run-v2.json")
+		record(t, b.c, run, "archive-logs-dry-run-v3.json")
 		if after := b.snapshot(t); after != before {
 			t.Fatalf("dry run changed the database:\nbefore %+v\nafter  %+v", before, after)
 		}
@@ -199,7 +201,7 @@ func TestLogsRun(t *testing.T) {
 		if !errors.As(err, &appErr) || appErr.Type() != workflows.ErrRunFailed {
 			t.Fatalf("error %v, want %s", err, workflows.ErrRunFailed)
 		}
-		record(t, b.c, run, "archive-logs-failed-v2.json")
+		record(t, b.c, run, "archive-logs-failed-v3.json")
 		if res.Tables[0].Status != workflows.StatusFailed {
 			t.Fatalf("summary %+v, want failed", res.Tables[0])
 		}

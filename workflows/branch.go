@@ -1,0 +1,207 @@
+package workflows
+
+import (
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/mockupaws/archiver/activities"
+	"github.com/mockupaws/archiver/internal/policy"
+)
+
+// branch is one table's part of a run.
+type branch struct {
+	run           *runState
+	table         policy.Table
+	asOf          time.Time
+	batchSize     int
+	retentionMode string
+	result        *TableResult
+	// incomplete is set when the branch stopped for continue-as-new.
+	incomplete bool
+}
+
+func (b *branch) window() (after time.Time) {
+	if w := b.run.res.Window; w != nil {
+		return w.After.UTC()
+	}
+	return time.Time{}
+}
+
+func (b *branch) preview(ctx workflow.Context) {
+	b.result.Status = StatusRunning
+	var p activities.PreviewResult
+	in := activities.PreviewInput{Table: b.table.Name, Cutoff: b.result.Cutoff, After: b.window()}
+	if b.run.res.Window == nil {
+		in.RetentionLimit = b.table.RetentionLimit(b.asOf)
+	}
+	if err := workflow.ExecuteActivity(ctx, a.Preview, in).Get(ctx, &p); err != nil {
+		b.fail(err)
+		return
+	}
+	b.result.Preview = &p
+	b.result.Status = StatusCompleted
+}
+
+func (b *branch) archive(ctx workflow.Context) {
+	info := workflow.GetInfo(ctx)
+	r := b.result
+	if r.JobID == "" { // a continued run has its job already
+		r.Status = StatusRunning
+		r.JobID = runUUID(info, b.table.Name, "job").String()
+		err := workflow.ExecuteActivity(ctx, a.StartJob, activities.StartJobInput{
+			JobID: r.JobID, Table: b.table.Name, WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID,
+			AsOf: b.asOf, Cutoff: r.Cutoff,
+		}).Get(ctx, nil)
+		if err != nil {
+			b.fail(err) // no job row to close
+			return
+		}
+	}
+	var err error
+	if b.table.Name == "reports" {
+		err = b.archiveReports(ctx)
+	} else {
+		err = b.moveAll(ctx)
+	}
+	if err == nil && b.incomplete {
+		return // the next run of the chain goes on from here
+	}
+	if err == nil && b.run.res.Window == nil && workflow.GetVersion(ctx, changeRetention, workflow.DefaultVersion, 1) >= 1 {
+		err = b.retention(ctx)
+	}
+	var totals activities.JobTotals
+	finish := activities.FinishJobInput{JobID: r.JobID, Failed: err != nil}
+	if err != nil {
+		finish.Error = errorMessage(err)
+	}
+	if ferr := workflow.ExecuteActivity(ctx, a.FinishJob, finish).Get(ctx, &totals); ferr != nil && err == nil {
+		err = ferr
+	}
+	if totals.JobID != "" {
+		// The ledger is the record; report its figures.
+		r.Batches, r.RowsArchived, r.RowsDeleted, r.Bytes = totals.Batches, totals.RowsArchived, totals.RowsDeleted, totals.Bytes
+		r.RowsMerged = totals.RowsMerged
+	}
+	if err != nil {
+		b.fail(err)
+		return
+	}
+	r.Status = StatusCompleted
+}
+
+// moveAll ensures partitions, then moves batches until no eligible row is
+// left. With the operations version, Parallel loops share the table (SKIP
+// LOCKED keeps them on disjoint rows) and the batch size follows the
+// lock-time budget.
+func (b *branch) moveAll(ctx workflow.Context) error {
+	r := b.result
+	var parts activities.EnsurePartitionsResult
+	if err := workflow.ExecuteActivity(ctx, a.EnsurePartitions, activities.EnsurePartitionsInput{
+		Table: b.table.Name, Cutoff: r.Cutoff, After: b.window(),
+	}).Get(ctx, &parts); err != nil {
+		return err
+	}
+	r.PartitionsCreated += len(parts.Created)
+	if parts.Oldest == nil {
+		return nil // nothing eligible
+	}
+	if r.Oldest == nil {
+		r.Oldest = parts.Oldest
+	}
+	if r.BatchSize == 0 {
+		r.BatchSize = b.limit()
+	}
+	useMore := workflow.GetVersion(ctx, changeMoreFlag, workflow.DefaultVersion, 1) >= 1
+	if !b.run.ops {
+		return b.loop(ctx, 0, useMore)
+	}
+	loops := 1
+	if b.table.Name == "logs" {
+		loops = b.run.parallel
+	}
+	errs := make([]error, loops)
+	wg := workflow.NewWaitGroup(ctx)
+	for l := range loops {
+		wg.Add(1)
+		workflow.Go(ctx, func(ctx workflow.Context) {
+			defer wg.Done()
+			errs[l] = b.loop(ctx, l, true)
+		})
+	}
+	wg.Wait(ctx)
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loop is one batch loop. It ends when a batch reports no more rows, on an
+// error, or when the run stops to continue as new.
+func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
+	r := b.result
+	info := workflow.GetInfo(ctx)
+	for seq := 1; ; seq++ {
+		ok, err := b.run.gate(ctx)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			b.incomplete = true
+			return nil
+		}
+		label := fmt.Sprintf("batch-%d", seq)
+		if l > 0 {
+			label = fmt.Sprintf("batch-%d-%d", l, seq)
+		}
+		limit := r.BatchSize
+		in := activities.MoveBatchInput{
+			Table: b.table.Name, JobID: r.JobID, Cutoff: r.Cutoff, After: b.window(), Limit: limit,
+			BatchID: runUUID(info, b.table.Name, label).String(),
+		}
+		var mv activities.MoveBatchResult
+		if err := workflow.ExecuteActivity(ctx, a.MoveBatch, in).Get(ctx, &mv); err != nil {
+			return err
+		}
+		r.Batches++
+		r.RowsArchived += mv.RowsMoved
+		r.RowsDeleted += mv.RowsDeleted
+		r.Bytes += mv.Bytes
+		r.RowsMerged += mv.RowsMerged
+		if mv.MaxTS != nil && (r.Reached == nil || mv.MaxTS.After(*r.Reached)) {
+			r.Reached = mv.MaxTS
+		}
+		r.BatchSize = b.run.adapt(r.BatchSize, mv.TxMillis, b.limit())
+		if useMore && !mv.More || !useMore && mv.RowsMoved < int64(limit) {
+			return nil
+		}
+	}
+}
+
+func (b *branch) limit() int {
+	if b.batchSize != 0 {
+		return b.batchSize
+	}
+	return b.table.BatchSize
+}
+
+// retention drops (or detaches) the archive partitions past retention.
+func (b *branch) retention(ctx workflow.Context) error {
+	var rr activities.RetentionResult
+	err := workflow.ExecuteActivity(ctx, a.ApplyRetention, activities.RetentionInput{
+		Table: b.table.Name, Before: b.table.RetentionLimit(b.asOf), Mode: b.retentionMode,
+	}).Get(ctx, &rr)
+	if err != nil {
+		return err
+	}
+	b.result.Retention = &rr
+	return nil
+}
+
+func (b *branch) fail(err error) {
+	b.result.Status = StatusFailed
+	b.result.Error = errorMessage(err)
+}

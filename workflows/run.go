@@ -1,0 +1,209 @@
+package workflows
+
+import (
+	"time"
+
+	"go.temporal.io/sdk/workflow"
+)
+
+// Signal names: operators pause, resume and throttle a run between batches
+// (`starter pause|resume|throttle`).
+const (
+	SignalPause    = "pause"
+	SignalResume   = "resume"
+	SignalThrottle = "throttle"
+)
+
+// PauseSignal stops new batches; batches in flight finish.
+type PauseSignal struct {
+	Reason string `json:",omitempty"`
+}
+
+// ResumeSignal lets batches start again.
+type ResumeSignal struct{}
+
+// ThrottleSignal caps batches per second across the run (0: no cap).
+type ThrottleSignal struct {
+	BatchesPerSecond float64
+}
+
+// Defaults of the operations controls (ArchiveInput).
+const (
+	defaultLockBudget       = 200 * time.Millisecond
+	defaultMinBatch         = 500
+	defaultMaxBatchesPerRun = 1000
+)
+
+// runState is what the branches of one run share: the operator's controls,
+// the batch count of this run, and whether it is stopping to continue as new.
+type runState struct {
+	res      *ArchiveResult
+	ops      bool // the operations version is in force
+	paused   bool
+	bps      float64
+	nextSlot time.Time
+
+	parallel         int
+	lockBudget       time.Duration
+	minBatch         int
+	maxBatch         int
+	batches          int
+	maxBatchesPerRun int
+	stopping         bool
+
+	pauseCh, resumeCh, throttleCh workflow.ReceiveChannel
+}
+
+func newRunState(ctx workflow.Context, in ArchiveInput, res *ArchiveResult, ops bool) *runState {
+	s := &runState{
+		res: res, ops: ops,
+		parallel: max(in.Parallel, 1), lockBudget: in.LockBudget,
+		minBatch: in.MinBatch, maxBatch: in.MaxBatch, maxBatchesPerRun: in.MaxBatchesPerRun,
+		pauseCh:    workflow.GetSignalChannel(ctx, SignalPause),
+		resumeCh:   workflow.GetSignalChannel(ctx, SignalResume),
+		throttleCh: workflow.GetSignalChannel(ctx, SignalThrottle),
+	}
+	if s.lockBudget <= 0 {
+		s.lockBudget = defaultLockBudget
+	}
+	if s.minBatch <= 0 {
+		s.minBatch = defaultMinBatch
+	}
+	if s.maxBatchesPerRun <= 0 {
+		s.maxBatchesPerRun = defaultMaxBatchesPerRun
+	}
+	workflow.Go(ctx, func(ctx workflow.Context) {
+		for {
+			sel := workflow.NewSelector(ctx)
+			s.addSignalReceivers(sel)
+			sel.Select(ctx)
+		}
+	})
+	return s
+}
+
+func (s *runState) addSignalReceivers(sel workflow.Selector) {
+	sel.AddReceive(s.pauseCh, func(c workflow.ReceiveChannel, _ bool) {
+		var p PauseSignal
+		c.Receive(nil, &p)
+		s.paused = true
+	})
+	sel.AddReceive(s.resumeCh, func(c workflow.ReceiveChannel, _ bool) {
+		c.Receive(nil, &ResumeSignal{})
+		s.paused = false
+	})
+	sel.AddReceive(s.throttleCh, func(c workflow.ReceiveChannel, _ bool) {
+		var t ThrottleSignal
+		c.Receive(nil, &t)
+		if t.BatchesPerSecond >= 0 {
+			s.bps = t.BatchesPerSecond
+		}
+	})
+}
+
+// gate runs before every batch: it waits while the run is paused, spaces
+// batches to the throttle, and reports false when the run should stop to
+// continue as new (history bounded). Old-version runs pass straight through.
+func (s *runState) gate(ctx workflow.Context) (bool, error) {
+	if !s.ops {
+		return true, nil
+	}
+	if s.stopping {
+		return false, nil
+	}
+	if err := workflow.Await(ctx, func() bool { return !s.paused || s.stopping }); err != nil {
+		return false, err
+	}
+	if s.bps > 0 {
+		now := workflow.Now(ctx)
+		if now.Before(s.nextSlot) {
+			if err := workflow.Sleep(ctx, s.nextSlot.Sub(now)); err != nil {
+				return false, err
+			}
+			now = workflow.Now(ctx)
+		}
+		s.nextSlot = now.Add(time.Duration(float64(time.Second) / s.bps))
+	}
+	if s.batches >= s.maxBatchesPerRun || workflow.GetInfo(ctx).GetContinueAsNewSuggested() {
+		s.stopping = true
+		return false, nil
+	}
+	s.batches++
+	return true, nil
+}
+
+// continueAsNew hands the totals, the controls and the reports cursors to a
+// new run of the same workflow. Signals not yet handled are applied first so
+// that none is lost across the boundary.
+func (s *runState) continueAsNew(ctx workflow.Context, in ArchiveInput, asOf time.Time) error {
+	for {
+		sel := workflow.NewSelector(ctx)
+		s.addSignalReceivers(sel)
+		if !sel.HasPending() {
+			break
+		}
+		sel.Select(ctx)
+	}
+	next := in
+	next.AsOf = asOf
+	next.Carry = &Carry{Tables: s.res.Tables, Runs: s.res.Runs + 1, Paused: s.paused, BatchesPerSecond: s.bps}
+	return workflow.NewContinueAsNewError(ctx, ArchiveWorkflowName, next)
+}
+
+// adapt moves the batch size toward the lock-time budget: down in
+// proportion when a batch held its locks too long, up by half when it took
+// less than half the budget; always within [minBatch, maxBatch].
+func (s *runState) adapt(limit int, txMillis int64, tableMax int) int {
+	if !s.ops || txMillis <= 0 {
+		return limit
+	}
+	budget := s.lockBudget.Milliseconds()
+	hi := s.maxBatch
+	if hi <= 0 {
+		hi = min(tableMax*5, 100000)
+	}
+	lo := min(s.minBatch, hi)
+	switch {
+	case txMillis > budget:
+		limit = int(float64(limit) * float64(budget) / float64(txMillis) * 0.9)
+	case txMillis < budget/2:
+		limit = limit * 3 / 2
+	}
+	return max(lo, min(hi, limit))
+}
+
+// progress is the progress query's answer: totals so far with a rate and an
+// ETA per running table.
+func (s *runState) progress(ctx workflow.Context) ArchiveResult {
+	out := *s.res
+	out.Paused, out.BatchesPerSecond = s.paused, s.bps
+	out.Tables = append([]TableResult(nil), s.res.Tables...)
+	for i := range out.Tables {
+		t := &out.Tables[i]
+		if t.Status != StatusRunning || t.Seconds > 0 {
+			continue
+		}
+		estimate(t, s.elapsed(ctx))
+	}
+	return out
+}
+
+func (s *runState) elapsed(ctx workflow.Context) time.Duration {
+	return workflow.Now(ctx).Sub(workflow.GetInfo(ctx).WorkflowStartTime)
+}
+
+// estimate fills a running table's rate and ETA from the share of its time
+// range already moved.
+func estimate(t *TableResult, elapsed time.Duration) {
+	if elapsed <= 0 || t.RowsDeleted == 0 {
+		return
+	}
+	t.RowsPerSec = float64(t.RowsDeleted) / elapsed.Seconds()
+	if t.Oldest == nil || t.Reached == nil || !t.Cutoff.After(*t.Oldest) {
+		return
+	}
+	done := t.Reached.Sub(*t.Oldest).Seconds() / t.Cutoff.Sub(*t.Oldest).Seconds()
+	if done > 0 && done <= 1 {
+		t.ETASeconds = elapsed.Seconds() * (1 - done) / done
+	}
+}
