@@ -85,16 +85,16 @@ func newRunState(ctx workflow.Context, in ArchiveInput, res *ArchiveResult, ops 
 func (s *runState) addSignalReceivers(sel workflow.Selector) {
 	sel.AddReceive(s.pauseCh, func(c workflow.ReceiveChannel, _ bool) {
 		var p PauseSignal
-		c.Receive(nil, &p)
+		c.ReceiveAsync(&p)
 		s.paused = true
 	})
 	sel.AddReceive(s.resumeCh, func(c workflow.ReceiveChannel, _ bool) {
-		c.Receive(nil, &ResumeSignal{})
+		c.ReceiveAsync(&ResumeSignal{})
 		s.paused = false
 	})
 	sel.AddReceive(s.throttleCh, func(c workflow.ReceiveChannel, _ bool) {
 		var t ThrottleSignal
-		c.Receive(nil, &t)
+		c.ReceiveAsync(&t)
 		if t.BatchesPerSecond >= 0 {
 			s.bps = t.BatchesPerSecond
 		}
@@ -111,18 +111,22 @@ func (s *runState) gate(ctx workflow.Context) (bool, error) {
 	if s.stopping {
 		return false, nil
 	}
-	if err := workflow.Await(ctx, func() bool { return !s.paused || s.stopping }); err != nil {
-		return false, err
+	for {
+		if err := workflow.Await(ctx, func() bool { return !s.paused || s.stopping }); err != nil {
+			return false, err
+		}
+		now := workflow.Now(ctx)
+		if s.bps <= 0 || !now.Before(s.nextSlot) {
+			break
+		}
+		// Wait for the throttle's next slot, then look at the pause again:
+		// it may have come while waiting.
+		if err := workflow.Sleep(ctx, s.nextSlot.Sub(now)); err != nil {
+			return false, err
+		}
 	}
 	if s.bps > 0 {
-		now := workflow.Now(ctx)
-		if now.Before(s.nextSlot) {
-			if err := workflow.Sleep(ctx, s.nextSlot.Sub(now)); err != nil {
-				return false, err
-			}
-			now = workflow.Now(ctx)
-		}
-		s.nextSlot = now.Add(time.Duration(float64(time.Second) / s.bps))
+		s.nextSlot = workflow.Now(ctx).Add(time.Duration(float64(time.Second) / s.bps))
 	}
 	if s.batches >= s.maxBatchesPerRun || workflow.GetInfo(ctx).GetContinueAsNewSuggested() {
 		s.stopping = true
