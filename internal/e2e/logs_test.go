@@ -26,6 +26,7 @@ var cutoffStr = asOf.Add(-365 * 24 * time.Hour).Format(time.RFC3339Nano)
 
 type bundle struct {
 	db    *pgxpool.Pool
+	url   string
 	c     client.Client
 	queue string
 	acts  *activities.Activities
@@ -34,9 +35,9 @@ type bundle struct {
 func setup(t *testing.T) bundle {
 	t.Helper()
 	t.Parallel()
-	db, _ := testenv.NewDB(t)
+	db, url := testenv.NewDB(t)
 	c := testenv.Temporal(t)
-	b := bundle{db: db, c: c, acts: &activities.Activities{DB: db}}
+	b := bundle{db: db, url: url, c: c, acts: &activities.Activities{DB: db}}
 	b.queue = testenv.StartWorker(t, c, b.acts)
 	// Three years of rows, one every 90 minutes: about two thirds eligible.
 	testenv.InsertLogs(t, db, testenv.SpreadTimes(3*365*16, asOf, 90*time.Minute))

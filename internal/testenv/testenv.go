@@ -184,12 +184,29 @@ func Temporal(t testing.TB) client.Client {
 func StartWorker(t testing.TB, c client.Client, acts *activities.Activities) string {
 	t.Helper()
 	queue := "test-" + randomHex(6)
+	StartWorkerOn(t, c, queue, acts)
+	return queue
+}
+
+// StartWorkerOn runs another worker on queue (a second worker process).
+func StartWorkerOn(t testing.TB, c client.Client, queue string, acts *activities.Activities) {
+	t.Helper()
 	w := temporalclient.NewWorker(c, queue, acts)
 	if err := w.Start(); err != nil {
 		t.Fatalf("start worker: %v", err)
 	}
 	t.Cleanup(w.Stop)
-	return queue
+}
+
+// Pool opens another connection pool to a test database, closed at the end.
+func Pool(t testing.TB, url string) *pgxpool.Pool {
+	t.Helper()
+	p, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(p.Close)
+	return p
 }
 
 // RandomID is a short random hex string for workflow ids and names.
