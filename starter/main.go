@@ -20,7 +20,13 @@ commands:
   migrate   apply the schema migrations (idempotent)
   run       start one archive run: run [--all | --logs --metrics --reports] [--dry-run]
             [--as-of RFC3339] [--batch-size N] [--wait] [--json] [--verbose]
-  status    recent archive jobs and running archive workflows
+  status    recent archive jobs and running archive workflows with their progress
+  schedule  the nightly schedule: schedule apply [--timezone Z] [--cron C] [--catchup-window D]
+            | describe | pause [--note N] | unpause | trigger | backfill --from T --to T | delete
+  backfill  queue a manual window: backfill --table logs|metrics|reports --before T [--after T]
+  pause     pause running archive runs between batches [--workflow-id ID] [--reason R]
+  resume    resume them [--workflow-id ID]
+  throttle  cap batches per second: throttle N [--workflow-id ID] (0 lifts the cap)
   demo      fill empty live tables with demo data: demo [--logs N] [--metrics-per-day N]
             [--reports N] [--report-kb N] [--years N]
   bucket    the reports bucket's lifecycle: bucket apply [--glacier-after-days N]
@@ -42,6 +48,9 @@ func (e exitError) Error() string { return e.err.Error() }
 func usageErr(format string, args ...any) error {
 	return exitError{code: 2, err: fmt.Errorf(format, args...)}
 }
+
+// getenv is the process environment; tests replace it.
+var getenv = os.Getenv
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -76,6 +85,12 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdDemo(ctx, args[1:], stdout)
 	case "bucket":
 		return cmdBucket(ctx, args[1:], stdout, stderr)
+	case "schedule":
+		return cmdSchedule(ctx, args[1:], stdout, stderr, logger)
+	case "backfill":
+		return cmdBackfill(ctx, args[1:], stdout, stderr, logger)
+	case "pause", "resume", "throttle":
+		return cmdControl(ctx, args[0], args[1:], stdout, stderr, logger)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -28,7 +28,7 @@ type runFlags struct {
 	all, logs, metrics, reports bool
 	dryRun, wait, json, verbose bool
 	asOf                        string
-	batchSize                   int
+	batchSize, parallel         int
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (runFlags, error) {
@@ -41,7 +41,8 @@ func parseRunFlags(args []string, stderr io.Writer) (runFlags, error) {
 	fs.BoolVar(&f.reports, "reports", false, "archive reports")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "report what would move; write nothing")
 	fs.StringVar(&f.asOf, "as-of", "", "archive as of this instant (RFC3339; default: the run's start time)")
-	fs.IntVar(&f.batchSize, "batch-size", 0, "rows per batch (default: the policy's)")
+	fs.IntVar(&f.batchSize, "batch-size", 0, "rows per batch to start from (default: the policy's; adapts to the lock-time budget)")
+	fs.IntVar(&f.parallel, "parallel", 1, "batch loops per table (logs), shared by every worker on the task queue")
 	fs.BoolVar(&f.wait, "wait", false, "wait for the run, show progress and the summary")
 	fs.BoolVar(&f.json, "json", false, "print the result as JSON")
 	fs.BoolVar(&f.verbose, "verbose", false, "print per-table detail (dry-run partitions, job ids)")
@@ -80,7 +81,10 @@ func (f runFlags) archiveInput(now time.Time) (workflows.ArchiveInput, error) {
 	if err != nil {
 		return workflows.ArchiveInput{}, usageErr("run: %v", err)
 	}
-	in := workflows.ArchiveInput{Tables: tables, DryRun: f.dryRun, BatchSize: f.batchSize}
+	in := workflows.ArchiveInput{Tables: tables, DryRun: f.dryRun, BatchSize: f.batchSize, Parallel: f.parallel}
+	if f.parallel < 1 || f.parallel > 16 {
+		return in, usageErr("run: --parallel %d: must be between 1 and 16", f.parallel)
+	}
 	if f.batchSize != 0 {
 		if err := policy.ValidateBatchSize(f.batchSize); err != nil {
 			return in, usageErr("run: --batch-size: %v", err)
@@ -120,11 +124,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, logger
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Load()
+	pin, memo, err := policyInput(in.Tables)
 	if err != nil {
 		return err
 	}
-	c, err := temporalclient.Dial(ctx, cfg, logger)
+	in.Policy, in.RetentionMode = pin.Policy, pin.RetentionMode
+	cfg, c, err := dial(ctx, logger)
 	if err != nil {
 		return err
 	}
@@ -136,6 +141,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, logger
 	sa := []temporal.SearchAttributeUpdate{
 		temporal.NewSearchAttributeKeyKeywordList("ArchiveTables").ValueSet(in.Tables),
 		temporal.NewSearchAttributeKeyBool("ArchiveDryRun").ValueSet(in.DryRun),
+		temporal.NewSearchAttributeKeyBool("ArchiveBackfill").ValueSet(false),
 	}
 	if !in.AsOf.IsZero() {
 		sa = append(sa, temporal.NewSearchAttributeKeyTime("ArchiveAsOf").ValueSet(in.AsOf))
@@ -144,6 +150,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, logger
 		ID:                    "archive-manual-" + time.Now().UTC().Format("20060102T150405Z") + "-" + randomSuffix(),
 		TaskQueue:             cfg.TaskQueue,
 		TypedSearchAttributes: temporal.NewSearchAttributes(sa...),
+		Memo:                  memo,
 	}, workflows.ArchiveWorkflowName, in)
 	if err != nil {
 		return fmt.Errorf("start archive run: %w", err)
@@ -161,7 +168,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, logger
 	}
 
 	started := time.Now()
-	res, runErr := waitForRun(ctx, c, run, stderr, f.json)
+	res, runErr := waitForRun(ctx, c, c.GetWorkflow(ctx, run.GetID(), ""), stderr, f.json)
 	elapsed := time.Since(started)
 	if f.json {
 		out := struct {
@@ -198,10 +205,11 @@ func waitForRun(ctx context.Context, c client.Client, run client.WorkflowRun, st
 	}()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	last := ""
+	view := newProgressView(stderr)
 	for {
 		select {
 		case <-done:
+			view.finish()
 			var appErr *temporal.ApplicationError
 			if errors.As(runErr, &appErr) && appErr.HasDetails() {
 				_ = appErr.Details(&res)
@@ -211,7 +219,9 @@ func waitForRun(ctx context.Context, c client.Client, run client.WorkflowRun, st
 			if quiet {
 				continue
 			}
-			v, err := c.QueryWorkflow(ctx, run.GetID(), run.GetRunID(), workflows.ProgressQuery)
+			// The run id is left empty: after continue-as-new the query
+			// goes to the chain's current run.
+			v, err := c.QueryWorkflow(ctx, run.GetID(), "", workflows.ProgressQuery)
 			if err != nil {
 				continue // not yet started, or finished meanwhile
 			}
@@ -219,20 +229,9 @@ func waitForRun(ctx context.Context, c client.Client, run client.WorkflowRun, st
 			if v.Get(&p) != nil {
 				continue
 			}
-			if line := progressLine(p); line != last {
-				fmt.Fprintln(stderr, line)
-				last = line
-			}
+			view.show(p)
 		}
 	}
-}
-
-func progressLine(p workflows.ArchiveResult) string {
-	parts := make([]string, 0, len(p.Tables))
-	for _, t := range p.Tables {
-		parts = append(parts, fmt.Sprintf("%s %s: %d batches, %d rows, %s", t.Table, t.Status, t.Batches, t.RowsArchived, humanBytes(t.Bytes)))
-	}
-	return "progress: " + strings.Join(parts, " | ")
 }
 
 func printSummary(w io.Writer, r workflows.ArchiveResult, verbose bool) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
 
 	"github.com/mockupaws/archiver/internal/config"
 	"github.com/mockupaws/archiver/internal/temporalclient"
@@ -20,6 +22,7 @@ import (
 func cmdStatus(ctx context.Context, args []string, stdout io.Writer, logger *slog.Logger) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	limit := fs.Int("limit", 10, "how many recent jobs to show")
+	asJSON := fs.Bool("json", false, "print the running runs' progress and the backfill queue as JSON")
 	if err := fs.Parse(args); err != nil {
 		return usageErr("status: %v", err)
 	}
@@ -68,6 +71,9 @@ func cmdStatus(ctx context.Context, args []string, stdout io.Writer, logger *slo
 		return err
 	}
 	defer c.Close()
+	if *asJSON {
+		return statusJSON(ctx, c, stdout)
+	}
 	list, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
 		Namespace: cfg.TemporalNamespace,
 		Query:     fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running'", workflows.ArchiveWorkflowName),
@@ -87,5 +93,51 @@ func cmdStatus(ctx context.Context, args []string, stdout io.Writer, logger *slo
 		}
 		fmt.Fprintf(stdout, "  %s\n  %s\n", line, webUILink(cfg, id, runID))
 	}
+	if s, ok := backfillState(ctx, c); ok {
+		fmt.Fprintf(stdout, "\nbackfill %s: %d queued, %d done, %d refused\n", workflows.BackfillWorkflowID, len(s.Queue), s.Served, len(s.Refused))
+		if s.Current != nil {
+			fmt.Fprintf(stdout, "  running: %s\n", s.Current)
+		}
+		for _, q := range s.Queue {
+			fmt.Fprintf(stdout, "  queued:  %s\n", q)
+		}
+		for _, r := range s.Refused {
+			fmt.Fprintf(stdout, "  refused: %s: %s\n", r.Request, r.Reason)
+		}
+	}
 	return nil
+}
+
+func backfillState(ctx context.Context, c client.Client) (workflows.BackfillState, bool) {
+	var s workflows.BackfillState
+	v, err := c.QueryWorkflow(ctx, workflows.BackfillWorkflowID, "", workflows.BackfillQuery)
+	if err != nil || v.Get(&s) != nil {
+		return s, false
+	}
+	return s, true
+}
+
+func statusJSON(ctx context.Context, c client.Client, w io.Writer) error {
+	ids, err := runningArchiveRuns(ctx, c)
+	if err != nil {
+		return err
+	}
+	out := struct {
+		Running  map[string]workflows.ArchiveResult `json:"running"`
+		Backfill *workflows.BackfillState           `json:"backfill,omitempty"`
+	}{Running: map[string]workflows.ArchiveResult{}}
+	for _, id := range ids {
+		if v, err := c.QueryWorkflow(ctx, id, "", workflows.ProgressQuery); err == nil {
+			var p workflows.ArchiveResult
+			if v.Get(&p) == nil {
+				out.Running[id] = p
+			}
+		}
+	}
+	if s, ok := backfillState(ctx, c); ok {
+		out.Backfill = &s
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
 }

@@ -47,7 +47,7 @@ func run(logger *slog.Logger) error {
 	if err := temporalclient.EnsureSearchAttributes(ctx, c, cfg.TemporalNamespace); err != nil {
 		return err
 	}
-	acts := &activities.Activities{DB: pool, ReportsDir: cfg.ReportsDir, Compression: cfg.ReportsCompression}
+	acts := &activities.Activities{DB: pool, ReportsDir: cfg.ReportsDir, Compression: cfg.ReportsCompression, MaxReplicaLag: cfg.MaxReplicaLag}
 	if cfg.ReportsBucket != "" {
 		if acts.Store, err = objectstore.New(ctx, cfg.StoreOptions()); err != nil {
 			return err

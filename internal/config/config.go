@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/mockupaws/archiver/internal/objectstore"
 )
@@ -33,6 +34,15 @@ type Config struct {
 	AWSRegion      string
 	MetricsAddr    string
 	OTLPEndpoint   string
+	// Temporal cluster or Cloud: mTLS with a client certificate, or an API
+	// key (which implies TLS). Paths, not contents; the key never logged.
+	TemporalTLSCert       string
+	TemporalTLSKey        string
+	TemporalTLSCA         string
+	TemporalTLSServerName string
+	TemporalAPIKey        string
+	// MaxReplicaLag holds batches while a replica lags more (0: off).
+	MaxReplicaLag time.Duration
 }
 
 // Getenv lets tests supply an environment without touching the process's.
@@ -51,21 +61,26 @@ func LoadFrom(getenv Getenv) (Config, error) {
 		return def
 	}
 	c := Config{
-		DatabaseURL:        get("DATABASE_URL", ""),
-		TemporalAddress:    get("TEMPORAL_ADDRESS", "localhost:7233"),
-		TemporalNamespace:  get("TEMPORAL_NAMESPACE", "default"),
-		TaskQueue:          get("ARCHIVE_TASK_QUEUE", "archive"),
-		TemporalUIURL:      get("TEMPORAL_UI_URL", "http://localhost:8233"),
-		ReportsDir:         get("REPORTS_DIR", ""),
-		ReportsBucket:      get("REPORTS_ARCHIVE_BUCKET", ""),
-		ReportsCompression: get("REPORTS_COMPRESSION", "gzip"),
-		ReportsSSE:         get("REPORTS_SSE", "AES256"),
-		ReportsKMSKeyID:    get("REPORTS_KMS_KEY_ID", ""),
-		RetentionMode:      get("ARCHIVE_RETENTION_MODE", "drop"),
-		AWSEndpointURL:     get("AWS_ENDPOINT_URL", ""),
-		AWSRegion:          get("AWS_DEFAULT_REGION", "us-east-1"),
-		MetricsAddr:        get("METRICS_ADDR", ""),
-		OTLPEndpoint:       get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+		DatabaseURL:           get("DATABASE_URL", ""),
+		TemporalAddress:       get("TEMPORAL_ADDRESS", "localhost:7233"),
+		TemporalNamespace:     get("TEMPORAL_NAMESPACE", "default"),
+		TaskQueue:             get("ARCHIVE_TASK_QUEUE", "archive"),
+		TemporalUIURL:         get("TEMPORAL_UI_URL", "http://localhost:8233"),
+		ReportsDir:            get("REPORTS_DIR", ""),
+		ReportsBucket:         get("REPORTS_ARCHIVE_BUCKET", ""),
+		ReportsCompression:    get("REPORTS_COMPRESSION", "gzip"),
+		ReportsSSE:            get("REPORTS_SSE", "AES256"),
+		ReportsKMSKeyID:       get("REPORTS_KMS_KEY_ID", ""),
+		RetentionMode:         get("ARCHIVE_RETENTION_MODE", "drop"),
+		TemporalTLSCert:       get("TEMPORAL_TLS_CERT", ""),
+		TemporalTLSKey:        get("TEMPORAL_TLS_KEY", ""),
+		TemporalTLSCA:         get("TEMPORAL_TLS_CA", ""),
+		TemporalTLSServerName: get("TEMPORAL_TLS_SERVER_NAME", ""),
+		TemporalAPIKey:        get("TEMPORAL_API_KEY", ""),
+		AWSEndpointURL:        get("AWS_ENDPOINT_URL", ""),
+		AWSRegion:             get("AWS_DEFAULT_REGION", "us-east-1"),
+		MetricsAddr:           get("METRICS_ADDR", ""),
+		OTLPEndpoint:          get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 	}
 	if c.DatabaseURL == "" {
 		return c, fmt.Errorf("DATABASE_URL is not set: it must name the PostgreSQL database to archive (e.g. postgres://user@localhost:5432/app)")
@@ -82,6 +97,15 @@ func LoadFrom(getenv Getenv) (Config, error) {
 	if c.RetentionMode != "drop" && c.RetentionMode != "detach" {
 		return c, fmt.Errorf("ARCHIVE_RETENTION_MODE=%q: want drop or detach", c.RetentionMode)
 	}
+	if (c.TemporalTLSCert == "") != (c.TemporalTLSKey == "") {
+		return c, fmt.Errorf("TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together: set both or neither")
+	}
+	lag := get("ARCHIVE_MAX_REPLICA_LAG", "30s")
+	d, err := time.ParseDuration(lag)
+	if err != nil || d < 0 {
+		return c, fmt.Errorf("ARCHIVE_MAX_REPLICA_LAG=%q: want a duration such as 30s (0 turns the check off)", lag)
+	}
+	c.MaxReplicaLag = d
 	if c.TaskQueue == "" {
 		return c, fmt.Errorf("ARCHIVE_TASK_QUEUE is empty")
 	}

@@ -47,3 +47,17 @@ func TestRedact(t *testing.T) {
 		t.Fatalf("Redact = %q", got)
 	}
 }
+
+func TestTemporalTLSConfig(t *testing.T) {
+	_, err := LoadFrom(env(map[string]string{"DATABASE_URL": "postgres://h/db", "TEMPORAL_TLS_CERT": "/c.pem"}))
+	if err == nil || !strings.Contains(err.Error(), "TEMPORAL_TLS_KEY") {
+		t.Fatalf("a certificate without its key: %v", err)
+	}
+	c, err := LoadFrom(env(map[string]string{"DATABASE_URL": "postgres://h/db", "TEMPORAL_API_KEY": "k", "ARCHIVE_MAX_REPLICA_LAG": "5s"}))
+	if err != nil || c.TemporalAPIKey != "k" || c.MaxReplicaLag.Seconds() != 5 {
+		t.Fatalf("%+v, %v", c, err)
+	}
+	if _, err := LoadFrom(env(map[string]string{"DATABASE_URL": "postgres://h/db", "ARCHIVE_MAX_REPLICA_LAG": "soon"})); err == nil {
+		t.Fatal("an unparsable replica lag was accepted")
+	}
+}

@@ -4,8 +4,11 @@ package temporalclient
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"os"
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/operatorservice/v1"
@@ -26,15 +29,56 @@ var SearchAttributes = map[string]enumspb.IndexedValueType{
 
 // Dial connects to the configured Temporal frontend and namespace.
 func Dial(ctx context.Context, cfg config.Config, logger *slog.Logger) (client.Client, error) {
-	c, err := client.DialContext(ctx, client.Options{
-		HostPort:  cfg.TemporalAddress,
-		Namespace: cfg.TemporalNamespace,
-		Logger:    tlog.NewStructuredLogger(logger),
-	})
+	opts, err := Options(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts.Logger = tlog.NewStructuredLogger(logger)
+	c, err := client.DialContext(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("connect to Temporal at %s (TEMPORAL_ADDRESS), namespace %s: %w", cfg.TemporalAddress, cfg.TemporalNamespace, err)
 	}
 	return c, nil
+}
+
+// Options are the client options for cfg: address, namespace, and TLS with
+// a client certificate or an API key when configured (a Temporal cluster or
+// Temporal Cloud).
+func Options(cfg config.Config) (client.Options, error) {
+	o := client.Options{HostPort: cfg.TemporalAddress, Namespace: cfg.TemporalNamespace}
+	var tc *tls.Config
+	if cfg.TemporalTLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TemporalTLSCert, cfg.TemporalTLSKey)
+		if err != nil {
+			return o, fmt.Errorf("TEMPORAL_TLS_CERT/TEMPORAL_TLS_KEY: %w", err)
+		}
+		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if cfg.TemporalAPIKey != "" {
+		if tc == nil {
+			tc = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		o.Credentials = client.NewAPIKeyStaticCredentials(cfg.TemporalAPIKey)
+	}
+	if cfg.TemporalTLSCA != "" {
+		pem, err := os.ReadFile(cfg.TemporalTLSCA)
+		if err != nil {
+			return o, fmt.Errorf("TEMPORAL_TLS_CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return o, fmt.Errorf("TEMPORAL_TLS_CA: no PEM certificate in %s", cfg.TemporalTLSCA)
+		}
+		if tc == nil {
+			tc = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		tc.RootCAs = pool
+	}
+	if tc != nil {
+		tc.ServerName = cfg.TemporalTLSServerName
+		o.ConnectionOptions.TLS = tc
+	}
+	return o, nil
 }
 
 // EnsureSearchAttributes registers the archiver's search attributes that the

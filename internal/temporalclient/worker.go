@@ -16,6 +16,7 @@ import (
 func NewWorker(c client.Client, taskQueue string, acts *activities.Activities) worker.Worker {
 	w := worker.New(c, taskQueue, worker.Options{})
 	w.RegisterWorkflowWithOptions(workflows.ArchiveWorkflow, workflow.RegisterOptions{Name: workflows.ArchiveWorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.BackfillWorkflow, workflow.RegisterOptions{Name: workflows.BackfillWorkflowName})
 	w.RegisterActivityWithOptions(acts, activity.RegisterOptions{})
 	return w
 }

@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/mockupaws/archiver/internal/config"
+	"github.com/mockupaws/archiver/internal/policy"
+	"github.com/mockupaws/archiver/internal/schedule"
+	"github.com/mockupaws/archiver/internal/temporalclient"
+	"github.com/mockupaws/archiver/workflows"
+)
+
+// dial loads the configuration and connects to Temporal.
+func dial(ctx context.Context, logger *slog.Logger) (config.Config, client.Client, error) {
+	cfg, err := config.Load()
+	if err != nil {
+		return cfg, nil, err
+	}
+	c, err := temporalclient.Dial(ctx, cfg, logger)
+	return cfg, c, err
+}
+
+// ParseTime reads an RFC3339 instant (or a date, taken as 00:00 UTC).
+func ParseTime(flagName, s string) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UTC(), nil
+	}
+	if t, err := time.Parse("2006-01-02", s); err == nil {
+		return t.UTC(), nil
+	}
+	return time.Time{}, fmt.Errorf("%s %q is not an RFC3339 time (2025-01-31T03:00:00Z) or a date (2025-01-31)", flagName, s)
+}
+
+func cmdSchedule(ctx context.Context, args []string, stdout, stderr io.Writer, logger *slog.Logger) error {
+	verbs := "apply|describe|pause|unpause|trigger|backfill|delete"
+	if len(args) == 0 || !strings.Contains("|"+verbs+"|", "|"+args[0]+"|") {
+		return usageErr("schedule: want one of %s", verbs)
+	}
+	verb := args[0]
+	fs := flag.NewFlagSet("schedule "+verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	id := fs.String("id", schedule.DefaultID, "schedule id")
+	tz := fs.String("timezone", "UTC", "apply: IANA time zone of the 03:00 run")
+	cron := fs.String("cron", "0 3 * * *", "apply: when the run fires")
+	catchup := fs.Duration("catchup-window", 6*time.Hour, "apply: how late a missed run may still start")
+	note := fs.String("note", "", "pause/unpause: why")
+	from := fs.String("from", "", "backfill: first nominal time (RFC3339 or date)")
+	to := fs.String("to", "", "backfill: last nominal time")
+	if err := fs.Parse(args[1:]); err != nil {
+		return usageErr("schedule %s: %v", verb, err)
+	}
+	var fromT, toT time.Time
+	if verb == "backfill" {
+		var err error
+		if fromT, err = ParseTime("--from", *from); err != nil {
+			return usageErr("schedule backfill: %v", err)
+		}
+		if toT, err = ParseTime("--to", *to); err != nil {
+			return usageErr("schedule backfill: %v", err)
+		}
+		if !fromT.Before(toT) {
+			return usageErr("schedule backfill: --from must be before --to")
+		}
+		if toT.After(time.Now()) {
+			return usageErr("schedule backfill: --to %s is in the future", toT.Format(time.RFC3339))
+		}
+	}
+	cfg, c, err := dial(ctx, logger)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	switch verb {
+	case "apply":
+		in, memo, err := policyInput(policy.BuiltNames())
+		if err != nil {
+			return err
+		}
+		if err := temporalclient.EnsureSearchAttributes(ctx, c, cfg.TemporalNamespace); err != nil {
+			return err
+		}
+		created, err := schedule.Apply(ctx, c, schedule.Options{ID: *id, TaskQueue: cfg.TaskQueue, Cron: *cron, TimeZone: *tz,
+			CatchupWindow: *catchup, Input: in, Memo: memo})
+		if err != nil {
+			return err
+		}
+		verb := "updated"
+		if created {
+			verb = "created"
+		}
+		fmt.Fprintf(stdout, "schedule %s %s\n", *id, verb)
+		return describeSchedule(ctx, c, cfg, *id, stdout)
+	case "describe":
+		return describeSchedule(ctx, c, cfg, *id, stdout)
+	case "pause":
+		err = schedule.Pause(ctx, c, *id, *note)
+	case "unpause":
+		err = schedule.Unpause(ctx, c, *id, *note)
+	case "trigger":
+		err = schedule.Trigger(ctx, c, *id)
+	case "backfill":
+		err = schedule.Backfill(ctx, c, *id, fromT, toT)
+	case "delete":
+		err = schedule.Delete(ctx, c, *id)
+	}
+	if err != nil {
+		return fmt.Errorf("schedule %s %s: %w", verb, *id, err)
+	}
+	fmt.Fprintf(stdout, "schedule %s: %s done\n", *id, verb)
+	return nil
+}
+
+func describeSchedule(ctx context.Context, c client.Client, cfg config.Config, id string, w io.Writer) error {
+	s, err := schedule.Describe(ctx, c, id)
+	if err != nil {
+		return err
+	}
+	state := "active"
+	if s.Paused {
+		state = "paused"
+	}
+	fmt.Fprintf(w, "schedule %s: %s, time zone %s, overlap %s, catch-up window %s\n", s.ID, state, s.TimeZone, s.Overlap, s.CatchupWindow)
+	if s.Note != "" {
+		fmt.Fprintf(w, "note: %s\n", s.Note)
+	}
+	for i, t := range s.NextRuns {
+		if i == 3 {
+			break
+		}
+		fmt.Fprintf(w, "next run: %s\n", t.UTC().Format(time.RFC3339))
+	}
+	for _, r := range s.RecentRuns {
+		fmt.Fprintf(w, "recent run: %s\n", r)
+	}
+	fmt.Fprintf(w, "Web UI: %s/namespaces/%s/schedules/%s\n", strings.TrimRight(cfg.TemporalUIURL, "/"), cfg.TemporalNamespace, id)
+	return nil
+}
+
+// policyInput builds a run's input for tables with the policy in force
+// (defaults overridden by ARCHIVE_* variables) and the memo that shows it.
+func policyInput(tables []string) (workflows.ArchiveInput, map[string]any, error) {
+	pol, err := policy.Override(config.Getenv(getenv))
+	if err != nil {
+		return workflows.ArchiveInput{}, nil, err
+	}
+	cfg, err := config.Load()
+	if err != nil {
+		return workflows.ArchiveInput{}, nil, err
+	}
+	memo := map[string]any{}
+	for _, t := range pol {
+		memo["policy."+t.Name] = fmt.Sprintf("archive after %d days, keep %d days, batch %d", t.ArchiveAfter/policy.Day, t.Retention/policy.Day, t.BatchSize)
+	}
+	memo["retention_mode"] = cfg.RetentionMode
+	return workflows.ArchiveInput{Tables: tables, Policy: pol, RetentionMode: cfg.RetentionMode}, memo, nil
+}
+
+func cmdBackfill(ctx context.Context, args []string, stdout, stderr io.Writer, logger *slog.Logger) error {
+	fs := flag.NewFlagSet("backfill", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	table := fs.String("table", "", "logs, metrics or reports")
+	before := fs.String("before", "", "archive rows older than this (RFC3339 or date)")
+	after := fs.String("after", "", "and not older than this (optional)")
+	if err := fs.Parse(args); err != nil {
+		return usageErr("backfill: %v", err)
+	}
+	if fs.NArg() > 0 {
+		return usageErr("backfill: unexpected argument %q", fs.Arg(0))
+	}
+	req := workflows.BackfillRequest{Table: *table}
+	var err error
+	if *table == "" {
+		return usageErr("backfill: --table is required (logs, metrics or reports)")
+	}
+	if req.Before, err = ParseTime("--before", *before); err != nil {
+		return usageErr("backfill: %v", err)
+	}
+	if *after != "" {
+		if req.After, err = ParseTime("--after", *after); err != nil {
+			return usageErr("backfill: %v", err)
+		}
+	}
+	if err := workflows.ValidateBackfill(req, time.Now(), nil); err != nil {
+		return usageErr("backfill refused: %v", err)
+	}
+	cfg, c, err := dial(ctx, logger)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	// Refuse an overlap with what the running backfill already holds.
+	if v, err := c.QueryWorkflow(ctx, workflows.BackfillWorkflowID, "", workflows.BackfillQuery); err == nil {
+		var s workflows.BackfillState
+		if v.Get(&s) == nil {
+			pending := s.Queue
+			if s.Current != nil {
+				pending = append(pending, *s.Current)
+			}
+			if err := workflows.ValidateBackfill(req, time.Now(), pending); err != nil {
+				return usageErr("backfill refused: %v", err)
+			}
+		}
+	} else if !isNotFound(err) {
+		return fmt.Errorf("read the backfill queue: %w", err)
+	}
+	if err := temporalclient.EnsureSearchAttributes(ctx, c, cfg.TemporalNamespace); err != nil {
+		return err
+	}
+	run, err := c.SignalWithStartWorkflow(ctx, workflows.BackfillWorkflowID, workflows.SignalBackfill, req,
+		client.StartWorkflowOptions{
+			ID: workflows.BackfillWorkflowID, TaskQueue: cfg.TaskQueue,
+			TypedSearchAttributes: temporal.NewSearchAttributes(temporal.NewSearchAttributeKeyBool("ArchiveBackfill").ValueSet(true)),
+		}, workflows.BackfillWorkflowName, workflows.BackfillState{})
+	if err != nil {
+		return fmt.Errorf("queue backfill: %w", err)
+	}
+	fmt.Fprintf(stdout, "queued backfill of %s on %s\nWeb UI: %s\n", req, run.GetID(), webUILink(cfg, run.GetID(), run.GetRunID()))
+	return nil
+}
+
+func isNotFound(err error) bool {
+	var nf *serviceerror.NotFound
+	return errors.As(err, &nf)
+}
+
+// cmdControl sends pause, resume or throttle to one run, or to every running
+// archive workflow when no --workflow-id is given.
+func cmdControl(ctx context.Context, verb string, args []string, stdout, stderr io.Writer, logger *slog.Logger) error {
+	fs := flag.NewFlagSet(verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	id := fs.String("workflow-id", "", "the run to signal (default: every running archive run)")
+	reason := fs.String("reason", "", "pause: why (shown in the history)")
+	if err := fs.Parse(args); err != nil {
+		return usageErr("%s: %v", verb, err)
+	}
+	var payload any
+	switch verb {
+	case "pause":
+		payload = workflows.PauseSignal{Reason: *reason}
+	case "resume":
+		payload = workflows.ResumeSignal{}
+	case "throttle":
+		if fs.NArg() != 1 {
+			return usageErr("throttle: give the cap in batches per second, e.g. `throttle 2` (0 lifts it)")
+		}
+		bps, err := strconv.ParseFloat(fs.Arg(0), 64)
+		if err != nil || bps < 0 || bps > 1000 {
+			return usageErr("throttle: %q is not a number of batches per second from 0 to 1000", fs.Arg(0))
+		}
+		payload = workflows.ThrottleSignal{BatchesPerSecond: bps}
+	}
+	_, c, err := dial(ctx, logger)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ids := []string{*id}
+	if *id == "" {
+		ids, err = runningArchiveRuns(ctx, c)
+		if err != nil {
+			return err
+		}
+		if len(ids) == 0 {
+			return fmt.Errorf("%s: no archive run is running", verb)
+		}
+	}
+	for _, wid := range ids {
+		if err := c.SignalWorkflow(ctx, wid, "", verb, payload); err != nil {
+			return fmt.Errorf("%s %s: %w", verb, wid, err)
+		}
+		fmt.Fprintf(stdout, "%s sent to %s\n", verb, wid)
+	}
+	return nil
+}
+
+func runningArchiveRuns(ctx context.Context, c client.Client) ([]string, error) {
+	resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+		Query: fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running'", workflows.ArchiveWorkflowName),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list running archive runs: %w", err)
+	}
+	var ids []string
+	for _, e := range resp.GetExecutions() {
+		ids = append(ids, e.GetExecution().GetWorkflowId())
+	}
+	return ids, nil
+}

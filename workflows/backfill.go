@@ -1,0 +1,198 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/mockupaws/archiver/internal/policy"
+)
+
+// Backfill: operators queue manual archive windows on one long-lived
+// workflow with a known id (signal-with-start), so that requests line up
+// instead of racing. Each request runs as a child ArchiveWorkflow over its
+// window, with the same branches and batch protocol.
+const (
+	BackfillWorkflowName = "BackfillWorkflow"
+	BackfillWorkflowID   = "archive-backfill"
+	SignalBackfill       = "backfill"
+	BackfillQuery        = "backfill-queue"
+)
+
+// BackfillRequest asks to archive one table's rows in [After, Before).
+type BackfillRequest struct {
+	Table  string
+	Before time.Time
+	After  time.Time `json:",omitempty"`
+}
+
+func (r BackfillRequest) String() string {
+	after := "the beginning"
+	if !r.After.IsZero() {
+		after = r.After.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("%s from %s to %s", r.Table, after, r.Before.UTC().Format(time.RFC3339))
+}
+
+// BackfillOutcome is a request that ran.
+type BackfillOutcome struct {
+	Request    BackfillRequest
+	WorkflowID string
+	Status     string
+	Rows       int64
+	Error      string `json:",omitempty"`
+}
+
+// Refusal is a request the workflow refused, with the reason.
+type Refusal struct {
+	Request BackfillRequest
+	Reason  string
+}
+
+// BackfillState is the backfill workflow's input (carried across
+// continue-as-new), its query answer and its result.
+type BackfillState struct {
+	Queue   []BackfillRequest
+	Current *BackfillRequest `json:",omitempty"`
+	Done    []BackfillOutcome
+	Refused []Refusal
+	// Served counts requests run over the whole chain.
+	Served int
+	// IdleTimeout ends the workflow when no request came for this long
+	// (default 10 minutes); a later request starts it again.
+	IdleTimeout time.Duration `json:",omitempty"`
+}
+
+// keepOutcomes bounds the history the state carries.
+const keepOutcomes = 50
+
+// ValidateBackfill refuses a request that cannot run: unknown table, an
+// empty or inverted window, a window reaching into the future, a metrics
+// window not on whole UTC days, or one overlapping a request already
+// queued or running for the same table. The starter calls it before
+// sending; the workflow calls it again on receipt.
+func ValidateBackfill(r BackfillRequest, now time.Time, pending []BackfillRequest) error {
+	t, err := policy.Lookup(r.Table)
+	if err != nil {
+		return err
+	}
+	if r.Before.IsZero() {
+		return errors.New("--before is required")
+	}
+	if r.Before.After(now) {
+		return fmt.Errorf("the window ends at %s, in the future (now %s)", r.Before.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	if !r.After.IsZero() && !r.After.Before(r.Before) {
+		return fmt.Errorf("--after %s is not before --before %s", r.After.UTC().Format(time.RFC3339), r.Before.UTC().Format(time.RFC3339))
+	}
+	if t.DayAligned && (!r.Before.Equal(r.Before.UTC().Truncate(24*time.Hour)) || !r.After.Equal(r.After.UTC().Truncate(24*time.Hour))) {
+		return fmt.Errorf("%s windows must start and end at 00:00 UTC: days are aggregated whole", r.Table)
+	}
+	for _, p := range pending {
+		if p.Table == r.Table && (p.After.IsZero() || p.After.Before(r.Before)) && (r.After.IsZero() || r.After.Before(p.Before)) {
+			return fmt.Errorf("overlaps a request already queued: %s", p)
+		}
+	}
+	return nil
+}
+
+// BackfillWorkflow serves backfill requests in the order they came.
+func BackfillWorkflow(ctx workflow.Context, s BackfillState) (BackfillState, error) {
+	if s.IdleTimeout <= 0 {
+		s.IdleTimeout = 10 * time.Minute
+	}
+	if err := workflow.SetQueryHandler(ctx, BackfillQuery, func() (BackfillState, error) { return s, nil }); err != nil {
+		return s, err
+	}
+	requests := workflow.GetSignalChannel(ctx, SignalBackfill)
+	receive := func(r BackfillRequest) {
+		pending := append([]BackfillRequest(nil), s.Queue...)
+		if s.Current != nil {
+			pending = append(pending, *s.Current)
+		}
+		if err := ValidateBackfill(r, workflow.Now(ctx), pending); err != nil {
+			workflow.GetLogger(ctx).Warn("backfill request refused", "request", r.String(), "reason", err.Error())
+			s.Refused = append(s.Refused, Refusal{Request: r, Reason: err.Error()})
+			return
+		}
+		s.Queue = append(s.Queue, r)
+	}
+	workflow.Go(ctx, func(ctx workflow.Context) {
+		for {
+			var r BackfillRequest
+			requests.Receive(ctx, &r)
+			receive(r)
+		}
+	})
+
+	for served := 0; ; served++ {
+		ok, err := workflow.AwaitWithTimeout(ctx, s.IdleTimeout, func() bool { return len(s.Queue) > 0 })
+		if err != nil {
+			return s, err
+		}
+		if !ok {
+			return s, drain(ctx, requests, receive, &s) // idle: done, unless a request just came
+		}
+		if served >= 20 || workflow.GetInfo(ctx).GetContinueAsNewSuggested() {
+			if err := drain(ctx, requests, receive, &s); err != nil {
+				return s, err
+			}
+			return s, workflow.NewContinueAsNewError(ctx, BackfillWorkflowName, s)
+		}
+		r := s.Queue[0]
+		s.Queue, s.Current = s.Queue[1:], &r
+		s.Done = append(s.Done, runBackfill(ctx, r, s.Served+1))
+		if len(s.Done) > keepOutcomes {
+			s.Done = s.Done[len(s.Done)-keepOutcomes:]
+		}
+		s.Current = nil
+		s.Served++
+	}
+}
+
+// drain takes in requests that arrived but were not received yet; if any
+// was queued, the caller's loop must go on, so it continues as new.
+func drain(ctx workflow.Context, ch workflow.ReceiveChannel, receive func(BackfillRequest), s *BackfillState) error {
+	for {
+		var r BackfillRequest
+		if !ch.ReceiveAsync(&r) {
+			break
+		}
+		receive(r)
+	}
+	if len(s.Queue) > 0 {
+		return workflow.NewContinueAsNewError(ctx, BackfillWorkflowName, *s)
+	}
+	return nil
+}
+
+func runBackfill(ctx workflow.Context, r BackfillRequest, n int) BackfillOutcome {
+	id := fmt.Sprintf("%s-%d", workflow.GetInfo(ctx).WorkflowExecution.ID, n)
+	out := BackfillOutcome{Request: r, WorkflowID: id}
+	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+		WorkflowID: id,
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			temporal.NewSearchAttributeKeyKeywordList("ArchiveTables").ValueSet([]string{r.Table}),
+			temporal.NewSearchAttributeKeyBool("ArchiveBackfill").ValueSet(true),
+		),
+	})
+	var res ArchiveResult
+	err := workflow.ExecuteChildWorkflow(cctx, ArchiveWorkflowName, ArchiveInput{
+		Tables: []string{r.Table}, Window: &Window{After: r.After, Before: r.Before},
+	}).Get(ctx, &res)
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) && appErr.HasDetails() {
+		_ = appErr.Details(&res)
+	}
+	for _, t := range res.Tables {
+		out.Rows += t.RowsDeleted
+	}
+	out.Status = StatusCompleted
+	if err != nil {
+		out.Status, out.Error = StatusFailed, errorMessage(err)
+	}
+	return out
+}

@@ -1,0 +1,37 @@
+package workflows
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestValidateBackfill(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	day := func(y int, m time.Month, d int) time.Time { return time.Date(y, m, d, 0, 0, 0, 0, time.UTC) }
+	queued := []BackfillRequest{{Table: "logs", After: day(2024, 1, 1), Before: day(2024, 2, 1)}}
+	ok := []BackfillRequest{
+		{Table: "logs", Before: day(2023, 12, 31)},                          // open start, before the queued one
+		{Table: "logs", After: day(2024, 2, 1), Before: day(2024, 3, 1)},    // adjacent, not overlapping
+		{Table: "metrics", After: day(2024, 1, 1), Before: day(2024, 2, 1)}, // another table
+	}
+	for _, r := range ok {
+		if err := ValidateBackfill(r, now, queued); err != nil {
+			t.Errorf("%s refused: %v", r, err)
+		}
+	}
+	bad := map[string]BackfillRequest{
+		"unknown table":        {Table: "users", Before: day(2024, 1, 1)},
+		"--before is required": {Table: "logs"},
+		"in the future":        {Table: "logs", Before: now.Add(time.Hour)},
+		"is not before":        {Table: "logs", After: day(2024, 5, 1), Before: day(2024, 4, 1)},
+		"00:00 UTC":            {Table: "metrics", Before: day(2024, 4, 1).Add(time.Hour)},
+		"overlaps a request":   {Table: "logs", After: day(2024, 1, 15), Before: day(2024, 3, 1)},
+	}
+	bad["overlaps a request already queued"] = BackfillRequest{Table: "logs", Before: day(2024, 1, 2)} // open start reaching into it
+	for want, r := range bad {
+		if err := ValidateBackfill(r, now, queued); err == nil || !strings.Contains(err.Error(), strings.TrimSuffix(want, " already queued")) {
+			t.Errorf("%s: error %v, want one mentioning %q", r, err, want)
+		}
+	}
+}
