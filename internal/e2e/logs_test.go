@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"strings"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -247,6 +249,12 @@ func record(t *testing.T, c client.Client, run client.WorkflowRun, name string) 
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The execution's ids: ids derived from them (child workflows) must
+	// replay as they were.
+	meta := fmt.Sprintf("{\"ID\": %q, \"RunID\": %q}\n", run.GetID(), run.GetRunID())
+	if err := os.WriteFile(strings.TrimSuffix(path, ".json")+".execution", []byte(meta), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("recorded %s (%d events)", path, len(h.Events))
