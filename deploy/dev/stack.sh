@@ -15,6 +15,9 @@ TOOLS=${ARCHIVER_TOOLS_DIR:-$ROOT/.cache/tools}
 CONFIG=${TEMPORAL_DEV_CONFIG:-$ROOT/temporal-dev.yaml}
 
 PG_PORT=${DEV_PG_PORT:-55432}
+REPLICA_PORT=${DEV_REPLICA_PORT:-55433}
+# The replica applies WAL this late, so tests see real replay lag.
+REPLICA_APPLY_DELAY=${DEV_REPLICA_APPLY_DELAY:-3s}
 S3_PORT=${DEV_S3_PORT:-7070}
 VERSITYGW_VERSION=v1.8.0
 S3_BUCKET=archiver-reports
@@ -181,6 +184,50 @@ s3_up() {
   log "S3 (versitygw) on 127.0.0.1:$S3_PORT, bucket $S3_BUCKET"
 }
 
+# A streaming replica of the dev cluster (pg_basebackup -R), for the tests of
+# replica-aware throttling. Optional: `stack.sh replica-up`.
+replica_up() {
+  local bin data pw
+  bin=$(pg_bindir)
+  data="$(dirname "$(pg_datadir)")/replica"
+  pw=$(cat "$DEV/pg.password")
+  if [ ! -f "$data/PG_VERSION" ]; then
+    log "creating a streaming replica in $data"
+    mkdir -p "$data"
+    [ "$(id -u)" = 0 ] && chown postgres "$data"
+    chmod 700 "$data"
+    local pgpass; pgpass=$(mktemp)
+    printf '127.0.0.1:%s:*:archiver:%s\n' "$PG_PORT" "$pw" > "$pgpass"
+    chmod 600 "$pgpass"
+    [ "$(id -u)" = 0 ] && chown postgres "$pgpass"
+    as_pg env PGPASSFILE="$pgpass" "$bin/pg_basebackup" -D "$data" -h 127.0.0.1 -p "$PG_PORT" -U archiver -R -X stream \
+      >"$DEV/logs/basebackup.log" 2>&1 || { rm -f "$pgpass"; die "pg_basebackup failed: see $DEV/logs/basebackup.log"; }
+    rm -f "$pgpass"
+    # The password for the replica's own connection to the primary.
+    printf "primary_conninfo = 'host=127.0.0.1 port=%s user=archiver password=%s application_name=archiver_test_replica'\n" "$PG_PORT" "$pw" \
+      | as_pg tee -a "$data/postgresql.auto.conf" >/dev/null
+  fi
+  grep -q '^ARCHIVER_TEST_REPLICA=' "$DEV/env" 2>/dev/null || echo "ARCHIVER_TEST_REPLICA=1" >> "$DEV/env"
+  if as_pg "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    log "replica already running on 127.0.0.1:$REPLICA_PORT"
+    return
+  fi
+  port_free 127.0.0.1 "$REPLICA_PORT" "PostgreSQL replica"
+  touch "$DEV/logs/replica.log"; [ "$(id -u)" = 0 ] && chown postgres "$DEV/logs/replica.log"
+  as_pg "$bin/pg_ctl" -D "$data" -l "$DEV/logs/replica.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $REPLICA_PORT -c unix_socket_directories='' -c max_connections=300 -c recovery_min_apply_delay=$REPLICA_APPLY_DELAY -c hot_standby_feedback=on" \
+    start >/dev/null || die "replica did not start: see $DEV/logs/replica.log"
+  log "replica on 127.0.0.1:$REPLICA_PORT (applies WAL $REPLICA_APPLY_DELAY late)"
+}
+
+replica_down() {
+  [ -f "$DEV/pg.path" ] || return 0
+  local data; data="$(dirname "$(cat "$DEV/pg.path")")/replica"
+  if [ -f "$data/PG_VERSION" ] && as_pg "$(pg_bindir)/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    as_pg "$(pg_bindir)/pg_ctl" -D "$data" -m fast -w stop >/dev/null && log "replica stopped"
+  fi
+}
+
 write_env() {
   local pw key secret
   pw=$(cat "$DEV/pg.password")
@@ -237,7 +284,11 @@ case "$cmd" in
     write_env
     log "environment: $DEV/env"
     ;;
+  replica-up)
+    replica_up
+    ;;
   down)
+    replica_down
     stop_pid "$DEV/worker.pid" "worker"
     stop_pid "$DEV/temporal.pid" "Temporal"
     stop_pid "$DEV/s3.pid" "S3"
@@ -258,5 +309,5 @@ case "$cmd" in
     [ -f "$DEV/pg.path" ] && rm -rf "$(cat "$DEV/pg.path")"
     rm -rf "$DEV"
     ;;
-  *) die "usage: stack.sh up | down | status | pg-restart | clean" ;;
+  *) die "usage: stack.sh up | down | status | pg-restart | replica-up | clean" ;;
 esac

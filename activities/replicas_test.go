@@ -1,0 +1,62 @@
+package activities_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/mockupaws/archiver/activities"
+	"github.com/mockupaws/archiver/internal/testenv"
+)
+
+// The dev stack's replica (stack.sh replica-up) applies WAL 3 s late, so a
+// write on the primary shows up as real replay lag in pg_stat_replication.
+func TestReplicaLagHoldsBatches(t *testing.T) {
+	if os.Getenv("ARCHIVER_TEST_REPLICA") == "" {
+		if os.Getenv("ARCHIVER_REQUIRE_STACK") != "" {
+			t.Fatal("no replica: `make test` starts one (stack.sh replica-up)")
+		}
+		t.Skip("no replica: run stack.sh replica-up")
+	}
+	b := setup(t)
+	ctx := context.Background()
+	testenv.InsertLogs(t, b.db, testenv.SpreadTimes(100, cutoff, time.Hour))
+	b.ensure(t)
+
+	// Wait until the replica's delayed replay shows as lag above 1 s: the
+	// inserts above are WAL it applies 3 s late.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var lag float64
+		if err := b.db.QueryRow(ctx, `SELECT COALESCE(max(EXTRACT(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication`).Scan(&lag); err != nil {
+			t.Fatal(err)
+		}
+		if lag > 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the replica never showed replay lag above 1 s")
+		}
+		// Keep WAL flowing so that lag is measured.
+		if _, err := b.db.Exec(ctx, `SELECT txid_current()`); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	b.acts.MaxReplicaLag, b.acts.ReplicaPoll = time.Second, 100*time.Millisecond
+	res, err := b.acts.MoveBatch(ctx, activities.MoveBatchInput{Table: "logs", JobID: b.jobID, BatchID: uuid.NewString(), Cutoff: cutoff, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ReplicaWaitMillis < 100 {
+		t.Fatalf("the batch waited %d ms for a replica lagging more than 1 s", res.ReplicaWaitMillis)
+	}
+	if res.RowsMoved != 100 {
+		t.Fatalf("moved %d rows after the wait, want 100", res.RowsMoved)
+	}
+	t.Logf("waited %d ms for the replica", res.ReplicaWaitMillis)
+}
