@@ -45,6 +45,7 @@ run: build dev-up
 	@bash deploy/dev/run.sh
 
 test: dev-up
+	@bash $(STACK) replica-up
 	$(ENV) && ARCHIVER_REQUIRE_STACK=1 go test $(GO_TEST_FLAGS) ./...
 
 test-unit:
