@@ -31,7 +31,7 @@ func (a *Activities) waitForReplicas(ctx context.Context) (time.Duration, error)
 		}
 		select {
 		case <-ctx.Done():
-			return time.Since(start), ctx.Err()
+			return time.Since(start), fmt.Errorf("waiting for replicas to catch up: %w", ctx.Err())
 		case <-time.After(a.replicaPoll()):
 		}
 	}
