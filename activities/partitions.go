@@ -33,6 +33,9 @@ func (a *Activities) EnsurePartitions(ctx context.Context, in EnsurePartitionsIn
 	if err != nil {
 		return EnsurePartitionsResult{}, err
 	}
+	if err := preflight(ctx, a.DB, t); err != nil {
+		return EnsurePartitionsResult{}, err
+	}
 	created, oldest, err := ensurePartitions(ctx, a.DB, t, in.After, in.Cutoff)
 	if err != nil {
 		return EnsurePartitionsResult{}, err
@@ -74,7 +77,7 @@ func ensurePartitions(ctx context.Context, db querier, t policy.Table, after, cu
 			continue
 		}
 		if _, err := tx.Exec(ctx, createPartitionSQL(t, m)); err != nil {
-			return nil, nil, fmt.Errorf("create partition %s: %w", name, err)
+			return nil, nil, overlapError(err, name)
 		}
 		created = append(created, name)
 	}

@@ -43,6 +43,9 @@ func (a *Activities) Preview(ctx context.Context, in PreviewInput) (PreviewResul
 		return out, fmt.Errorf("preview %s: %w", t.Live, err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
+	if err := preflight(ctx, tx, t); err != nil {
+		return out, err
+	}
 	sql := fmt.Sprintf(`
 		SELECT count(*), COALESCE(sum(pg_column_size(l.*)), 0)::bigint, min(%[1]s), max(%[1]s)
 		FROM %[2]s l WHERE %[1]s < $1 AND %[1]s >= $2`,

@@ -135,6 +135,18 @@ type partition struct {
 
 var rangeBound = regexp.MustCompile(`^FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)$`)
 
+// parseBound reads a timestamptz partition bound as pg_get_expr prints it,
+// in the session's time zone (an offset of hours, or hours and minutes),
+// and returns it in UTC.
+func parseBound(s string) (time.Time, error) {
+	for _, layout := range []string{"2006-01-02 15:04:05.999999-07", "2006-01-02 15:04:05.999999-07:00", "2006-01-02 15:04:05.999999-07:00:00"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("partition bound %q is not a timestamp", s)
+}
+
 // expiredPartitions lists the range partitions of t's archive whose upper
 // bound is at or before before, oldest first. DEFAULT and MINVALUE/MAXVALUE
 // partitions are never expired.
@@ -158,7 +170,7 @@ func expiredPartitions(ctx context.Context, db querier, t policy.Table, before t
 		if m == nil {
 			continue
 		}
-		upper, err := time.Parse("2006-01-02 15:04:05-07", m[2])
+		upper, err := parseBound(m[2])
 		if err != nil {
 			continue // not a bound this archiver writes; leave it alone
 		}
