@@ -36,7 +36,9 @@ func setup(t *testing.T) bundle {
 func newBundle(t *testing.T) bundle {
 	t.Helper()
 	db, url := testenv.NewDB(t)
-	b := bundle{db: db, url: url, acts: &activities.Activities{DB: db}, jobID: uuid.NewString()}
+	// Activities run as the least-privilege worker role; fixtures and
+	// assertions use the admin pool.
+	b := bundle{db: db, url: url, acts: &activities.Activities{DB: testenv.WorkerPool(t, url)}, jobID: uuid.NewString()}
 	_, err := b.acts.StartJob(context.Background(), activities.StartJobInput{
 		JobID: b.jobID, Table: "logs", WorkflowID: "wf-test", RunID: "run-test", AsOf: asOf, Cutoff: cutoff})
 	if err != nil {

@@ -18,6 +18,10 @@ type EnsurePartitionsInput struct {
 	After  time.Time `json:",omitempty"` // a backfill window's lower bound
 }
 
+// WorkerRole is the least-privilege role of migrations/003_worker_role.sql:
+// it owns the archive tables and their partitions.
+const WorkerRole = "archiver_worker"
+
 // EnsurePartitionsResult names the partitions this call created.
 type EnsurePartitionsResult struct {
 	Created []string
@@ -59,8 +63,10 @@ func ensurePartitions(ctx context.Context, db querier, t policy.Table, after, cu
 		return nil, nil, fmt.Errorf("ensure partitions of %s: %w", t.Archive, err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	// Creating a partition locks the parent; never queue behind long readers.
-	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '5s'`); err != nil {
+	// Creating a partition locks the parent; never queue behind long
+	// readers. Partitions are made as the worker role, so that they have
+	// one owner whichever worker login made them (retention drops them).
+	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '5s'; SET LOCAL ROLE `+WorkerRole); err != nil {
 		return nil, nil, fmt.Errorf("ensure partitions of %s: %w", t.Archive, err)
 	}
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('archiver.partitions.' || $1))`, t.Archive); err != nil {

@@ -78,10 +78,10 @@ func (a *Activities) ApplyRetention(ctx context.Context, in RetentionInput) (Ret
 		return out, fmt.Errorf("apply retention to %s: %w", t.Archive, err)
 	}
 	defer conn.Release()
-	if _, err := conn.Exec(ctx, `SET lock_timeout = '`+lockTimeout+`'`); err != nil {
+	if _, err := conn.Exec(ctx, `SET lock_timeout = '`+lockTimeout+`'; SET ROLE `+WorkerRole); err != nil {
 		return out, fmt.Errorf("apply retention to %s: %w", t.Archive, err)
 	}
-	defer conn.Exec(context.Background(), `RESET lock_timeout`) //nolint:errcheck // the connection goes back to the pool either way
+	defer conn.Exec(context.Background(), `RESET lock_timeout; RESET ROLE`) //nolint:errcheck // the connection goes back to the pool either way
 	for _, p := range parts {
 		how := "CONCURRENTLY"
 		if p.detachPending {

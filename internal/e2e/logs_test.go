@@ -39,7 +39,9 @@ func setup(t *testing.T) bundle {
 	t.Parallel()
 	db, url := testenv.NewDB(t)
 	c := testenv.Temporal(t)
-	b := bundle{db: db, url: url, c: c, acts: &activities.Activities{DB: db}}
+	// The worker runs as the least-privilege role; fixtures and checks use
+	// the admin pool.
+	b := bundle{db: db, url: url, c: c, acts: &activities.Activities{DB: testenv.WorkerPool(t, url)}}
 	b.queue = testenv.StartWorker(t, c, b.acts)
 	// Three years of rows, one every 90 minutes: about two thirds eligible.
 	testenv.InsertLogs(t, db, testenv.SpreadTimes(3*365*16, asOf, 90*time.Minute))

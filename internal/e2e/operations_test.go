@@ -46,7 +46,7 @@ func TestOperations(t *testing.T) {
 		testenv.InsertLogs(t, b.db, testenv.SpreadTimes(200000, asOf.AddDate(-1, 0, -1), 2*time.Minute))
 		// A second worker (its own connection pool, as a second process
 		// would have) on the same task queue.
-		db2 := testenv.Pool(t, b.url)
+		db2 := testenv.WorkerPool(t, b.url)
 		var mine, theirs countingActs
 		b.acts.AfterCommit = mine.count
 		second := &activities.Activities{DB: db2, AfterCommit: theirs.count}

@@ -10,9 +10,11 @@ package testenv
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -147,6 +149,44 @@ func ensureTemplate(ctx context.Context, admin *pgx.Conn, adminURL, tmpl string)
 		return err
 	}
 	return nil
+}
+
+// WorkerLogin is the test login that runs activities: a member of the
+// least-privilege role archiver_worker (migrations/003_worker_role.sql), so
+// every test exercises the worker's real privileges.
+const WorkerLogin = "archiver_test_worker"
+
+// WorkerPool connects to a test database (a URL from NewDB) as WorkerLogin,
+// creating that login once per cluster.
+func WorkerPool(t testing.TB, dbURL string) *pgxpool.Pool {
+	t.Helper()
+	env := Load(t)
+	ctx := context.Background()
+	u, err := url.Parse(dbURL)
+	if err != nil || u.User == nil {
+		t.Fatalf("test database URL: %v", err)
+	}
+	adminPW, _ := u.User.Password()
+	sum := sha256.Sum256([]byte("worker:" + adminPW))
+	pw := hex.EncodeToString(sum[:16])
+	admin, err := pgx.Connect(ctx, env.AdminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, `SELECT pg_advisory_lock(7243001)`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = admin.Exec(ctx, fmt.Sprintf(`DO $$ BEGIN
+		IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '%[1]s') THEN
+			CREATE ROLE %[1]s LOGIN PASSWORD '%[2]s' IN ROLE archiver_worker;
+		END IF; END $$`, WorkerLogin, pw))
+	_, _ = admin.Exec(ctx, `SELECT pg_advisory_unlock(7243001)`)
+	if err != nil {
+		t.Fatalf("create %s: %v", WorkerLogin, err)
+	}
+	u.User = url.UserPassword(WorkerLogin, pw)
+	return Pool(t, u.String())
 }
 
 func withDatabase(t testing.TB, adminURL, db string) string {
