@@ -19,7 +19,9 @@ STATICCHECK := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
 GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: help build dev-up dev-down dev-clean run test test-unit lint record-histories
+.PHONY: help build dev-up dev-down dev-clean run test test-unit lint record-histories fuzz
+
+FUZZTIME ?= 30s
 
 help:
 	@echo "make run        dev stack up, migrate, demo data, one archive run, summary (Web UI: $(TEMPORAL_UI))"
@@ -28,6 +30,7 @@ help:
 	@echo "make lint       gofmt, go vet, staticcheck, workflowcheck"
 	@echo "make dev-up | dev-down | dev-clean    the local stack (state in .dev/)"
 	@echo "make record-histories   re-record testdata/histories for the replay tests"
+	@echo "make fuzz       fuzz the parsers of user input (FUZZTIME=30s each)"
 
 build:
 	go build -o bin/ ./worker ./starter
@@ -50,6 +53,17 @@ test: dev-up
 
 test-unit:
 	go test -count=1 ./internal/config ./internal/policy ./starter ./workflows
+
+# Explore the parsers of user input beyond their seed corpus (which every
+# `go test` runs).
+fuzz:
+	go test ./starter -run '^$$' -fuzz '^FuzzParseAsOf$$' -fuzztime $(FUZZTIME)
+	go test ./starter -run '^$$' -fuzz '^FuzzRunFlags$$' -fuzztime $(FUZZTIME)
+	go test ./starter -run '^$$' -fuzz '^FuzzParseTime$$' -fuzztime $(FUZZTIME)
+	go test ./workflows -run '^$$' -fuzz '^FuzzValidateBackfill$$' -fuzztime $(FUZZTIME)
+	go test ./internal/policy -run '^$$' -fuzz '^FuzzOverride$$' -fuzztime $(FUZZTIME)
+	go test ./internal/config -run '^$$' -fuzz '^FuzzLoadFrom$$' -fuzztime $(FUZZTIME)
+	go test ./activities -run '^$$' -fuzz '^FuzzResolveReportPath$$' -fuzztime $(FUZZTIME)
 
 record-histories: dev-up
 	$(ENV) && ARCHIVER_REQUIRE_STACK=1 ARCHIVER_RECORD_HISTORY=1 go test -count=1 -run TestLogsRun ./internal/e2e

@@ -244,9 +244,17 @@ func cmdControl(ctx context.Context, verb string, args []string, stdout, stderr 
 	fs.SetOutput(stderr)
 	id := fs.String("workflow-id", "", "the run to signal (default: every running archive run)")
 	reason := fs.String("reason", "", "pause: why (shown in the history)")
+	// `throttle -1` is a bad value, not an unknown flag.
+	var value []string
+	if verb == "throttle" && len(args) > 0 {
+		if _, err := strconv.ParseFloat(args[0], 64); err == nil {
+			value, args = args[:1], args[1:]
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		return usageErr("%s: %v", verb, err)
 	}
+	rest := append(value, fs.Args()...)
 	var payload any
 	switch verb {
 	case "pause":
@@ -254,12 +262,12 @@ func cmdControl(ctx context.Context, verb string, args []string, stdout, stderr 
 	case "resume":
 		payload = workflows.ResumeSignal{}
 	case "throttle":
-		if fs.NArg() != 1 {
+		if len(rest) != 1 {
 			return usageErr("throttle: give the cap in batches per second, e.g. `throttle 2` (0 lifts it)")
 		}
-		bps, err := strconv.ParseFloat(fs.Arg(0), 64)
+		bps, err := strconv.ParseFloat(rest[0], 64)
 		if err != nil || bps < 0 || bps > 1000 {
-			return usageErr("throttle: %q is not a number of batches per second from 0 to 1000", fs.Arg(0))
+			return usageErr("throttle: %q is not a number of batches per second from 0 to 1000", rest[0])
 		}
 		payload = workflows.ThrottleSignal{BatchesPerSecond: bps}
 	}
@@ -299,4 +307,24 @@ func runningArchiveRuns(ctx context.Context, c client.Client) ([]string, error) 
 		ids = append(ids, e.GetExecution().GetWorkflowId())
 	}
 	return ids, nil
+}
+
+// busyTables names the tables among tables that a running archive run
+// (manual, scheduled or backfill) is archiving now. Two runs would not
+// corrupt anything (SKIP LOCKED and the ledger see to that) but would
+// compete for the same rows and confuse the record.
+func busyTables(ctx context.Context, c client.Client, tables []string) ([]string, error) {
+	var busy []string
+	for _, t := range tables {
+		resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+			Query: fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running' AND ArchiveTables = '%s' AND ArchiveDryRun = false", workflows.ArchiveWorkflowName, t),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("check for runs already archiving %s: %w", t, err)
+		}
+		if ex := resp.GetExecutions(); len(ex) > 0 {
+			busy = append(busy, fmt.Sprintf("%s is already being archived by run %s", t, ex[0].GetExecution().GetWorkflowId()))
+		}
+	}
+	return busy, nil
 }

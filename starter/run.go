@@ -138,6 +138,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, logger
 		return err
 	}
 
+	if !in.DryRun {
+		busy, err := busyTables(ctx, c, in.Tables)
+		if err != nil {
+			return err
+		}
+		if len(busy) > 0 {
+			return exitError{code: 1, err: fmt.Errorf("refused: %s; wait for it (starter status) or pause it, then run again", strings.Join(busy, "; "))}
+		}
+	}
 	sa := []temporal.SearchAttributeUpdate{
 		temporal.NewSearchAttributeKeyKeywordList("ArchiveTables").ValueSet(in.Tables),
 		temporal.NewSearchAttributeKeyBool("ArchiveDryRun").ValueSet(in.DryRun),

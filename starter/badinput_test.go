@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/mockupaws/archiver/internal/testenv"
+	"github.com/mockupaws/archiver/workflows"
+)
+
+// TestBadInput runs each case of the README's bad-input table through the
+// real starter commands against the dev stack: each must fail with a
+// non-zero status and a message naming the problem, and echo no secret.
+// (Cases that live below the starter, in activities, have their own tests:
+// see the table's last column.)
+func TestBadInput(t *testing.T) {
+	env := testenv.Load(t)
+	_, dbURL := testenv.NewDB(t)
+	u, _ := url.Parse(dbURL)
+	password, _ := u.User.Password()
+	wrongPW := *u
+	wrongPW.User = url.UserPassword(u.User.Username(), "not-"+password)
+	unreachable := *u
+	unreachable.Host = "127.0.0.1:1"
+	awsSecret := os.Getenv("AWS_SECRET_ACCESS_KEY")
+
+	// A run that is archiving logs right now (no worker serves its queue,
+	// so it stays running).
+	c := testenv.Temporal(t)
+	busy, err := c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
+		ID: "busy-" + testenv.RandomID(), TaskQueue: "nobody-" + testenv.RandomID(),
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			temporal.NewSearchAttributeKeyKeywordList("ArchiveTables").ValueSet([]string{"logs"}),
+			temporal.NewSearchAttributeKeyBool("ArchiveDryRun").ValueSet(false)),
+	}, workflows.ArchiveWorkflowName, workflows.ArchiveInput{Tables: []string{"logs"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.TerminateWorkflow(context.Background(), busy.GetID(), "", "test done") })
+
+	cases := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		mention string
+	}{
+		{"malformed --as-of", []string{"run", "--logs", "--as-of", "yesterday"}, nil, "is not an RFC3339 time"},
+		{"future --as-of", []string{"run", "--logs", "--as-of", "2099-01-01T00:00:00Z"}, nil, "is in the future"},
+		{"unknown table flag", []string{"run", "--users"}, nil, "flag provided but not defined: -users"},
+		{"unknown table (backfill)", []string{"backfill", "--table", "users", "--before", "2024-01-01"}, nil, `unknown table "users"`},
+		{"--all with a table", []string{"run", "--all", "--logs"}, nil, "cannot be combined"},
+		{"no table", []string{"run"}, nil, "choose the tables"},
+		{"batch size negative", []string{"run", "--logs", "--batch-size", "-5"}, nil, "must be at least 1"},
+		{"batch size huge", []string{"run", "--logs", "--batch-size", "1000000000"}, nil, "must be at most 100000"},
+		{"batch size not a number", []string{"run", "--logs", "--batch-size", "lots"}, nil, "invalid value"},
+		{"DATABASE_URL missing", []string{"migrate"}, map[string]string{"DATABASE_URL": ""}, "DATABASE_URL is not set"},
+		{"unreachable database", []string{"migrate"}, map[string]string{"DATABASE_URL": unreachable.String()}, "connect to PostgreSQL"},
+		{"wrong database password", []string{"migrate"}, map[string]string{"DATABASE_URL": wrongPW.String()}, "password authentication failed"},
+		{"Temporal unreachable", []string{"run", "--logs", "--dry-run"}, map[string]string{"TEMPORAL_ADDRESS": "127.0.0.1:1"}, "connect to Temporal at 127.0.0.1:1"},
+		{"unknown namespace", []string{"run", "--logs", "--dry-run"}, map[string]string{"TEMPORAL_NAMESPACE": "no-such-namespace"}, "no-such-namespace"},
+		{"missing bucket", []string{"bucket", "show"}, map[string]string{"REPORTS_ARCHIVE_BUCKET": "no-such-bucket-x"}, "NoSuchBucket"},
+		{"wrong S3 credentials", []string{"bucket", "show"}, map[string]string{"AWS_SECRET_ACCESS_KEY": "wrong-" + awsSecret}, "SignatureDoesNotMatch"},
+		{"a second run on a table being archived", []string{"run", "--logs"}, nil, "logs is already being archived by run " + busy.GetID()},
+		{"throttle negative", []string{"throttle", "-1"}, nil, "is not a number of batches per second"},
+		{"throttle not a number", []string{"throttle", "fast"}, nil, "is not a number of batches per second"},
+		{"backfill --after not before --before", []string{"backfill", "--table", "logs", "--after", "2024-02-01", "--before", "2024-01-01"}, nil, "is not before --before"},
+		{"backfill window in the future", []string{"backfill", "--table", "logs", "--before", "2099-01-01"}, nil, "in the future"},
+		{"backfill metrics on part of a day", []string{"backfill", "--table", "metrics", "--before", "2024-01-01T12:00:00Z"}, nil, "must start and end at 00:00 UTC"},
+		{"schedule backfill inverted", []string{"schedule", "backfill", "--from", "2024-02-01", "--to", "2024-01-01"}, nil, "--from must be before --to"},
+		{"schedule unknown time zone", []string{"schedule", "apply", "--id", "tz-" + testenv.RandomID(), "--timezone", "Mars/Olympus"}, nil, `time zone "Mars/Olympus"`},
+		{"retention shorter than archive-after", []string{"run", "--logs", "--dry-run"}, map[string]string{"ARCHIVE_LOGS_RETENTION_DAYS": "100"}, "retention (100 days) must be longer than archive-after (365 days)"},
+		{"unparsable batch size setting", []string{"run", "--logs", "--dry-run"}, map[string]string{"ARCHIVE_LOGS_BATCH_SIZE": "lots"}, `ARCHIVE_LOGS_BATCH_SIZE="lots" is not a whole number`},
+		{"unparsable compression setting", []string{"run", "--logs", "--dry-run"}, map[string]string{"REPORTS_COMPRESSION": "lz4"}, `REPORTS_COMPRESSION="lz4"`},
+		{"unparsable replica lag setting", []string{"run", "--logs", "--dry-run"}, map[string]string{"ARCHIVE_MAX_REPLICA_LAG": "soon"}, `ARCHIVE_MAX_REPLICA_LAG="soon"`},
+		{"unknown command", []string{"archive-everything"}, nil, `unknown command "archive-everything"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("DATABASE_URL", dbURL)
+			t.Setenv("TEMPORAL_ADDRESS", env.TemporalAddress)
+			t.Setenv("ARCHIVE_TASK_QUEUE", "badinput-"+testenv.RandomID())
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var stdout, stderr bytes.Buffer
+			err := dispatch(ctx, tc.args, &stdout, &stderr)
+			if err == nil {
+				t.Fatalf("accepted; output:\n%s", stdout.String())
+			}
+			if !strings.Contains(err.Error(), tc.mention) {
+				t.Fatalf("error %q does not say %q", err, tc.mention)
+			}
+			all := err.Error() + stdout.String() + stderr.String()
+			for _, secret := range []string{password, awsSecret} {
+				if secret != "" && strings.Contains(all, secret) {
+					t.Fatal("a secret is echoed")
+				}
+			}
+		})
+	}
+	if len(cases) < 20 {
+		t.Fatalf("%d cases; the README promises at least 20", len(cases))
+	}
+}
