@@ -140,7 +140,7 @@ func (a *Activities) UploadReport(ctx context.Context, in UploadReportInput) (Up
 		return UploadReportResult{}, temporal.NewNonRetryableApplicationError("report "+in.ReportID+": "+err.Error(), ErrReportUnavailable, nil)
 	}
 	comp := a.compression()
-	sum, size, err := hashFile(path)
+	sum, size, err := hashFile(ctx, path)
 	if err != nil {
 		return UploadReportResult{}, temporal.NewNonRetryableApplicationError("report "+in.ReportID+": "+err.Error(), ErrReportUnavailable, nil)
 	}
@@ -179,7 +179,7 @@ func (a *Activities) upload(ctx context.Context, path string, obj ReportObject) 
 	defer f.Close()
 	pr, pw := io.Pipe()
 	h := sha256.New()
-	src := &progressReader{r: io.TeeReader(f, h), ctx: ctx}
+	src := &progressReader{r: io.TeeReader(f, h), ctx: ctx, at: time.Now()}
 	go func() {
 		pw.CloseWithError(compress(pw, src, obj.Compression))
 	}()
@@ -233,26 +233,29 @@ type progressReader struct {
 	ctx  context.Context
 	n    int64
 	last int64
+	at   time.Time
 }
 
+// Read heartbeats every 8 MiB or 5 s, whichever comes first (the upload's
+// heartbeat timeout is a minute).
 func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	p.n += int64(n)
-	if p.n-p.last >= 8<<20 && activity.IsActivity(p.ctx) {
+	if (p.n-p.last >= 8<<20 || time.Since(p.at) > 5*time.Second) && activity.IsActivity(p.ctx) {
 		activity.RecordHeartbeat(p.ctx, p.n)
-		p.last = p.n
+		p.last, p.at = p.n, time.Now()
 	}
 	return n, err
 }
 
-func hashFile(path string) (string, int64, error) {
+func hashFile(ctx context.Context, path string) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", 0, fmt.Errorf("cannot read the file: %w", err)
 	}
 	defer f.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, f)
+	n, err := io.Copy(h, &progressReader{r: f, ctx: ctx, at: time.Now()})
 	if err != nil {
 		return "", 0, fmt.Errorf("cannot read the file: %w", err)
 	}

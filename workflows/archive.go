@@ -50,6 +50,11 @@ type ArchiveInput struct {
 	// MaxBatchesPerRun bounds the history of one run: past it (or when the
 	// server suggests it) the run continues as new (default 1000).
 	MaxBatchesPerRun int `json:",omitempty"`
+	// ActivityTimeout is how long one database step may run before Temporal
+	// gives it to another worker (default 10 minutes): a lost worker's batch
+	// is retried after it. Report uploads have their own, longer, timeout
+	// with heartbeats.
+	ActivityTimeout time.Duration `json:",omitempty"`
 	// Carry is the state a continued run picks up (set by the workflow).
 	Carry *Carry `json:",omitempty"`
 }
@@ -189,7 +194,11 @@ func ArchiveWorkflow(ctx workflow.Context, in ArchiveInput) (ArchiveResult, erro
 		return res, err
 	}
 
-	ctx = workflow.WithActivityOptions(ctx, activityOptions)
+	opts := activityOptions
+	if in.ActivityTimeout > 0 {
+		opts.StartToCloseTimeout = in.ActivityTimeout
+	}
+	ctx = workflow.WithActivityOptions(ctx, opts)
 	wg := workflow.NewWaitGroup(ctx)
 	for i := range res.Tables {
 		if res.Tables[i].done() {

@@ -3,6 +3,7 @@ package workflows
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"go.temporal.io/sdk/workflow"
 
@@ -107,11 +108,22 @@ func (b *branch) reportPage(ctx workflow.Context, ids []string) []string {
 	return out
 }
 
+// uploadOptions give an upload time for a large file, and a heartbeat
+// timeout so that a lost worker's upload is retried within a minute.
+func uploadOptions(ctx workflow.Context) workflow.ActivityOptions {
+	o := workflow.GetActivityOptions(ctx)
+	o.StartToCloseTimeout = 2 * time.Hour
+	o.HeartbeatTimeout = time.Minute
+	o.ScheduleToCloseTimeout = 6 * time.Hour
+	return o
+}
+
 func (b *branch) archiveReport(ctx workflow.Context, id string) error {
 	r := b.result
 	batchID := runUUID(workflow.GetInfo(ctx), b.table.Name, "report-"+id).String()
 	var up activities.UploadReportResult
-	if err := workflow.ExecuteActivity(ctx, a.UploadReport, activities.UploadReportInput{ReportID: id}).Get(ctx, &up); err != nil {
+	uctx := workflow.WithActivityOptions(ctx, uploadOptions(ctx))
+	if err := workflow.ExecuteActivity(uctx, a.UploadReport, activities.UploadReportInput{ReportID: id}).Get(ctx, &up); err != nil {
 		return err
 	}
 	if up.AlreadyArchived {

@@ -287,6 +287,16 @@ case "$cmd" in
   replica-up)
     replica_up
     ;;
+  temporal-restart)  # fault tests: the server keeps its database file
+    stop_pid "$DEV/temporal.pid" "Temporal"
+    temporal_up
+    ;;
+  s3-stop)
+    stop_pid "$DEV/s3.pid" "S3"
+    ;;
+  s3-start)
+    s3_up
+    ;;
   down)
     replica_down
     stop_pid "$DEV/worker.pid" "worker"
@@ -309,5 +319,5 @@ case "$cmd" in
     [ -f "$DEV/pg.path" ] && rm -rf "$(cat "$DEV/pg.path")"
     rm -rf "$DEV"
     ;;
-  *) die "usage: stack.sh up | down | status | pg-restart | replica-up | clean" ;;
+  *) die "usage: stack.sh up | down | status | clean | replica-up | pg-restart | temporal-restart | s3-stop | s3-start" ;;
 esac
