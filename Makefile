@@ -19,7 +19,7 @@ STATICCHECK := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
 GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: help build dev-up dev-down dev-clean run test test-unit lint record-histories fuzz
+.PHONY: help build dev-up dev-down dev-clean run test test-faults test-unit lint record-histories fuzz
 
 FUZZTIME ?= 30s
 
@@ -50,6 +50,13 @@ run: build dev-up
 test: dev-up
 	@bash $(STACK) replica-up
 	$(ENV) && ARCHIVER_REQUIRE_STACK=1 go test $(GO_TEST_FLAGS) ./...
+	@echo "fault tests (short): they restart servers, so they run alone"
+	$(ENV) && ARCHIVER_REQUIRE_STACK=1 go test -tags faults -count=1 -timeout 10m -v ./internal/faults 2>&1 | grep -E '^(=== RUN|--- |\s+\S+_test.go|ok|FAIL|PASS)'; exit $${PIPESTATUS[0]}
+
+# The long fault tests: 450k rows with three kills and a PostgreSQL restart,
+# a Temporal restart, an S3 outage, live load (see internal/faults).
+test-faults: dev-up
+	$(ENV) && ARCHIVER_REQUIRE_STACK=1 FAULTS_LONG=1 go test -tags faults -count=1 -timeout 30m -v ./internal/faults 2>&1 | grep -E '^(=== RUN|--- |\s+\S+_test.go|ok|FAIL|PASS)'; exit $${PIPESTATUS[0]}
 
 test-unit:
 	go test -count=1 ./internal/config ./internal/policy ./starter ./workflows

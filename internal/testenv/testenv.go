@@ -160,6 +160,13 @@ const WorkerLogin = "archiver_test_worker"
 // creating that login once per cluster.
 func WorkerPool(t testing.TB, dbURL string) *pgxpool.Pool {
 	t.Helper()
+	return Pool(t, WorkerURL(t, dbURL))
+}
+
+// WorkerURL is a test database's URL for WorkerLogin (created once per
+// cluster), for a worker process.
+func WorkerURL(t testing.TB, dbURL string) string {
+	t.Helper()
 	env := Load(t)
 	ctx := context.Background()
 	u, err := url.Parse(dbURL)
@@ -186,7 +193,7 @@ func WorkerPool(t testing.TB, dbURL string) *pgxpool.Pool {
 		t.Fatalf("create %s: %v", WorkerLogin, err)
 	}
 	u.User = url.UserPassword(WorkerLogin, pw)
-	return Pool(t, u.String())
+	return u.String()
 }
 
 func withDatabase(t testing.TB, adminURL, db string) string {
