@@ -41,6 +41,8 @@ type Config struct {
 	TemporalTLSCA         string
 	TemporalTLSServerName string
 	TemporalAPIKey        string
+	// TemporalPayloadKey, when set, encrypts every payload (base64, 32 bytes).
+	TemporalPayloadKey string
 	// MaxReplicaLag holds batches while a replica lags more (0: off).
 	MaxReplicaLag time.Duration
 }
@@ -77,6 +79,7 @@ func LoadFrom(getenv Getenv) (Config, error) {
 		TemporalTLSCA:         get("TEMPORAL_TLS_CA", ""),
 		TemporalTLSServerName: get("TEMPORAL_TLS_SERVER_NAME", ""),
 		TemporalAPIKey:        get("TEMPORAL_API_KEY", ""),
+		TemporalPayloadKey:    get("TEMPORAL_PAYLOAD_KEY", ""),
 		AWSEndpointURL:        get("AWS_ENDPOINT_URL", ""),
 		AWSRegion:             get("AWS_DEFAULT_REGION", "us-east-1"),
 		MetricsAddr:           get("METRICS_ADDR", ""),

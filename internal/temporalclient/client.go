@@ -13,6 +13,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	tlog "go.temporal.io/sdk/log"
 
 	"github.com/mockupaws/archiver/internal/config"
@@ -77,6 +78,13 @@ func Options(cfg config.Config) (client.Options, error) {
 	if tc != nil {
 		tc.ServerName = cfg.TemporalTLSServerName
 		o.ConnectionOptions.TLS = tc
+	}
+	if cfg.TemporalPayloadKey != "" {
+		codec, err := NewPayloadCodec(cfg.TemporalPayloadKey)
+		if err != nil {
+			return o, err
+		}
+		o.DataConverter = converter.NewCodecDataConverter(converter.GetDefaultDataConverter(), codec)
 	}
 	return o, nil
 }
