@@ -19,7 +19,7 @@ STATICCHECK := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
 GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: help build dev-up dev-down dev-clean run test test-faults test-unit lint record-histories fuzz
+.PHONY: help build dev-up dev-down dev-clean run test test-faults test-unit lint record-histories fuzz promtool
 
 FUZZTIME ?= 30s
 
@@ -47,7 +47,7 @@ dev-clean:
 run: build dev-up
 	@bash deploy/dev/run.sh
 
-test: dev-up
+test: dev-up promtool
 	@bash $(STACK) replica-up
 	$(ENV) && ARCHIVER_REQUIRE_STACK=1 go test $(GO_TEST_FLAGS) ./...
 	@echo "fault tests (short): they restart servers, so they run alone"
@@ -74,6 +74,14 @@ fuzz:
 
 record-histories: dev-up
 	$(ENV) && ARCHIVER_REQUIRE_STACK=1 ARCHIVER_RECORD_HISTORY=1 go test -count=1 -run TestLogsRun ./internal/e2e
+
+# promtool checks the alert rules; Debian's prometheus package ships it.
+promtool:
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing promtool (Debian package prometheus)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null || exit 1; \
+	  else echo "promtool is missing: sudo apt-get install prometheus"; exit 1; fi; }
 
 $(WORKFLOWCHECK):
 	GOBIN=$(abspath $(dir $@)) go install go.temporal.io/sdk/contrib/tools/workflowcheck@$(WORKFLOWCHECK_VERSION)

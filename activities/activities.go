@@ -6,10 +6,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/mockupaws/archiver/internal/objectstore"
 	"github.com/mockupaws/archiver/internal/policy"
+	"github.com/mockupaws/archiver/internal/telemetry"
 )
 
 // Activities holds what the activities share. The worker registers one.
@@ -26,6 +29,9 @@ type Activities struct {
 	// above it (0: no check); ReplicaPoll is how often it looks (1 s).
 	MaxReplicaLag time.Duration
 	ReplicaPoll   time.Duration
+	// Metrics and Tracer observe batches (nil: not observed).
+	Metrics *telemetry.Metrics
+	Tracer  trace.Tracer
 	// AfterCommit, when set, runs after a batch's transaction commits and
 	// its error fails the attempt. Fault tests use it to lose the answer of
 	// a committed batch, as a crash or a network cut would.
@@ -71,3 +77,10 @@ func utc(t *time.Time) *time.Time {
 }
 
 var errCountMismatch = errors.New("archive and live row counts disagree; transaction rolled back")
+
+func (a *Activities) tracer() trace.Tracer {
+	if a.Tracer == nil {
+		return noop.NewTracerProvider().Tracer("")
+	}
+	return a.Tracer
+}

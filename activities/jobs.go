@@ -50,6 +50,7 @@ type FinishJobInput struct {
 // JobTotals are a job's figures as the ledger records them.
 type JobTotals struct {
 	JobID        string
+	Table        string `json:",omitempty"`
 	Status       string
 	Batches      int64
 	RowsArchived int64
@@ -68,6 +69,7 @@ func (a *Activities) FinishJob(ctx context.Context, in FinishJobInput) (JobTotal
 		errMsg = &in.Error
 	}
 	out := JobTotals{JobID: in.JobID}
+	var completed time.Time
 	err := a.DB.QueryRow(ctx, `
 		WITH t AS (
 			SELECT count(*) AS batches,
@@ -84,10 +86,11 @@ func (a *Activities) FinishJob(ctx context.Context, in FinishJobInput) (JobTotal
 		    records_archived = t.archived + t.merged, records_deleted = t.deleted,
 		    bytes_archived = t.bytes
 		FROM t WHERE j.id = $1
-		RETURNING j.status, j.batches, t.archived, t.merged, j.records_deleted, j.bytes_archived`,
-		in.JobID, status, errMsg).Scan(&out.Status, &out.Batches, &out.RowsArchived, &out.RowsMerged, &out.RowsDeleted, &out.Bytes)
+		RETURNING j.job_type, j.status, j.completed_at, j.batches, t.archived, t.merged, j.records_deleted, j.bytes_archived`,
+		in.JobID, status, errMsg).Scan(&out.Table, &out.Status, &completed, &out.Batches, &out.RowsArchived, &out.RowsMerged, &out.RowsDeleted, &out.Bytes)
 	if err != nil {
 		return out, fmt.Errorf("finish job %s: %w", in.JobID, err)
 	}
+	a.Metrics.JobFinished(ctx, out.Table, in.Failed, completed)
 	return out, nil
 }

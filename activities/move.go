@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.temporal.io/sdk/temporal"
@@ -71,9 +75,25 @@ func (a *Activities) MoveBatch(ctx context.Context, in MoveBatchInput) (MoveBatc
 	if err != nil {
 		return MoveBatchResult{}, err
 	}
+	ctx, span := a.tracer().Start(ctx, "archive.batch", trace.WithAttributes(
+		attribute.String("archive.table", t.Name), attribute.String("archive.batch_id", in.BatchID), attribute.Int("archive.limit", in.Limit)))
+	defer span.End()
 	res, err := a.runBatch(ctx, t, move, in)
 	res.ReplicaWaitMillis = waited.Milliseconds()
-	return res, err
+	span.SetAttributes(attribute.Int64("archive.rows", res.RowsMoved), attribute.Int64("archive.rows_deleted", res.RowsDeleted),
+		attribute.Int64("archive.bytes", res.Bytes), attribute.Bool("archive.replayed", res.Replayed))
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return res, err
+	}
+	if !res.Replayed {
+		aggregated := int64(0)
+		if t.Name == "metrics" {
+			aggregated = res.RowsDeleted
+		}
+		a.Metrics.Batch(ctx, t.Name, res.RowsMoved+res.RowsMerged, res.RowsDeleted, aggregated, res.Bytes, time.Duration(res.TxMillis)*time.Millisecond, in.Limit)
+	}
+	return res, nil
 }
 
 // runBatch runs one mover under the ledger protocol, creating a missing

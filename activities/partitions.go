@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -43,6 +44,9 @@ func (a *Activities) EnsurePartitions(ctx context.Context, in EnsurePartitionsIn
 	created, oldest, err := ensurePartitions(ctx, a.DB, t, in.After, in.Cutoff)
 	if err != nil {
 		return EnsurePartitionsResult{}, err
+	}
+	if a.Metrics != nil {
+		a.Metrics.Remaining(t.Name, estimateEligible(ctx, a.DB, t, in.After, in.Cutoff))
 	}
 	return EnsurePartitionsResult{Created: created, Oldest: utc(oldest)}, nil
 }
@@ -102,6 +106,26 @@ func oldestEligible(ctx context.Context, db querier, t policy.Table, after, cuto
 		return nil, fmt.Errorf("find oldest eligible row of %s: %w", t.Live, err)
 	}
 	return oldest, nil
+}
+
+// estimateEligible is the planner's estimate of the rows in [after,
+// cutoff): free, unlike a count over a 100M-row backlog (0 if unknown).
+func estimateEligible(ctx context.Context, db querier, t policy.Table, after, cutoff time.Time) int64 {
+	var plan []byte
+	sql := fmt.Sprintf(`EXPLAIN (FORMAT JSON) SELECT 1 FROM %[2]s WHERE %[1]s < $1 AND %[1]s >= $2`,
+		pgx.Identifier{t.TimeColumn}.Sanitize(), pgx.Identifier{t.Live}.Sanitize())
+	if err := db.QueryRow(ctx, sql, cutoff, after).Scan(&plan); err != nil {
+		return 0
+	}
+	var p []struct {
+		Plan struct {
+			Rows float64 `json:"Plan Rows"`
+		}
+	}
+	if json.Unmarshal(plan, &p) != nil || len(p) == 0 {
+		return 0
+	}
+	return int64(p[0].Plan.Rows)
 }
 
 // partitionNames lists the partitions attached to the archive table.

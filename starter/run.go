@@ -19,6 +19,7 @@ import (
 
 	"github.com/mockupaws/archiver/internal/config"
 	"github.com/mockupaws/archiver/internal/policy"
+	"github.com/mockupaws/archiver/internal/telemetry"
 	"github.com/mockupaws/archiver/internal/temporalclient"
 	"github.com/mockupaws/archiver/workflows"
 )
@@ -129,7 +130,18 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, logger
 		return err
 	}
 	in.Policy, in.RetentionMode = pin.Policy, pin.RetentionMode
-	cfg, c, err := dial(ctx, logger)
+	cfg, err := config.Load()
+	if err != nil {
+		return err
+	}
+	tp, flush, err := telemetry.Tracing(ctx, "archiver-starter", cfg.OTLPEndpoint)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = flush(context.Background()) }()
+	ctx, span := tp.Tracer("github.com/mockupaws/archiver/starter").Start(ctx, "starter run")
+	defer span.End()
+	c, err := temporalclient.Dial(ctx, cfg, logger, temporalclient.WithTracing(tp))
 	if err != nil {
 		return err
 	}

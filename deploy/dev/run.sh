@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: the main job on the embedded default. Assumes `make build
 # dev-up` ran. Migrates, adds demo data if the live tables are empty, starts
-# a worker, runs one archive of every built table, prints the summary with
-# the Web UI link, stops the worker. The dev stack stays up (Web UI browsable)
+# a worker (unless one is running), runs one archive of every built table and
+# prints the summary with the Web UI link. The worker stays up, serving
+# /metrics on METRICS_ADDR, and so does the dev stack (Web UI browsable),
 # until `make dev-down`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -16,14 +17,17 @@ set -a; . "$DEV/env"; set +a
 "$ROOT/bin/starter" demo --logs "${DEMO_LOGS:-300000}" --metrics-per-day "${DEMO_METRICS_PER_DAY:-300}" \
   --reports "${DEMO_REPORTS:-30}" --report-kb "${DEMO_REPORT_KB:-4096}" --years 3
 
-"$ROOT/bin/worker" >"$DEV/logs/worker.log" 2>&1 &
-worker=$!
-echo "$worker" > "$DEV/worker.pid"
-stop_worker() { kill "$worker" 2>/dev/null && wait "$worker" 2>/dev/null; rm -f "$DEV/worker.pid"; }
-trap stop_worker EXIT
+# A worker left by an earlier `make run` may be an older build: replace it.
+if [ -f "$DEV/worker.pid" ] && kill -0 "$(cat "$DEV/worker.pid")" 2>/dev/null; then
+  kill "$(cat "$DEV/worker.pid")"
+  while kill -0 "$(cat "$DEV/worker.pid")" 2>/dev/null; do sleep 0.1; done
+fi
+setsid "$ROOT/bin/worker" </dev/null >>"$DEV/logs/worker.log" 2>&1 &
+echo $! > "$DEV/worker.pid"
 
 status=0
 "$ROOT/bin/starter" run --all --wait ${RUN_FLAGS:-} || status=$?
 echo
-echo "worker log: $DEV/logs/worker.log    stop the dev stack: make dev-down"
+echo "worker (pid $(cat "$DEV/worker.pid")) still running: metrics at http://$METRICS_ADDR/metrics, log $DEV/logs/worker.log"
+echo "stop the worker and the dev stack: make dev-down"
 exit $status

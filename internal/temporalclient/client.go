@@ -10,13 +10,16 @@ import (
 	"log/slog"
 	"os"
 
+	"go.opentelemetry.io/otel/trace"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/sdk/client"
+	temporalotel "go.temporal.io/sdk/contrib/opentelemetry"
 	"go.temporal.io/sdk/converter"
 	tlog "go.temporal.io/sdk/log"
 
 	"github.com/mockupaws/archiver/internal/config"
+	"github.com/mockupaws/archiver/internal/telemetry"
 )
 
 // SearchAttributes are the custom search attributes runs carry, so that the
@@ -28,13 +31,41 @@ var SearchAttributes = map[string]enumspb.IndexedValueType{
 	"ArchiveBackfill": enumspb.INDEXED_VALUE_TYPE_BOOL,
 }
 
+// DialOption adjusts the client options (telemetry).
+type DialOption func(*client.Options)
+
+// WithTelemetry routes the Temporal SDK's metrics through the worker's
+// OpenTelemetry meter provider and adds the OpenTelemetry tracing
+// interceptor, so that a run's trace links the starter, the workflow and
+// its activities.
+func WithTelemetry(tel *telemetry.Telemetry) DialOption {
+	return func(o *client.Options) {
+		o.MetricsHandler = temporalotel.NewMetricsHandler(temporalotel.MetricsHandlerOptions{Meter: tel.MeterProvider.Meter("go.temporal.io/sdk")})
+		if ti, err := temporalotel.NewTracingInterceptor(temporalotel.TracerOptions{Tracer: tel.TracerProvider.Tracer("go.temporal.io/sdk")}); err == nil {
+			o.Interceptors = append(o.Interceptors, ti)
+		}
+	}
+}
+
+// WithTracing adds only the tracing interceptor (the starter).
+func WithTracing(tp trace.TracerProvider) DialOption {
+	return func(o *client.Options) {
+		if ti, err := temporalotel.NewTracingInterceptor(temporalotel.TracerOptions{Tracer: tp.Tracer("go.temporal.io/sdk")}); err == nil {
+			o.Interceptors = append(o.Interceptors, ti)
+		}
+	}
+}
+
 // Dial connects to the configured Temporal frontend and namespace.
-func Dial(ctx context.Context, cfg config.Config, logger *slog.Logger) (client.Client, error) {
+func Dial(ctx context.Context, cfg config.Config, logger *slog.Logger, extra ...DialOption) (client.Client, error) {
 	opts, err := Options(cfg)
 	if err != nil {
 		return nil, err
 	}
 	opts.Logger = tlog.NewStructuredLogger(logger)
+	for _, f := range extra {
+		f(&opts)
+	}
 	c, err := client.DialContext(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("connect to Temporal at %s (TEMPORAL_ADDRESS), namespace %s: %w", cfg.TemporalAddress, cfg.TemporalNamespace, err)
