@@ -19,7 +19,7 @@ STATICCHECK := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
 GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: help build dev-up dev-down dev-clean run test test-faults test-unit lint record-histories fuzz promtool
+.PHONY: help build dev-up dev-down dev-clean run test test-faults test-unit lint record-histories fuzz promtool bench
 
 FUZZTIME ?= 30s
 
@@ -94,3 +94,8 @@ lint: $(WORKFLOWCHECK) $(STATICCHECK)
 	go vet ./...
 	$(STATICCHECK) ./...
 	$(WORKFLOWCHECK) ./...
+
+# Speed against the raw SQL bound on identical data (internal/bench):
+# BENCH {json} lines. BENCH_FLAGS=--quick for the under-a-minute sizes.
+bench: dev-up
+	$(ENV) && go run ./internal/bench $(BENCH_FLAGS)

@@ -1,0 +1,168 @@
+// Command bench measures the archiver against the raw SQL bound on
+// identical data (`make bench`): per workload, the single-statement bound,
+// the server-side batched bound, and the real run through Temporal and a
+// worker process. It prints one `BENCH {json}` line per workload.
+//
+// Data is seeded once into a template database; every measurement runs on
+// its own clone (CREATE DATABASE ... TEMPLATE), so all start identical.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/client"
+
+	"github.com/mockupaws/archiver/activities"
+)
+
+type options struct {
+	logs, metrics, metricDays, reports, reportMB, bigReportMB int
+	keep                                                      bool
+}
+
+// Result is one BENCH line.
+type Result struct {
+	Workload      string   `json:"workload"`
+	Rows          int64    `json:"rows,omitempty"`
+	Bytes         int64    `json:"bytes,omitempty"`
+	Seconds       float64  `json:"seconds"`
+	RowsPerS      float64  `json:"rows_per_s,omitempty"`
+	MBPerS        float64  `json:"mb_per_s,omitempty"`
+	BoundSingle   float64  `json:"bound_single,omitempty"`
+	BoundBatched  float64  `json:"bound_batched,omitempty"`
+	RatioSingle   float64  `json:"ratio_single,omitempty"`
+	RatioBatched  float64  `json:"ratio_batched,omitempty"`
+	P50BatchMS    float64  `json:"p50_batch_ms,omitempty"`
+	P99BatchMS    float64  `json:"p99_batch_ms,omitempty"`
+	PeakRSSMB     float64  `json:"worker_peak_rss_mb,omitempty"`
+	HistoryEvents int      `json:"history_events,omitempty"`
+	TemporalShare float64  `json:"temporal_overhead_share,omitempty"`
+	Notes         []string `json:"notes,omitempty"`
+}
+
+func main() {
+	var o options
+	quick := flag.Bool("quick", false, "small sizes: runs in under a minute")
+	flag.IntVar(&o.logs, "logs", 1_000_000, "log rows, all older than the cut-off")
+	flag.IntVar(&o.metrics, "metrics", 500_000, "metric samples")
+	flag.IntVar(&o.metricDays, "metric-days", 30, "whole UTC days the samples spread over")
+	flag.IntVar(&o.reports, "reports", 20, "report files")
+	flag.IntVar(&o.reportMB, "report-mb", 50, "size of each report file in MB")
+	flag.IntVar(&o.bigReportMB, "big-report-mb", 1024, "size of the single large report checked for memory (0: skip)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the scratch databases and files")
+	flag.Parse()
+	if *quick {
+		o.logs, o.metrics, o.metricDays, o.reports, o.reportMB, o.bigReportMB = 100_000, 50_000, 10, 3, 10, 0
+	}
+	if err := run(context.Background(), o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// asOf and the cut-off the bench archives at: every seeded row is older.
+var asOf = time.Date(2026, 6, 1, 3, 0, 0, 0, time.UTC)
+var logsCutoff = asOf.Add(-365 * 24 * time.Hour)
+var metricsCutoff = activities.DayStart(asOf.Add(-730 * 24 * time.Hour))
+
+func run(ctx context.Context, o options) error {
+	b, err := newBench(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	fmt.Fprintf(os.Stderr, "bench: seeding %d log rows, %d metric samples over %d days, %d reports of %d MB\n", o.logs, o.metrics, o.metricDays, o.reports, o.reportMB)
+	if err := b.seed(ctx); err != nil {
+		return err
+	}
+	for _, w := range []func(context.Context) (Result, error){b.logs, b.metricsWorkload, b.reportsWorkload, b.bigReport} {
+		r, err := w(ctx)
+		if err != nil {
+			return err
+		}
+		if r.Workload == "" {
+			continue
+		}
+		line, _ := json.Marshal(r)
+		fmt.Printf("BENCH %s\n", line)
+	}
+	return nil
+}
+
+// percentile of sorted values.
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p * float64(len(sorted)-1))
+	return sorted[i]
+}
+
+func round(v float64) float64 { return float64(int64(v*100+0.5)) / 100 }
+
+// peakRSS reads a process's high-water resident set (VmHWM) in MB.
+func peakRSS(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return round(kb / 1024)
+		}
+	}
+	return 0
+}
+
+// batchTimes reads every MoveBatch result's lock time from a run's history
+// (all runs of its chain) and the number of events.
+func batchTimes(ctx context.Context, c client.Client, workflowID string) (ms []float64, events int, err error) {
+	runID := ""
+	for {
+		iter := c.GetWorkflowHistory(ctx, workflowID, runID, false, 0)
+		next := ""
+		for iter.HasNext() {
+			ev, err := iter.Next()
+			if err != nil {
+				return nil, 0, err
+			}
+			events++
+			if a := ev.GetActivityTaskCompletedEventAttributes(); a != nil {
+				for _, p := range a.GetResult().GetPayloads() {
+					var r activities.MoveBatchResult
+					if json.Unmarshal(p.GetData(), &r) == nil && r.TxMillis > 0 {
+						ms = append(ms, float64(r.TxMillis))
+					}
+				}
+			}
+			if can := ev.GetWorkflowExecutionContinuedAsNewEventAttributes(); can != nil {
+				next = can.GetNewExecutionRunId()
+			}
+		}
+		if next == "" {
+			sort.Float64s(ms)
+			return ms, events, nil
+		}
+		runID = next
+	}
+}
+
+// exec runs a shell command, for the reports bound (gzip -1).
+func sh(name string, args ...string) error {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return nil
+}
