@@ -166,6 +166,9 @@ const (
 	// changeOperations: parallel batch loops, pause/resume/throttle between
 	// batches, the lock-time budget, and continue-as-new.
 	changeOperations = "operations"
+	// changeCursor: log batch loops carry a (time, id) cursor and end with
+	// one sweep without it.
+	changeCursor = "logs-keyset-cursor"
 )
 
 // ArchiveWorkflow archives the selected tables as of one instant, one

@@ -25,7 +25,11 @@ func newEnv(t *testing.T) *testsuite.TestWorkflowEnvironment {
 
 // mockLogsRun answers StartJob, EnsurePartitions and FinishJob, and moves
 // batches of limit rows until total rows have moved.
+// cursors records the cursor each MoveBatch got.
+var cursors []*activities.Key
+
 func mockLogsRun(env *testsuite.TestWorkflowEnvironment, total int64, batchIDs *[]string) {
+	cursors = nil
 	env.OnActivity(a.StartJob, mock.Anything, mock.Anything).Return(activities.StartJobResult{Created: true}, nil)
 	oldest := testAsOf.AddDate(-3, 0, 0)
 	env.OnActivity(a.EnsurePartitions, mock.Anything, mock.Anything).Return(activities.EnsurePartitionsResult{Created: []string{"p1", "p2"}, Oldest: &oldest}, nil)
@@ -33,9 +37,11 @@ func mockLogsRun(env *testsuite.TestWorkflowEnvironment, total int64, batchIDs *
 	env.OnActivity(a.MoveBatch, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.MoveBatchInput) (activities.MoveBatchResult, error) {
 			*batchIDs = append(*batchIDs, in.BatchID)
+			cursors = append(cursors, in.Cursor)
 			n := min(left, int64(in.Limit))
 			left -= n
-			return activities.MoveBatchResult{BatchID: in.BatchID, RowsMoved: n, RowsDeleted: n, Bytes: n * 100, More: n == int64(in.Limit)}, nil
+			return activities.MoveBatchResult{BatchID: in.BatchID, RowsMoved: n, RowsDeleted: n, Bytes: n * 100, More: n == int64(in.Limit),
+				Last: &activities.Key{TS: testAsOf, ID: in.BatchID}}, nil
 		})
 	env.OnActivity(a.ApplyRetention, mock.Anything, mock.Anything).Return(activities.RetentionResult{Mode: "drop", Partitions: []string{"old"}}, nil)
 }
@@ -59,11 +65,14 @@ func TestArchiveWorkflow(t *testing.T) {
 		if err := env.GetWorkflowResult(&res); err != nil {
 			t.Fatal(err)
 		}
-		if len(ids) != 3 {
-			t.Fatalf("%d batches, want 3 (1000, 1000, 500)", len(ids))
+		if len(ids) != 4 {
+			t.Fatalf("%d batches, want 4 (1000, 1000, 500, and a sweep finding nothing)", len(ids))
 		}
-		if ids[0] == ids[1] || ids[1] == ids[2] || ids[0] == ids[2] {
+		if ids[0] == ids[1] || ids[1] == ids[2] || ids[0] == ids[2] || ids[2] == ids[3] {
 			t.Fatalf("batch ids repeat: %v", ids)
+		}
+		if cursors[0] != nil || cursors[1] == nil || cursors[1].ID != ids[0] || cursors[2].ID != ids[1] || cursors[3] != nil {
+			t.Fatalf("cursors %v: want none, then each batch after the previous one, then a sweep without", cursors)
 		}
 		got := res.Tables[0]
 		if got.Status != StatusCompleted || got.RowsArchived != 2500 || got.Batches != 3 || got.PartitionsCreated != 2 {

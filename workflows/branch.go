@@ -20,6 +20,8 @@ type branch struct {
 	result        *TableResult
 	// incomplete is set when the branch stopped for continue-as-new.
 	incomplete bool
+	// cursor: batch loops carry a (time, id) cursor (logs).
+	cursor bool
 }
 
 func (b *branch) window() (after time.Time) {
@@ -117,6 +119,7 @@ func (b *branch) moveAll(ctx workflow.Context) error {
 	if !b.run.ops {
 		return b.loop(ctx, 0, useMore)
 	}
+	b.cursor = b.table.Name == "logs" && workflow.GetVersion(ctx, changeCursor, workflow.DefaultVersion, 1) >= 1
 	loops := 1
 	if b.table.Name == "logs" {
 		loops = b.run.parallel
@@ -140,10 +143,16 @@ func (b *branch) moveAll(ctx workflow.Context) error {
 }
 
 // loop is one batch loop. It ends when a batch reports no more rows, on an
-// error, or when the run stops to continue as new.
+// error, or when the run stops to continue as new. With a cursor, each
+// batch starts after the last row the loop moved; when that runs dry, one
+// sweep from the start (no cursor) picks up rows skipped while another loop
+// held them or inserted below the cursor since, and the loop ends only when
+// a sweep finds nothing either.
 func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 	r := b.result
 	info := workflow.GetInfo(ctx)
+	var cursor *activities.Key
+	sweeping := false
 	for seq := 1; ; seq++ {
 		ok, err := b.run.gate(ctx)
 		if err != nil {
@@ -160,7 +169,7 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 		limit := r.BatchSize
 		in := activities.MoveBatchInput{
 			Table: b.table.Name, JobID: r.JobID, Cutoff: r.Cutoff, After: b.window(), Limit: limit,
-			BatchID: runUUID(info, b.table.Name, label).String(),
+			BatchID: runUUID(info, b.table.Name, label).String(), Cursor: cursor,
 		}
 		var mv activities.MoveBatchResult
 		if err := workflow.ExecuteActivity(ctx, a.MoveBatch, in).Get(ctx, &mv); err != nil {
@@ -175,6 +184,17 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 			r.Reached = mv.MaxTS
 		}
 		r.BatchSize = b.run.adapt(r.BatchSize, mv.TxMillis, b.limit())
+		if b.cursor {
+			switch {
+			case mv.More:
+				cursor, sweeping = mv.Last, false
+			case !sweeping:
+				cursor, sweeping = nil, true // ran dry after the cursor: sweep once
+			default:
+				return nil // the sweep found nothing more
+			}
+			continue
+		}
 		if useMore && !mv.More || !useMore && mv.RowsMoved < int64(limit) {
 			return nil
 		}

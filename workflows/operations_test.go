@@ -75,8 +75,8 @@ func TestOperations(t *testing.T) {
 		if err := env.GetWorkflowError(); err != nil {
 			t.Fatal(err)
 		}
-		if len(r.times) != 10 {
-			t.Fatalf("%d batches, want 10", len(r.times))
+		if len(r.times) != 11 {
+			t.Fatalf("%d batches, want 10 and a final sweep", len(r.times))
 		}
 		var during int
 		for _, at := range r.times {
@@ -127,8 +127,8 @@ func TestOperations(t *testing.T) {
 		if err := env.GetWorkflowError(); err != nil {
 			t.Fatal(err)
 		}
-		if r.limits[1] != 2250 || r.limits[len(r.limits)-1] != 700 {
-			t.Fatalf("limits %v: want 10000 -> 2250 (200/800 x 0.9) ... floor 700", r.limits)
+		if r.limits[1] != 1750 || r.limits[len(r.limits)-1] != 700 {
+			t.Fatalf("limits %v: want 10000 -> 1750 (aim at 70%% of 200 ms: 140/800) ... floor 700", r.limits)
 		}
 	})
 

@@ -154,9 +154,10 @@ func (s *runState) continueAsNew(ctx workflow.Context, in ArchiveInput, asOf tim
 	return workflow.NewContinueAsNewError(ctx, ArchiveWorkflowName, next)
 }
 
-// adapt moves the batch size toward the lock-time budget: down in
-// proportion when a batch held its locks too long, up by half when it took
-// less than half the budget; always within [minBatch, maxBatch].
+// adapt moves the batch size toward the lock-time budget: when a batch held
+// its locks for more than 80% of the budget, down in proportion to aim at
+// 70% (so that the slow tail stays under the budget); up by half when it
+// took less than half; always within [minBatch, maxBatch].
 func (s *runState) adapt(limit int, txMillis int64, tableMax int) int {
 	if !s.ops || txMillis <= 0 {
 		return limit
@@ -168,8 +169,8 @@ func (s *runState) adapt(limit int, txMillis int64, tableMax int) int {
 	}
 	lo := min(s.minBatch, hi)
 	switch {
-	case txMillis > budget:
-		limit = int(float64(limit) * float64(budget) / float64(txMillis) * 0.9)
+	case txMillis > budget*8/10:
+		limit = int(float64(limit) * float64(budget) * 0.7 / float64(txMillis))
 	case txMillis < budget/2:
 		limit = limit * 3 / 2
 	}

@@ -35,19 +35,23 @@ func (b *bench) logs(ctx context.Context) (Result, error) {
 		return r, fmt.Errorf("logs single bound: %w", err)
 	}
 	batched, err := b.onClone(ctx, "logs_batched", "logs", logsCutoff, func(pool *pgxpool.Pool) error {
+		// Our statement's shape: keyset cursor, SKIP LOCKED, delete by
+		// ctid, one commit per 10,000-row batch.
 		_, err := pool.Exec(ctx, `DO $$
-			DECLARE n int;
+			DECLARE n int; lt timestamptz := '-infinity'; li uuid := '00000000-0000-0000-0000-000000000000';
 			BEGIN
 			  LOOP
 			    WITH batch AS (
-			        SELECT id FROM scenario_logs WHERE received_at < '`+cutoff+`'
+			        SELECT ctid FROM scenario_logs
+			        WHERE received_at < '`+cutoff+`' AND (received_at, id) > (lt, li)
 			        ORDER BY received_at, id LIMIT 10000 FOR UPDATE SKIP LOCKED
 			    ), moved AS (
-			        DELETE FROM scenario_logs l USING batch b WHERE l.id = b.id RETURNING l.*
+			        DELETE FROM scenario_logs l WHERE l.ctid = ANY (ARRAY(SELECT ctid FROM batch)) RETURNING l.*
+			    ), ins AS (
+			        INSERT INTO scenario_logs_archive (`+logColumns+`, archive_batch_id)
+			        SELECT `+logColumns+`, gen_random_uuid() FROM moved RETURNING received_at, id
 			    )
-			    INSERT INTO scenario_logs_archive (`+logColumns+`, archive_batch_id)
-			    SELECT `+logColumns+`, gen_random_uuid() FROM moved;
-			    GET DIAGNOSTICS n = ROW_COUNT;
+			    SELECT count(*), max(received_at), (array_agg(id ORDER BY received_at DESC, id DESC))[1] INTO n, lt, li FROM ins;
 			    COMMIT;
 			    EXIT WHEN n = 0;
 			  END LOOP;

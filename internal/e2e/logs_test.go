@@ -94,7 +94,7 @@ func TestLogsRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("run failed: %v", err)
 		}
-		record(t, b.c, run, "archive-logs-v3.json")
+		record(t, b.c, run, "archive-logs-v4.json")
 		after := b.snapshot(t)
 
 		if after.allN != before.allN || after.allSum != before.allSum {
@@ -113,7 +113,7 @@ func TestLogsRun(t *testing.T) {
 			t.Fatalf("%d archived rows have no batch id", n)
 		}
 		tr := res.Tables[0]
-		wantBatches := before.eligibleN/1000 + 1
+		wantBatches := before.eligibleN/1000 + 1 + 1 // and the final sweep
 		if tr.Status != workflows.StatusCompleted || tr.RowsArchived != before.eligibleN || tr.Batches != wantBatches {
 			t.Fatalf("summary %+v, want completed, %d rows in %d batches", tr, before.eligibleN, wantBatches)
 		}
@@ -148,7 +148,7 @@ func TestLogsRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dry run failed: %v", err)
 		}
-		record(t, b.c, run, "archive-logs-dry-run-v3.json")
+		record(t, b.c, run, "archive-logs-dry-run-v4.json")
 		if after := b.snapshot(t); after != before {
 			t.Fatalf("dry run changed the database:\nbefore %+v\nafter  %+v", before, after)
 		}
@@ -206,7 +206,7 @@ func TestLogsRun(t *testing.T) {
 		if !errors.As(err, &appErr) || appErr.Type() != workflows.ErrRunFailed {
 			t.Fatalf("error %v, want %s", err, workflows.ErrRunFailed)
 		}
-		record(t, b.c, run, "archive-logs-failed-v3.json")
+		record(t, b.c, run, "archive-logs-failed-v4.json")
 		if res.Tables[0].Status != workflows.StatusFailed {
 			t.Fatalf("summary %+v, want failed", res.Tables[0])
 		}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	enumspb "go.temporal.io/api/enums/v1"
@@ -126,7 +127,8 @@ func TestSecretsStayOut(t *testing.T) {
 	}
 	wrong := *u
 	wrong.User = url.UserPassword(u.User.Username(), "wrong-"+dbPassword)
-	base := append(os.Environ(), "TEMPORAL_NAMESPACE=default")
+	// No metrics endpoint: a worker left by `make run` may hold the port.
+	base := append(os.Environ(), "TEMPORAL_NAMESPACE=default", "METRICS_ADDR=")
 
 	var outputs bytes.Buffer
 	run := func(name string, env []string, args ...string) {
@@ -161,7 +163,9 @@ func TestSecretsStayOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runErr := r.Get(context.Background(), nil)
+	wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer wcancel()
+	runErr := r.Get(wctx, nil)
 	if runErr == nil || !strings.Contains(runErr.Error(), "NoSuchBucket") {
 		t.Fatalf("run error %v: want the missing bucket reported", runErr)
 	}

@@ -54,7 +54,7 @@ type workerProc struct {
 
 func newWorker(t *testing.T, dbURL, queue string, extra ...string) *workerProc {
 	w := &workerProc{t: t, env: append(append(os.Environ(), "DATABASE_URL="+dbURL, "ARCHIVE_TASK_QUEUE="+queue,
-		"ARCHIVE_MAX_REPLICA_LAG=0"), extra...)}
+		"ARCHIVE_MAX_REPLICA_LAG=0", "METRICS_ADDR="), extra...)}
 	w.start()
 	t.Cleanup(w.stop)
 	return w
