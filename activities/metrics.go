@@ -24,8 +24,14 @@ func moveMetrics(ctx context.Context, tx pgx.Tx, in MoveBatchInput) (moved, erro
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('archiver.batches.scenario_metrics'))`); err != nil {
 		return m, fmt.Errorf("lock metric batches: %w", err)
 	}
+	// Start at the window's lower bound, or after the last day this loop
+	// moved: never walk the index entries of samples already deleted.
+	lower := DayStart(in.After)
+	if in.Cursor != nil && in.Cursor.TS.After(lower) {
+		lower = in.Cursor.TS
+	}
 	var oldest *time.Time
-	if err := tx.QueryRow(ctx, `SELECT min(timestamp) FROM scenario_metrics WHERE timestamp < $1 AND timestamp >= $2`, cutoff, DayStart(in.After)).Scan(&oldest); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT min(timestamp) FROM scenario_metrics WHERE timestamp < $1 AND timestamp >= $2`, cutoff, lower).Scan(&oldest); err != nil {
 		return m, fmt.Errorf("find oldest sample: %w", err)
 	}
 	if oldest == nil {
@@ -56,6 +62,7 @@ func moveMetrics(ctx context.Context, tx pgx.Tx, in MoveBatchInput) (moved, erro
 		return m, fmt.Errorf("ledger row of batch vanished inside its transaction")
 	}
 	m.more = until.Before(cutoff)
+	m.last = &Key{TS: until}
 	return m, err
 }
 

@@ -169,6 +169,8 @@ const (
 	// changeCursor: log batch loops carry a (time, id) cursor and end with
 	// one sweep without it.
 	changeCursor = "logs-keyset-cursor"
+	// changeMetricsCursor: metric batch loops carry the day they reached.
+	changeMetricsCursor = "metrics-day-cursor"
 )
 
 // ArchiveWorkflow archives the selected tables as of one instant, one

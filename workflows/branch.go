@@ -20,7 +20,8 @@ type branch struct {
 	result        *TableResult
 	// incomplete is set when the branch stopped for continue-as-new.
 	incomplete bool
-	// cursor: batch loops carry a (time, id) cursor (logs).
+	// cursor: batch loops carry a cursor: the (time, id) key of the last
+	// log row moved, or the day metrics reached.
 	cursor bool
 }
 
@@ -119,7 +120,12 @@ func (b *branch) moveAll(ctx workflow.Context) error {
 	if !b.run.ops {
 		return b.loop(ctx, 0, useMore)
 	}
-	b.cursor = b.table.Name == "logs" && workflow.GetVersion(ctx, changeCursor, workflow.DefaultVersion, 1) >= 1
+	switch b.table.Name {
+	case "logs":
+		b.cursor = workflow.GetVersion(ctx, changeCursor, workflow.DefaultVersion, 1) >= 1
+	case "metrics":
+		b.cursor = workflow.GetVersion(ctx, changeMetricsCursor, workflow.DefaultVersion, 1) >= 1
+	}
 	loops := 1
 	if b.table.Name == "logs" {
 		loops = b.run.parallel
