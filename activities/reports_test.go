@@ -4,15 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/mockupaws/archiver/activities"
@@ -85,31 +82,7 @@ func (rb reportBundle) restore(t *testing.T, id uuid.UUID) []byte {
 		SELECT s3_location, extra_data->'archive'->>'compression' FROM reports_archive WHERE id = $1`, id).Scan(&loc, &comp); err != nil {
 		t.Fatalf("archived row of %s: %v", id, err)
 	}
-	body, err := rb.store.Get(context.Background(), loc[len("s3://"+rb.store.Bucket()+"/"):])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer body.Close()
-	var r io.Reader
-	if comp == "zstd" {
-		d, err := zstd.NewReader(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		r = d
-	} else {
-		g, err := gzip.NewReader(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r = g
-	}
-	out, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return testenv.Restore(t, rb.store, loc, comp)
 }
 
 func (rb reportBundle) assertUntouched(t *testing.T, r testenv.Report) {

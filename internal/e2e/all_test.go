@@ -3,14 +3,12 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/klauspost/compress/gzip"
 
 	"github.com/mockupaws/archiver/activities"
 	"github.com/mockupaws/archiver/internal/testenv"
@@ -103,17 +101,7 @@ func TestAllTables(t *testing.T) {
 	if err := b.db.QueryRow(ctx, `SELECT s3_location FROM reports_archive WHERE id = $1`, recent.ID).Scan(&loc); err != nil {
 		t.Fatal(err)
 	}
-	body, err := b.acts.Store.Get(ctx, loc[len("s3://"+b.acts.Store.Bucket()+"/"):])
-	if err != nil {
-		t.Fatal(err)
-	}
-	zr, err := gzip.NewReader(body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(zr)
-	body.Close()
-	if !bytes.Equal(got, recent.Content) {
+	if !bytes.Equal(testenv.Restore(t, b.acts.Store, loc, "gzip"), recent.Content) {
 		t.Fatal("restored report differs from the original")
 	}
 

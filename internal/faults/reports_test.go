@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/klauspost/compress/gzip"
 
 	"github.com/mockupaws/archiver/internal/testenv"
 	"github.com/mockupaws/archiver/workflows"
@@ -72,17 +70,7 @@ func TestS3OutageDuringReportsRun(t *testing.T) {
 		if err := admin.QueryRow(context.Background(), `SELECT s3_location FROM reports_archive WHERE id = $1 AND deleted_locally`, r.ID).Scan(&loc); err != nil {
 			t.Fatalf("report %s not archived and removed: %v", r.ID, err)
 		}
-		body, err := store.Get(context.Background(), loc[len("s3://"+store.Bucket()+"/"):])
-		if err != nil {
-			t.Fatal(err)
-		}
-		zr, err := gzip.NewReader(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, _ := io.ReadAll(zr)
-		body.Close()
-		if !bytes.Equal(got, r.Content) {
+		if !bytes.Equal(testenv.Restore(t, store, loc, "gzip"), r.Content) {
 			t.Fatalf("report %s: the object does not restore the original bytes", r.ID)
 		}
 		if _, err := os.Stat(filepath.Join(dir, r.File)); !errors.Is(err, os.ErrNotExist) {

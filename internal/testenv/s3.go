@@ -2,8 +2,13 @@ package testenv
 
 import (
 	"context"
+	"io"
 	"os"
+	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -48,4 +53,36 @@ func Store(t testing.TB) *objectstore.Store {
 		}
 	})
 	return st
+}
+
+// Restore downloads the object at an s3_location of st's bucket and
+// decompresses it (gzip or zstd, as the archiver recorded), returning the
+// original bytes.
+func Restore(t testing.TB, st *objectstore.Store, location, compression string) []byte {
+	t.Helper()
+	body, err := st.Get(context.Background(), strings.TrimPrefix(location, "s3://"+st.Bucket()+"/"))
+	if err != nil {
+		t.Fatalf("restore %s: %v", location, err)
+	}
+	defer body.Close()
+	var r io.Reader
+	if compression == "zstd" {
+		d, err := zstd.NewReader(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		r = d
+	} else {
+		g, err := gzip.NewReader(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = g
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("restore %s: %v", location, err)
+	}
+	return out
 }
