@@ -96,6 +96,7 @@ lint: $(WORKFLOWCHECK) $(STATICCHECK)
 	$(WORKFLOWCHECK) ./...
 
 # Speed against the raw SQL bound on identical data (internal/bench):
-# BENCH {json} lines. BENCH_FLAGS=--quick for the under-a-minute sizes.
+# BENCH {json} lines. BENCH_FLAGS=--quick for the under-a-minute sizes,
+# BENCH_FLAGS=--nightly for the whole nightly volume in one run.
 bench: dev-up
 	$(ENV) && go run ./internal/bench $(BENCH_FLAGS)

@@ -26,7 +26,7 @@ import (
 
 type options struct {
 	logs, metrics, metricDays, reports, reportMB, bigReportMB int
-	keep                                                      bool
+	keep, nightly                                             bool
 }
 
 // Result is one BENCH line.
@@ -59,7 +59,11 @@ func main() {
 	flag.IntVar(&o.reportMB, "report-mb", 50, "size of each report file in MB")
 	flag.IntVar(&o.bigReportMB, "big-report-mb", 1024, "size of the single large report checked for memory (0: skip)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the scratch databases and files")
+	flag.BoolVar(&o.nightly, "nightly", false, "only the whole nightly volume in one run (1M logs, 500K metrics, 100 reports of 50 MB)")
 	flag.Parse()
+	if o.nightly {
+		o.reports, o.bigReportMB = 100, 0
+	}
 	if *quick {
 		o.logs, o.metrics, o.metricDays, o.reports, o.reportMB, o.bigReportMB = 100_000, 50_000, 10, 3, 10, 0
 	}
@@ -84,7 +88,11 @@ func run(ctx context.Context, o options) error {
 	if err := b.seed(ctx); err != nil {
 		return err
 	}
-	for _, w := range []func(context.Context) (Result, error){b.logs, b.metricsWorkload, b.reportsWorkload, b.bigReport} {
+	workloads := []func(context.Context) (Result, error){b.logs, b.metricsWorkload, b.reportsWorkload, b.bigReport}
+	if o.nightly {
+		workloads = []func(context.Context) (Result, error){b.nightlyWorkload}
+	}
+	for _, w := range workloads {
 		r, err := w(ctx)
 		if err != nil {
 			return err

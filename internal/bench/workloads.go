@@ -237,3 +237,35 @@ func (b *bench) bigReport(ctx context.Context) (Result, error) {
 	r.Seconds, r.PeakRSSMB, r.MBPerS = round(secs), rss, round(float64(size)/1e6/secs)
 	return r, nil
 }
+
+// nightlyWorkload runs the whole nightly volume through one archive run:
+// the three branches in parallel, as the schedule would.
+func (b *bench) nightlyWorkload(ctx context.Context) (Result, error) {
+	r := Result{Workload: "nightly", Rows: int64(b.o.logs + b.o.metrics), Bytes: int64(b.o.reports) * int64(b.o.reportMB) << 20}
+	dir, err := b.linkFiles("nightly")
+	if err != nil {
+		return r, err
+	}
+	pool, url, err := b.clone(ctx, "nightly")
+	if err != nil {
+		return r, err
+	}
+	defer pool.Close()
+	for table, cutoff := range map[string]time.Time{"logs": logsCutoff, "metrics": metricsCutoff} {
+		if err := ensurePartitions(ctx, pool, table, cutoff); err != nil {
+			return r, err
+		}
+	}
+	secs, rss, id, err := b.ours(ctx, url, []string{"logs", "metrics", "reports"}, dir)
+	if err != nil {
+		return r, err
+	}
+	ms, events, err := batchTimes(ctx, b.c, id)
+	if err != nil {
+		return r, err
+	}
+	r.Seconds, r.PeakRSSMB, r.HistoryEvents = round(secs), rss, events
+	r.P50BatchMS, r.P99BatchMS = percentile(ms, 0.5), percentile(ms, 0.99)
+	r.Notes = append(r.Notes, fmt.Sprintf("%d log rows + %d metric samples + %d reports of %d MB in one run", b.o.logs, b.o.metrics, b.o.reports, b.o.reportMB))
+	return r, nil
+}
