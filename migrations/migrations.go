@@ -1,5 +1,7 @@
 // Package migrations holds the archiver's schema as plain SQL files, embedded
-// in the binaries and applied forward-only by tern, each in a transaction.
+// in the binaries and applied forward-only by tern, each in a transaction,
+// and the indexes it needs on the live tables, built concurrently outside a
+// transaction by EnsureLiveIndexes (live_indexes.go).
 package migrations
 
 import (
@@ -19,28 +21,48 @@ var files embed.FS
 // VersionTable records which migrations have run.
 const VersionTable = "public.archiver_schema_version"
 
-// Up applies every migration not applied yet. Running it again is a no-op.
-// tern holds an advisory lock while it migrates, so concurrent callers wait.
+// Up applies every migration not applied yet, then builds the indexes the
+// archiver needs on the live tables (EnsureLiveIndexes: CREATE INDEX
+// CONCURRENTLY, outside any transaction, reusing an equivalent index
+// whatever its name). Running it again is a no-op. tern holds an advisory
+// lock while it migrates, so concurrent callers wait. conn must not be in a
+// transaction.
 func Up(ctx context.Context, conn *pgx.Conn) (from, to int32, err error) {
+	r, err := Apply(ctx, conn)
+	return r.From, r.To, err
+}
+
+// Result is what Apply did.
+type Result struct {
+	From, To int32    // schema versions before and after
+	Indexes  []string // indexes built on live tables (none when all existed)
+}
+
+// Apply is Up, also reporting the live-table indexes it built.
+func Apply(ctx context.Context, conn *pgx.Conn) (Result, error) {
+	var r Result
 	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
 	if err != nil {
-		return 0, 0, fmt.Errorf("prepare migrations: %w", err)
+		return r, fmt.Errorf("prepare migrations: %w", err)
 	}
 	if err := m.LoadMigrations(files); err != nil {
-		return 0, 0, fmt.Errorf("load migrations: %w", err)
+		return r, fmt.Errorf("load migrations: %w", err)
 	}
-	from, err = m.GetCurrentVersion(ctx)
-	if err != nil {
-		return 0, 0, fmt.Errorf("read schema version: %w", err)
+	if r.From, err = m.GetCurrentVersion(ctx); err != nil {
+		return r, fmt.Errorf("read schema version: %w", err)
 	}
 	if err := m.Migrate(ctx); err != nil {
-		return from, 0, fmt.Errorf("apply migrations: %w", err)
+		return r, fmt.Errorf("apply migrations: %w", err)
 	}
-	to, err = m.GetCurrentVersion(ctx)
-	if err != nil {
-		return from, 0, fmt.Errorf("read schema version: %w", err)
+	if r.To, err = m.GetCurrentVersion(ctx); err != nil {
+		return r, fmt.Errorf("read schema version: %w", err)
 	}
-	return from, to, nil
+	// After tern, whose migrations each run in a transaction: concurrent
+	// index builds must run outside one.
+	if r.Indexes, err = EnsureLiveIndexes(ctx, conn); err != nil {
+		return r, err
+	}
+	return r, nil
 }
 
 // Fingerprint identifies the migration set by content, so that a test
@@ -59,5 +81,7 @@ func Fingerprint() (string, error) {
 		h.Write([]byte(n))
 		h.Write(b)
 	}
+	// The live-table indexes are part of the schema a template carries.
+	fmt.Fprintf(h, "%v", liveIndexes)
 	return hex.EncodeToString(h.Sum(nil))[:12], nil
 }
