@@ -39,7 +39,7 @@ func TestBackfillQueue(t *testing.T) {
 		}
 	}
 	var s workflows.BackfillState
-	if err := run.Get(ctx, &s); err != nil {
+	if err := testenv.Wait(t, b.c, run, testenv.DefaultWait, &s); err != nil {
 		t.Fatalf("backfill workflow: %v", err)
 	}
 	if len(s.Refused) != 1 || s.Refused[0].Request != reqs[1] {

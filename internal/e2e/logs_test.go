@@ -57,7 +57,7 @@ func (b bundle) run(t *testing.T, in workflows.ArchiveInput) (workflows.ArchiveR
 		t.Fatalf("start: %v", err)
 	}
 	var res workflows.ArchiveResult
-	err = run.Get(context.Background(), &res)
+	err = testenv.Wait(t, b.c, run, testenv.DefaultWait, &res)
 	var appErr *temporal.ApplicationError
 	if errors.As(err, &appErr) && appErr.HasDetails() {
 		_ = appErr.Details(&res)

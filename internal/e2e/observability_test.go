@@ -188,7 +188,7 @@ func TestTraceOfARun(t *testing.T) {
 		t.Fatal(err)
 	}
 	var res workflows.ArchiveResult
-	if err := run.Get(ctx, &res); err != nil {
+	if err := testenv.Wait(t, c, run, testenv.DefaultWait, &res); err != nil {
 		t.Fatal(err)
 	}
 	root.End()

@@ -2,10 +2,13 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
 
 	"github.com/mockupaws/archiver/activities"
@@ -73,39 +76,112 @@ func TestOperations(t *testing.T) {
 		t.Logf("worker 1 moved %d batches, worker 2 %d", mine.batches(), theirs.batches())
 	})
 
-	t.Run("a paused run moves nothing until resumed", func(t *testing.T) {
+	t.Run("a paused run schedules no batch until resumed", func(t *testing.T) {
 		b := setup(t)
 		ctx := context.Background()
+		before := b.snapshot(t)
+		// The second batch's activity waits after its commit until the pause
+		// is in: the pause then lands on a running loop with a batch in
+		// flight, which must finish while no new one starts.
+		var mu sync.Mutex
+		committed := 0
+		inFlight, release := make(chan struct{}), make(chan struct{})
+		b.acts.AfterCommit = func(ctx context.Context, r activities.MoveBatchResult) error {
+			mu.Lock()
+			committed++
+			n := committed
+			mu.Unlock()
+			if n != 2 {
+				return nil
+			}
+			close(inFlight)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			case <-time.After(time.Minute): // never hold the run for good
+			}
+			return nil
+		}
 		run, err := b.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "e2e-pause-" + testenv.RandomID(), TaskQueue: b.queue},
 			workflows.ArchiveWorkflowName, workflows.ArchiveInput{Tables: []string{"logs"}, AsOf: asOf, BatchSize: 500, MinBatch: 500, MaxBatch: 500})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := b.c.SignalWorkflow(ctx, run.GetID(), "", workflows.SignalPause, workflows.PauseSignal{}); err != nil {
+		select {
+		case <-inFlight:
+		case <-time.After(time.Minute):
+			t.Fatalf("no second batch committed within a minute; pending activities: %q", describe(t, b.c, run))
+		}
+		if err := b.c.SignalWorkflow(ctx, run.GetID(), "", workflows.SignalPause, workflows.PauseSignal{Reason: "e2e"}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, func() bool { p := progress(t, b.c, run); return p.Paused })
-		// Observation window, not synchronisation: unpaused, this run moves
-		// a batch every few milliseconds; paused, the ledger must not grow
-		// beyond the one batch that may have been in flight.
-		n1 := testenv.Count(t, b.db, `SELECT count(*) FROM archive_batches`)
-		time.Sleep(time.Second)
-		n2 := testenv.Count(t, b.db, `SELECT count(*) FROM archive_batches`)
-		if n2 > n1+1 {
-			t.Fatalf("the ledger grew from %d to %d batches while paused (one in flight is allowed)", n1, n2)
-		}
-		if p := progress(t, b.c, run); p.Tables[0].Status != workflows.StatusRunning {
-			t.Fatalf("the run ended while paused: %+v", p.Tables[0])
+		waitFor(t, func() bool { return progress(t, b.c, run).Paused })
+		close(release)
+		// Paused and settled: the batch in flight has finished and nothing
+		// else is scheduled.
+		waitFor(t, func() bool { return progress(t, b.c, run).Paused && len(describe(t, b.c, run)) == 0 })
+		if p := progress(t, b.c, run); p.Tables[0].Status != workflows.StatusRunning || p.Tables[0].RowsArchived >= before.eligibleN {
+			t.Fatalf("the run is not paused mid-way: %+v (of %d eligible rows)", p.Tables[0], before.eligibleN)
 		}
 		if err := b.c.SignalWorkflow(ctx, run.GetID(), "", workflows.SignalResume, workflows.ResumeSignal{}); err != nil {
 			t.Fatal(err)
 		}
 		var res workflows.ArchiveResult
-		if err := run.Get(ctx, &res); err != nil {
-			t.Fatal(err)
+		if err := testenv.Wait(t, b.c, run, testenv.DefaultWait, &res); err != nil {
+			t.Fatalf("run: %v", err)
 		}
-		if res.Tables[0].Status != workflows.StatusCompleted || res.Tables[0].RowsArchived == 0 {
-			t.Fatalf("after resume: %+v", res.Tables[0])
+
+		// The condition itself, in the history: the pause stopped the batch
+		// loop, the batch in flight finished, the resume restarted it.
+		var scheduledBefore, scheduledPaused, completedPaused, scheduledAfter int
+		phase := "running"
+		moveBatch := map[int64]bool{} // scheduled event ids of MoveBatch
+		for _, e := range historyChain(t, b.c, run) {
+			switch e.GetEventType() {
+			case enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+				switch e.GetWorkflowExecutionSignaledEventAttributes().GetSignalName() {
+				case workflows.SignalPause:
+					phase = "paused"
+				case workflows.SignalResume:
+					phase = "resumed"
+				}
+			case enumspb.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+				if e.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName() != "MoveBatch" {
+					continue
+				}
+				moveBatch[e.GetEventId()] = true
+				switch phase {
+				case "running":
+					scheduledBefore++
+				case "paused":
+					scheduledPaused++
+					t.Errorf("MoveBatch scheduled while paused (event %d)", e.GetEventId())
+				case "resumed":
+					scheduledAfter++
+				}
+			case enumspb.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+				if phase == "paused" && moveBatch[e.GetActivityTaskCompletedEventAttributes().GetScheduledEventId()] {
+					completedPaused++
+				}
+			}
+		}
+		t.Logf("MoveBatch scheduled: %d before the pause, %d while paused, %d after the resume; %d completed while paused",
+			scheduledBefore, scheduledPaused, scheduledAfter, completedPaused)
+		if phase != "resumed" {
+			t.Fatalf("the history lacks the pause or the resume signal (last phase %s)", phase)
+		}
+		if scheduledBefore < 2 || completedPaused != 1 {
+			t.Fatalf("%d batches scheduled before the pause and %d completed while paused: want 2 or more, and the one in flight", scheduledBefore, completedPaused)
+		}
+		if scheduledAfter == 0 {
+			t.Fatal("no MoveBatch scheduled after the resume")
+		}
+		after := b.snapshot(t)
+		if tr := res.Tables[0]; tr.Status != workflows.StatusCompleted || tr.RowsArchived != before.eligibleN {
+			t.Fatalf("after resume: %+v, want completed with the %d eligible rows", tr, before.eligibleN)
+		}
+		if after.archN != before.eligibleN || after.archSum != before.eligibleSum || after.allSum != before.allSum {
+			t.Fatalf("archive holds %d rows, want the %d eligible with their content", after.archN, before.eligibleN)
 		}
 	})
 }
@@ -139,6 +215,41 @@ func progress(t *testing.T, c client.Client, run client.WorkflowRun) workflows.A
 		t.Fatal(err)
 	}
 	return p
+}
+
+// describe lists the activities the workflow's current run has pending, as
+// "type attempt N: last failure" (empty: none).
+func describe(t *testing.T, c client.Client, run client.WorkflowRun) []string {
+	t.Helper()
+	d, err := c.DescribeWorkflowExecution(context.Background(), run.GetID(), "")
+	if err != nil {
+		t.Fatalf("describe %s: %v", run.GetID(), err)
+	}
+	var out []string
+	for _, a := range d.GetPendingActivities() {
+		out = append(out, fmt.Sprintf("%s attempt %d: %s", a.GetActivityType().GetName(), a.GetAttempt(), a.GetLastFailure().GetMessage()))
+	}
+	return out
+}
+
+// historyChain is the history of run and of the runs it continued as new
+// into, in order.
+func historyChain(t *testing.T, c client.Client, run client.WorkflowRun) []*historypb.HistoryEvent {
+	t.Helper()
+	var events []*historypb.HistoryEvent
+	for runID := run.GetRunID(); runID != ""; {
+		iter := c.GetWorkflowHistory(context.Background(), run.GetID(), runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+		runID = ""
+		for iter.HasNext() {
+			e, err := iter.Next()
+			if err != nil {
+				t.Fatalf("read history of %s: %v", run.GetID(), err)
+			}
+			events = append(events, e)
+			runID = e.GetWorkflowExecutionContinuedAsNewEventAttributes().GetNewExecutionRunId()
+		}
+	}
+	return events
 }
 
 // waitFor polls cond until it holds, up to 30 s: synchronisation on an

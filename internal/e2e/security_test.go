@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 	enumspb "go.temporal.io/api/enums/v1"
@@ -163,9 +162,7 @@ func TestSecretsStayOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wctx, wcancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer wcancel()
-	runErr := r.Get(wctx, nil)
+	runErr := testenv.Wait(t, b.c, r, testenv.DefaultWait, nil)
 	if runErr == nil || !strings.Contains(runErr.Error(), "NoSuchBucket") {
 		t.Fatalf("run error %v: want the missing bucket reported", runErr)
 	}

@@ -119,6 +119,16 @@ func waitBatches(t *testing.T, db *pgxpool.Pool, n int64) {
 	}
 }
 
+// runWait bounds a run under faults: the long tests move ten times the rows
+// through three kills and a PostgreSQL restart; both stay inside make's
+// -timeout, so a stuck run fails with what it waits on.
+func runWait() time.Duration {
+	if long() {
+		return 10 * time.Minute
+	}
+	return testenv.DefaultWait
+}
+
 func start(t *testing.T, c client.Client, queue string, in workflows.ArchiveInput) client.WorkflowRun {
 	t.Helper()
 	run, err := c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: "faults-" + testenv.RandomID(), TaskQueue: queue},

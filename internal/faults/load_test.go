@@ -95,14 +95,15 @@ func TestLiveLoadDuringArchiving(t *testing.T) {
 		l := &load{}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
+		// Deferred: a t.Fatalf in during must stop the load too.
+		defer wg.Wait()
+		defer cancel()
 		wg.Go(func() { l.run(ctx, app) })
 		if during != nil {
 			during()
 		} else {
 			time.Sleep(d) // the idle baseline's duration
 		}
-		cancel()
-		wg.Wait()
 		return l
 	}
 	idle := measure(10*time.Second, nil)
@@ -116,7 +117,7 @@ func TestLiveLoadDuringArchiving(t *testing.T) {
 	busy := measure(0, func() {
 		t0 := time.Now()
 		run := start(t, c, queue, workflows.ArchiveInput{Tables: []string{"logs"}, AsOf: asOf, LockBudget: budget})
-		if err := run.Get(context.Background(), &res); err != nil {
+		if err := testenv.Wait(t, c, run, runWait(), &res); err != nil {
 			t.Errorf("run: %v", err)
 		}
 		took = time.Since(t0)

@@ -56,7 +56,7 @@ func TestWorkerKilledDuringLogsRun(t *testing.T) {
 		w.start()
 	}
 	var res workflows.ArchiveResult
-	if err := run.Get(context.Background(), &res); err != nil {
+	if err := testenv.Wait(t, c, run, runWait(), &res); err != nil {
 		t.Fatalf("the run did not complete after recovery: %v\nworker output:\n%s", err, w.out.String())
 	}
 	admin = testenv.Pool(t, dbURL) // fresh connections after the restart
@@ -84,9 +84,7 @@ func TestTemporalRestartedDuringRun(t *testing.T) {
 	waitBatches(t, admin, 10)
 	stack(t, "temporal-restart")
 	var res workflows.ArchiveResult
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if err := run.Get(ctx, &res); err != nil {
+	if err := testenv.Wait(t, c, run, runWait(), &res); err != nil {
 		t.Fatalf("the run did not continue after the Temporal restart: %v\nworker output:\n%s", err, w.out.String())
 	}
 	verifyLogs(t, admin, before)

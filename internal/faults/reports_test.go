@@ -59,7 +59,7 @@ func TestS3OutageDuringReportsRun(t *testing.T) {
 	stack(t, "s3-start")
 
 	var res workflows.ArchiveResult
-	if err := run.Get(context.Background(), &res); err != nil {
+	if err := testenv.Wait(t, c, run, runWait(), &res); err != nil {
 		t.Fatalf("the run did not complete after the outage: %v\nworker output:\n%s", err, w.out.String())
 	}
 	if res.Tables[0].RowsArchived != int64(len(reports)) {
