@@ -4,73 +4,111 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/mockupaws/archiver/internal/catalog"
+	"github.com/mockupaws/archiver/internal/policy"
 )
 
-// moveMetrics aggregates whole UTC days of samples into daily rows and
-// deletes the samples, in the batch's transaction. A batch is the oldest
-// eligible day and the days after it while their samples fit in Limit (at
-// least one day, however large): a day is never split across batches.
+// downsampleRows aggregates the batch's samples per group and UTC day into
+// the archive and deletes them, in the batch's transaction. A batch is the
+// next Limit samples in (time, key) order, like a move: a day larger than
+// any batch is taken in parts, each merged into the day's aggregate, so no
+// day is ever too large to archive and every batch keeps to the lock-time
+// budget.
 //
-// Metric batches take a transaction-level advisory lock, so two workers never
-// aggregate the same day at once (SKIP LOCKED would let them split one).
-// Late samples for a day already aggregated merge into its row: counts add
-// up, the average is recomputed from the exact sums, min and max widen.
-func moveMetrics(ctx context.Context, tx pgx.Tx, in MoveBatchInput) (moved, error) {
+// Merging is exact: counts add up, the average is recomputed from the exact
+// sums kept in extra_data (so a day filled by several batches equals one
+// GROUP BY over all its samples), min and max widen. Metric batches take a
+// transaction-level advisory lock, so two workers never merge into the same
+// aggregates at once.
+func downsampleRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (moved, error) {
 	var m moved
-	cutoff := DayStart(in.Cutoff) // never half a day (the workflow passes a day boundary already)
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('archiver.batches.scenario_metrics'))`); err != nil {
+	t := s.table
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('archiver.batches.' || $1))`, t.Live); err != nil {
 		return m, fmt.Errorf("lock metric batches: %w", err)
 	}
-	// Start at the window's lower bound, or after the last day this loop
-	// moved: never walk the index entries of samples already deleted.
-	lower := DayStart(in.After)
-	if in.Cursor != nil && in.Cursor.TS.After(lower) {
-		lower = in.Cursor.TS
-	}
-	var oldest *time.Time
-	if err := tx.QueryRow(ctx, `SELECT min(timestamp) FROM scenario_metrics WHERE timestamp < $1 AND timestamp >= $2`, cutoff, lower).Scan(&oldest); err != nil {
-		return m, fmt.Errorf("find oldest sample: %w", err)
-	}
-	if oldest == nil {
-		return m, recordEmpty(ctx, tx, in.BatchID)
-	}
-	from := DayStart(*oldest)
-	until := cutoff
-	// The first sample past Limit: the batch ends at the start of its day.
-	var next time.Time
-	err := tx.QueryRow(ctx, `
-		SELECT timestamp FROM scenario_metrics
-		WHERE timestamp >= $1 AND timestamp < $2
-		ORDER BY timestamp OFFSET $3 LIMIT 1`, from, cutoff, in.Limit).Scan(&next)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		// Everything left fits in this batch.
-	case err != nil:
-		return m, fmt.Errorf("plan metric batch: %w", err)
-	default:
-		until = DayStart(next)
-		if !until.After(from) {
-			until = from.Add(24 * time.Hour) // one day larger than Limit: take the whole day
-		}
-	}
-	err = tx.QueryRow(ctx, moveMetricsSQL, in.BatchID, from, until).
-		Scan(&m.inserted, &m.merged, &m.expected, &m.deleted, &m.bytes, &m.minTS, &m.maxTS)
+	b := newBatchSQL(s, in)
+	groups := catalog.QuoteAll("", t.GroupBy)
+	value := catalog.Quote(t.Value)
+	scale := averageScale(s, t)
+	sql := fmt.Sprintf(`
+WITH %[1]s,
+moved AS (
+    %[2]s
+    RETURNING %[3]s, l.%[4]s::numeric AS archiver_value, pg_column_size(l.*) AS archiver_row_bytes,
+              %[5]s AS archiver_ts, %[6]s AS archiver_key
+), agg AS (
+    SELECT %[7]s, date_trunc('day', archiver_ts, 'UTC') AS archiver_day,
+           count(*) AS n, sum(archiver_value) AS total, min(archiver_value) AS lo, max(archiver_value) AS hi
+    FROM moved
+    GROUP BY %[7]s, archiver_day
+), ins AS (
+    INSERT INTO %[8]s AS a
+        (id, %[7]s, %[9]s, %[4]s, extra_data, archive_batch_id, is_aggregated, aggregation_period, sample_count)
+    SELECT md5(%[10]s)::uuid, %[7]s, archiver_day, round(total / n, %[11]d),
+           jsonb_build_object('min', lo, 'max', hi, 'sum', total),
+           %[12]s, true, 'day', n
+    FROM agg
+    ORDER BY %[7]s, archiver_day
+    ON CONFLICT (%[7]s, aggregation_period, %[9]s)
+    DO UPDATE SET
+        sample_count = a.sample_count + EXCLUDED.sample_count,
+        %[4]s = round(((a.extra_data->>'sum')::numeric + (EXCLUDED.extra_data->>'sum')::numeric)
+                      / (a.sample_count + EXCLUDED.sample_count), %[11]d),
+        extra_data = a.extra_data || jsonb_build_object(
+            'min', LEAST((a.extra_data->>'min')::numeric, (EXCLUDED.extra_data->>'min')::numeric),
+            'max', GREATEST((a.extra_data->>'max')::numeric, (EXCLUDED.extra_data->>'max')::numeric),
+            'sum', (a.extra_data->>'sum')::numeric + (EXCLUDED.extra_data->>'sum')::numeric,
+            'merged_batches', COALESCE((a.extra_data->>'merged_batches')::int, 0) + 1),
+        archived_at = now()
+    RETURNING (archive_batch_id = %[12]s) AS fresh
+)%[13]s`,
+		b.selectBatch(), b.deleteBatch(),
+		catalog.QuoteAll("l.", t.GroupBy), value, b.tsExpr("l."), b.keyExpr("l."),
+		groups, catalog.Quote(s.archive.Name), catalog.Quote(t.TimeColumn),
+		aggregateID(t.GroupBy), scale, b.arg(in.BatchID),
+		b.recordTotals("(SELECT count(*) FILTER (WHERE fresh) FROM ins)", "(SELECT count(*) FILTER (WHERE NOT fresh) FROM ins)", "(SELECT count(*) FROM agg)"))
+	var lastKey *string
+	err := tx.QueryRow(ctx, sql, b.args...).Scan(&m.inserted, &m.merged, &m.expected, &m.deleted, &m.bytes, &m.minTS, &m.maxTS, &lastKey)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return m, fmt.Errorf("ledger row of batch vanished inside its transaction")
 	}
-	m.more = until.Before(cutoff)
-	m.last = &Key{TS: until}
-	return m, err
+	if err != nil {
+		return m, err
+	}
+	m.more = m.deleted >= int64(in.Limit)
+	m.last = lastOf(m.maxTS, lastKey)
+	return m, nil
 }
 
-// recordEmpty marks a batch that found nothing to move as committed with
-// zero rows (the ledger row was claimed with zeros already).
-func recordEmpty(ctx context.Context, tx pgx.Tx, batchID string) error {
-	_, err := tx.Exec(ctx, `UPDATE archive_batches SET committed_at = now() WHERE batch_id = $1`, batchID)
-	return err
+// aggregateID is the SQL expression of an aggregate's id: an MD5 over an
+// unambiguous encoding of its group and day. Each field is written as its
+// length, a colon and its text (NULL as "N", which no length starts with),
+// so no two distinct groups encode alike whatever their values contain;
+// the day is its epoch, independent of session settings.
+func aggregateID(groupBy []string) string {
+	parts := make([]string, 0, len(groupBy)+2)
+	for _, g := range groupBy {
+		q := catalog.Quote(g)
+		parts = append(parts, fmt.Sprintf("COALESCE(length(%[1]s::text) || ':' || %[1]s::text, 'N')", q))
+	}
+	parts = append(parts, "'day'", "extract(epoch FROM archiver_day)::bigint::text")
+	return "concat_ws(',', " + strings.Join(parts, ", ") + ")"
+}
+
+// averageScale is the number of decimals an average is rounded to: the
+// archive value column's scale, or 6 when it has none.
+func averageScale(s shape, t policy.Table) int {
+	if c, ok := s.archive.Column(t.Value); ok {
+		if d, ok := catalog.NumericScale(c); ok {
+			return d
+		}
+	}
+	return 6
 }
 
 // DayStart is the start of t's UTC day.
@@ -78,61 +116,3 @@ func DayStart(t time.Time) time.Time {
 	t = t.UTC()
 	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
 }
-
-// moveMetricsSQL: $1 batch id, $2..$3 the day range [from, until). It
-// returns aggregates created, aggregates merged into, groups expected, samples deleted, bytes, and
-// the sample time range, and records them in the ledger row.
-//
-// value is AVG rounded to the column's 6 decimals; extra_data keeps min,
-// max and the exact sum, from which a merge recomputes the average without
-// compounding rounding. The aggregate's id is derived from its group key, so
-// it is the same whichever batch writes it; a merged row keeps the batch id
-// that created it.
-const moveMetricsSQL = `
-WITH moved AS (
-    DELETE FROM scenario_metrics m
-    WHERE m.timestamp >= $2 AND m.timestamp < $3
-    RETURNING m.*, pg_column_size(m.*) AS row_bytes
-), agg AS (
-    SELECT scenario_id, metric_type, metric_name, unit,
-           date_trunc('day', timestamp, 'UTC') AS day,
-           count(*) AS n, sum(value) AS total, min(value) AS lo, max(value) AS hi
-    FROM moved
-    GROUP BY 1, 2, 3, 4, 5
-), ins AS (
-    INSERT INTO scenario_metrics_archive AS a
-        (id, scenario_id, timestamp, metric_type, metric_name, value, unit, extra_data,
-         archive_batch_id, is_aggregated, aggregation_period, sample_count)
-    SELECT md5(concat_ws('|', scenario_id, metric_type, metric_name, unit, 'day', day))::uuid,
-           scenario_id, day, metric_type, metric_name, round(total / n, 6), unit,
-           jsonb_build_object('min', lo, 'max', hi, 'sum', total),
-           $1, true, 'day', n
-    FROM agg
-    ON CONFLICT (scenario_id, metric_type, metric_name, unit, aggregation_period, timestamp)
-    DO UPDATE SET
-        sample_count = a.sample_count + EXCLUDED.sample_count,
-        value = round(((a.extra_data->>'sum')::numeric + (EXCLUDED.extra_data->>'sum')::numeric)
-                      / (a.sample_count + EXCLUDED.sample_count), 6),
-        extra_data = a.extra_data || jsonb_build_object(
-            'min', LEAST((a.extra_data->>'min')::numeric, (EXCLUDED.extra_data->>'min')::numeric),
-            'max', GREATEST((a.extra_data->>'max')::numeric, (EXCLUDED.extra_data->>'max')::numeric),
-            'sum', (a.extra_data->>'sum')::numeric + (EXCLUDED.extra_data->>'sum')::numeric,
-            'merged_batches', COALESCE((a.extra_data->>'merged_batches')::int, 0) + 1),
-        archived_at = now()
-    RETURNING (archive_batch_id = $1) AS fresh
-), totals AS (
-    SELECT (SELECT count(*) FILTER (WHERE fresh) FROM ins) AS inserted,
-           (SELECT count(*) FILTER (WHERE NOT fresh) FROM ins) AS merged,
-           (SELECT count(*) FROM agg) AS expected,
-           count(*) AS deleted,
-           COALESCE(sum(row_bytes), 0)::bigint AS bytes,
-           min(timestamp) AS min_ts,
-           max(timestamp) AS max_ts
-    FROM moved
-)
-UPDATE archive_batches ab
-SET rows_moved = t.inserted, rows_merged = t.merged, rows_deleted = t.deleted, bytes = t.bytes,
-    min_ts = t.min_ts, max_ts = t.max_ts, committed_at = now()
-FROM totals t
-WHERE ab.batch_id = $1
-RETURNING t.inserted, t.merged, t.expected, t.deleted, t.bytes, t.min_ts, t.max_ts`

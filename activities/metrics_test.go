@@ -98,7 +98,7 @@ func equalAggs(t *testing.T, got, want []aggRow) {
 }
 
 func TestMetrics(t *testing.T) {
-	t.Run("daily aggregates equal SQL's GROUP BY; samples deleted; whole days per batch", func(t *testing.T) {
+	t.Run("daily aggregates equal SQL's GROUP BY over batches that split days; samples deleted", func(t *testing.T) {
 		b := setup(t)
 		job := metricsJob(t, b)
 		testenv.InsertMetrics(t, b.db, testenv.MetricSamples(metricsCutoff, 5, 48))
@@ -106,15 +106,14 @@ func TestMetrics(t *testing.T) {
 		testenv.InsertMetrics(t, b.db, testenv.MetricSamples(metricsCutoff.AddDate(0, 0, 1), 1, 10))
 		want := aggregates(t, b, fmt.Sprintf(groupBy, "scenario_metrics"), metricsCutoff)
 
-		// 100 samples per batch: fewer than 3 days, more than 2 (48 a day).
+		// 100 samples per batch (48 a day): every batch but the last ends
+		// inside a day, which the next batch merges into.
 		batches := moveMetricsUntilDone(t, b, job, 100)
-		for _, r := range batches {
-			if r.RowsDeleted%48 != 0 {
-				t.Fatalf("a batch deleted %d samples: not whole days of 48", r.RowsDeleted)
-			}
+		if len(batches) != 3 || batches[0].RowsDeleted != 100 || batches[1].RowsDeleted != 100 || batches[2].RowsDeleted != 40 {
+			t.Fatalf("batches %+v, want 100, 100 and 40 samples", batches)
 		}
-		if len(batches) != 3 { // 2 days, 2 days, 1 day
-			t.Fatalf("%d batches, want 3 (2+2+1 days)", len(batches))
+		if batches[1].RowsMerged == 0 || batches[2].RowsMerged == 0 {
+			t.Fatalf("batches %+v: the second and third start inside a day and must merge into it", batches)
 		}
 		equalAggs(t, aggregates(t, b, archived), want)
 		if n := testenv.Count(t, b.db, `SELECT count(*) FROM scenario_metrics WHERE timestamp < $1`, metricsCutoff); n != 0 {
@@ -128,13 +127,49 @@ func TestMetrics(t *testing.T) {
 		}
 	})
 
-	t.Run("a day larger than the batch limit is one batch, never split", func(t *testing.T) {
+	t.Run("a day larger than the batch limit is taken in parts, merged exactly", func(t *testing.T) {
 		b := setup(t)
 		job := metricsJob(t, b)
 		testenv.InsertMetrics(t, b.db, testenv.MetricSamples(metricsCutoff, 2, 300))
+		want := aggregates(t, b, fmt.Sprintf(groupBy, "scenario_metrics"), metricsCutoff)
 		batches := moveMetricsUntilDone(t, b, job, 100)
-		if len(batches) != 2 || batches[0].RowsDeleted != 300 || batches[1].RowsDeleted != 300 {
-			t.Fatalf("batches %+v, want two whole days of 300", batches)
+		if len(batches) != 7 { // 6 of 100, then one that finds nothing
+			t.Fatalf("%d batches %+v, want 6 of 100 samples and a last empty one", len(batches), batches)
+		}
+		for i, r := range batches[:6] {
+			if r.RowsDeleted != 100 {
+				t.Fatalf("batch %d deleted %d samples, want 100", i, r.RowsDeleted)
+			}
+		}
+		equalAggs(t, aggregates(t, b, archived), want)
+		if n := testenv.Count(t, b.db, `SELECT count(*) FROM archive_batches b
+			WHERE rows_moved <> (SELECT count(*) FROM scenario_metrics_archive a WHERE a.archive_batch_id = b.batch_id)`); n != 0 {
+			t.Fatalf("%d ledger rows disagree with the rows carrying their batch id", n)
+		}
+	})
+
+	t.Run("a batch retried after its commit changes nothing and returns the recorded result and cursor", func(t *testing.T) {
+		b := setup(t)
+		job := metricsJob(t, b)
+		testenv.InsertMetrics(t, b.db, testenv.MetricSamples(metricsCutoff, 3, 48))
+		in := activities.MoveBatchInput{Table: "metrics", JobID: job, BatchID: uuid.NewString(), Cutoff: metricsCutoff, Limit: 100}
+		first, err := b.acts.MoveBatch(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		aggsBefore := aggregates(t, b, archived)
+		left := testenv.Count(t, b.db, `SELECT count(*) FROM scenario_metrics`)
+		again, err := b.acts.MoveBatch(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !again.Replayed || again.RowsMoved != first.RowsMoved || again.RowsMerged != first.RowsMerged || again.RowsDeleted != first.RowsDeleted ||
+			again.Bytes != first.Bytes || again.More != first.More || again.Last == nil || *again.Last != *first.Last {
+			t.Fatalf("retry returned %+v (last %+v), want the recorded %+v (last %+v)", again, again.Last, first, first.Last)
+		}
+		equalAggs(t, aggregates(t, b, archived), aggsBefore)
+		if n := testenv.Count(t, b.db, `SELECT count(*) FROM scenario_metrics`); n != left {
+			t.Fatalf("the retry deleted samples: %d left, want %d", n, left)
 		}
 	})
 
@@ -151,7 +186,9 @@ func TestMetrics(t *testing.T) {
 
 		// A late import: more samples for the same day and groups, with values
 		// that widen the range, plus a new group.
-		late := testenv.MetricSamples(metricsCutoff, 1, 40)
+		// Fewer samples than the first import (17 against 40): a merge
+		// that averaged the two averages would be caught.
+		late := testenv.MetricSamples(metricsCutoff, 1, 17)
 		for i := range late {
 			late[i].Value = late[i].Value*3 + 1000
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/mockupaws/archiver/internal/catalog"
 	"github.com/mockupaws/archiver/internal/policy"
 )
 
@@ -80,9 +81,9 @@ func (a *Activities) MoveBatch(ctx context.Context, in MoveBatchInput) (MoveBatc
 	if err := policy.ValidateBatchSize(in.Limit); err != nil {
 		return MoveBatchResult{}, invalid("move batch", err)
 	}
-	move, ok := movers[t.Name]
+	move, ok := movers[modeOf(t)]
 	if !ok {
-		return MoveBatchResult{}, invalid("move batch", fmt.Errorf("no batch statement for table %s", t.Name))
+		return MoveBatchResult{}, invalid("move batch", fmt.Errorf("table %s is archived by its own steps (mode %s), not in batches", t.Name, modeOf(t)))
 	}
 	waited, err := a.waitForReplicas(ctx)
 	if err != nil {
@@ -101,7 +102,7 @@ func (a *Activities) MoveBatch(ctx context.Context, in MoveBatchInput) (MoveBatc
 	}
 	if !res.Replayed {
 		aggregated := int64(0)
-		if t.Name == "metrics" {
+		if modeOf(t) == policy.ModeDownsample {
 			aggregated = res.RowsDeleted
 		}
 		a.Metrics.Batch(ctx, t.Name, res.RowsMoved+res.RowsMerged, res.RowsDeleted, aggregated, res.Bytes, time.Duration(res.TxMillis)*time.Millisecond, in.Limit)
@@ -116,12 +117,16 @@ func (a *Activities) runBatch(ctx context.Context, t policy.Table, move mover, i
 	if isMissingPartition(err) {
 		// A row older than the partitions EnsurePartitions made (a late
 		// import since): make them and try once more.
-		if _, _, perr := ensurePartitions(ctx, a.DB, t, in.After, in.Cutoff); perr != nil {
+		if _, perr := ensurePartitions(ctx, a.DB, t, in.After, in.Cutoff); perr != nil {
 			return MoveBatchResult{}, perr
 		}
 		res, err = a.moveOnce(ctx, t, move, in)
 	}
 	if err != nil {
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) {
+			return MoveBatchResult{}, err // already says what and why
+		}
 		return MoveBatchResult{}, fmt.Errorf("move batch %s of %s: %w", in.BatchID, t.Live, err)
 	}
 	if a.AfterCommit != nil {
@@ -153,8 +158,17 @@ func (a *Activities) moveOnce(ctx context.Context, t policy.Table, move mover, i
 	if err != nil {
 		return res, fmt.Errorf("claim batch: %w", err)
 	}
-
-	m, err := move(ctx, tx, in)
+	// Lock both tables in the mode the batch's DELETE and INSERT take
+	// anyway, before reading their definitions: a column added meanwhile
+	// either committed before (and is read) or waits for this batch.
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`LOCK TABLE %s, %s IN ROW EXCLUSIVE MODE`, catalog.Quote(t.Live), catalog.Quote(t.Archive))); err != nil {
+		return res, fmt.Errorf("lock %s and %s: %w", t.Live, t.Archive, err)
+	}
+	s, err := inspect(ctx, tx, t)
+	if err != nil {
+		return res, err
+	}
+	m, err := move(ctx, tx, s, in)
 	if err != nil {
 		return res, err
 	}
@@ -172,14 +186,18 @@ func (a *Activities) moveOnce(ctx context.Context, t policy.Table, move mover, i
 	return res, nil
 }
 
-// recorded answers a batch id that is already in the ledger.
+// recorded answers a batch id that is already in the ledger, with the
+// cursor the batch reached, so that its loop goes on from there.
 func (a *Activities) recorded(ctx context.Context, tx pgx.Tx, t policy.Table, in MoveBatchInput) (MoveBatchResult, error) {
 	res := MoveBatchResult{BatchID: in.BatchID, Replayed: true}
 	var table, job string
+	var limit int64
+	var lastTS *time.Time
+	var lastKey *string
 	err := tx.QueryRow(ctx, `
-		SELECT table_name, job_id::text, rows_moved, rows_merged, rows_deleted, bytes, min_ts, max_ts
+		SELECT table_name, job_id::text, batch_limit, rows_moved, rows_merged, rows_deleted, bytes, min_ts, max_ts, last_ts, last_key
 		FROM archive_batches WHERE batch_id = $1`, in.BatchID).
-		Scan(&table, &job, &res.RowsMoved, &res.RowsMerged, &res.RowsDeleted, &res.Bytes, &res.MinTS, &res.MaxTS)
+		Scan(&table, &job, &limit, &res.RowsMoved, &res.RowsMerged, &res.RowsDeleted, &res.Bytes, &res.MinTS, &res.MaxTS, &lastTS, &lastKey)
 	if err != nil {
 		return res, fmt.Errorf("read recorded batch: %w", err)
 	}
@@ -189,7 +207,13 @@ func (a *Activities) recorded(ctx context.Context, tx pgx.Tx, t policy.Table, in
 			ErrInvalidInput, nil)
 	}
 	res.MinTS, res.MaxTS = utc(res.MinTS), utc(res.MaxTS)
-	res.More = res.RowsDeleted > 0
+	res.More = res.RowsDeleted >= limit && limit > 0
+	if lastTS != nil {
+		res.Last = &Key{TS: lastTS.UTC()}
+		if lastKey != nil {
+			res.Last.ID = *lastKey
+		}
+	}
 	return res, nil
 }
 
@@ -209,73 +233,66 @@ type moved struct {
 }
 
 // A mover moves one batch inside the transaction that claimed its ledger
-// row, and writes its figures into that row.
-type mover func(ctx context.Context, tx pgx.Tx, in MoveBatchInput) (moved, error)
+// row, with statements built from the tables' checked shape, and writes
+// its figures into that row.
+type mover func(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (moved, error)
 
+// movers are per mode, never per table.
 var movers = map[string]mover{
-	"logs":    moveLogs,
-	"metrics": moveMetrics,
+	policy.ModeMove:       moveRows,
+	policy.ModeDownsample: downsampleRows,
 }
 
-func moveLogs(ctx context.Context, tx pgx.Tx, in MoveBatchInput) (moved, error) {
+// moveRows moves rows as they are: every live column, listed from the
+// catalogue, into the archive with the batch id.
+func moveRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (moved, error) {
 	var m moved
-	cursor := Key{ID: "00000000-0000-0000-0000-000000000000"} // before every row
-	if in.Cursor != nil {
-		cursor = *in.Cursor
-	}
-	var lastID *string
-	err := tx.QueryRow(ctx, moveLogsSQL, in.BatchID, in.Cutoff, in.Limit, in.After, cursor.TS, cursor.ID).
-		Scan(&m.inserted, &m.deleted, &m.bytes, &m.minTS, &m.maxTS, &lastID)
-	if err == nil && lastID != nil && m.maxTS != nil {
-		m.last = &Key{TS: m.maxTS.UTC(), ID: *lastID}
-	}
+	b := newBatchSQL(s, in)
+	sql := fmt.Sprintf(`
+WITH %s,
+moved AS (
+    %s
+    RETURNING %s, pg_column_size(l.*) AS archiver_row_bytes, %s AS archiver_ts, %s AS archiver_key
+), ins AS (
+    INSERT INTO %s (%s, archive_batch_id)
+    SELECT %s, %s FROM moved
+    RETURNING 1
+)%s`,
+		b.selectBatch(), b.deleteBatch(),
+		catalog.QuoteAll("l.", s.copy), b.tsExpr("l."), b.keyExpr("l."),
+		catalog.Quote(s.archive.Name), catalog.QuoteAll("", s.copy),
+		catalog.QuoteAll("", s.copy), b.arg(in.BatchID),
+		b.recordTotals("(SELECT count(*) FROM ins)", "0", "count(*)"))
+	var lastKey *string
+	err := tx.QueryRow(ctx, sql, b.args...).Scan(&m.inserted, &m.merged, &m.expected, &m.deleted, &m.bytes, &m.minTS, &m.maxTS, &lastKey)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return m, fmt.Errorf("ledger row of batch vanished inside its transaction")
+	}
+	if err != nil {
+		return m, err
 	}
 	m.expected = m.deleted // every deleted row is inserted once
 	// A short batch means none is left that this worker could lock; rows
 	// locked by another worker are that worker's to move.
 	m.more = m.deleted >= int64(in.Limit)
-	return m, err
+	m.last = lastOf(m.maxTS, lastKey)
+	return m, nil
 }
 
-// moveLogsSQL moves log rows as they are. Rows never travel through the
-// worker: the DELETE ... RETURNING feeds the INSERT on the server. Bytes are
-// the rows' on-disk size in the live table. $5, $6: the cursor. The batch
-// is deleted by ctid (a TID scan of rows this statement has just locked)
-// rather than by id (a primary-key lookup per row): 14% faster, measured.
-const moveLogsSQL = `
-WITH batch AS (
-    SELECT ctid FROM scenario_logs
-    WHERE received_at < $2 AND received_at >= $4
-      AND (received_at, id) > ($5::timestamptz, $6::uuid)
-    ORDER BY received_at, id
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
-), moved AS (
-    DELETE FROM scenario_logs l
-    WHERE l.ctid = ANY (ARRAY(SELECT ctid FROM batch))
-    RETURNING l.*, pg_column_size(l.*) AS row_bytes
-), ins AS (
-    INSERT INTO scenario_logs_archive
-        (id, scenario_id, received_at, message_hash, message_preview, source,
-         size_bytes, has_pii, token_count, sqs_blocks, archive_batch_id)
-    SELECT id, scenario_id, received_at, message_hash, message_preview, source,
-           size_bytes, has_pii, token_count, sqs_blocks, $1
-    FROM moved
-    RETURNING 1
-), totals AS (
-    SELECT (SELECT count(*) FROM ins) AS inserted,
-           count(*) AS deleted,
-           COALESCE(sum(row_bytes), 0)::bigint AS bytes,
-           min(received_at) AS min_ts,
-           max(received_at) AS max_ts,
-           (SELECT id::text FROM moved ORDER BY received_at DESC, id DESC LIMIT 1) AS last_id
-    FROM moved
-)
-UPDATE archive_batches ab
-SET rows_moved = t.inserted, rows_deleted = t.deleted, bytes = t.bytes,
-    min_ts = t.min_ts, max_ts = t.max_ts, committed_at = now()
-FROM totals t
-WHERE ab.batch_id = $1
-RETURNING t.inserted, t.deleted, t.bytes, t.min_ts, t.max_ts, t.last_id`
+// recordEmpty marks a batch that found nothing to move as committed with
+// zero rows (the ledger row was claimed with zeros already).
+func recordEmpty(ctx context.Context, tx pgx.Tx, batchID string) error {
+	_, err := tx.Exec(ctx, `UPDATE archive_batches SET committed_at = now() WHERE batch_id = $1`, batchID)
+	return err
+}
+
+func lastOf(maxTS *time.Time, key *string) *Key {
+	if maxTS == nil {
+		return nil
+	}
+	k := &Key{TS: maxTS.UTC()}
+	if key != nil {
+		k.ID = *key
+	}
+	return k
+}

@@ -118,8 +118,9 @@ func TestMoveBatch(t *testing.T) {
 		if !again.Replayed {
 			t.Fatalf("retry of a committed batch was not recognised: %+v", again)
 		}
-		if again.RowsMoved != first.RowsMoved || again.Bytes != first.Bytes || !again.MinTS.Equal(*first.MinTS) || !again.MaxTS.Equal(*first.MaxTS) {
-			t.Fatalf("retry returned %+v, want the recorded %+v", again, first)
+		if again.RowsMoved != first.RowsMoved || again.Bytes != first.Bytes || !again.MinTS.Equal(*first.MinTS) || !again.MaxTS.Equal(*first.MaxTS) ||
+			again.More != first.More || again.Last == nil || *again.Last != *first.Last {
+			t.Fatalf("retry returned %+v (cursor %+v), want the recorded %+v (cursor %+v)", again, again.Last, first, first.Last)
 		}
 		n2, s2 := testenv.LogsChecksum(t, b.db, "scenario_logs", "")
 		a2, as2 := testenv.LogsChecksum(t, b.db, "scenario_logs_archive", "")

@@ -7,113 +7,91 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/mockupaws/archiver/internal/catalog"
 	"github.com/mockupaws/archiver/internal/policy"
 )
 
-// archiveOnly are the archive columns that the live tables do not have.
-var archiveOnly = map[string]bool{
-	"archived_at": true, "archive_batch_id": true, "is_aggregated": true, "aggregation_period": true,
-	"sample_count": true, "s3_location": true, "deleted_locally": true,
-}
-
-// preflight refuses to archive a table whose state would lose data or
-// mislead: a live column the archive lacks (rows would lose it), an archive
-// column the live table lacks (the move statement would fail on every
-// batch), a DEFAULT archive partition (rows of any month would land in it
-// and partitions could no longer be created), or rows with a NULL
-// timestamp (never eligible, never archived, silently). Each is a
-// non-retryable error that names the problem.
-func preflight(ctx context.Context, db querier, t policy.Table) error {
-	live, err := columns(ctx, db, t.Live)
+// preflight refuses to archive a table whose state would lose data, fail
+// every batch, or mislead. Beyond what every batch checks (inspect: kinds,
+// columns, types, nullability), it looks at what costs a query: the foreign
+// keys that reference the live table (a cascade would delete rows nobody
+// archived; a restriction would fail every batch), columns that inheritance
+// children add (rows read through the parent would lose them), rows with a
+// NULL timestamp (never eligible, never archived, silently), and archive
+// partitions that are not the archiver's own monthly ones. Each is a
+// non-retryable error that names the object and the fix; nothing is changed.
+func preflight(ctx context.Context, db catalog.Querier, t policy.Table) (shape, error) {
+	s, err := inspect(ctx, db, t)
 	if err != nil {
-		return err
+		return s, err
 	}
-	archive, err := columns(ctx, db, t.Archive)
+	fks, err := catalog.ReferencedBy(ctx, db, s.live)
 	if err != nil {
-		return err
+		return s, err
 	}
-	if len(live) == 0 || len(archive) == 0 {
-		return invalid("preflight", fmt.Errorf("table %s or %s does not exist: run `starter migrate`", t.Live, t.Archive))
-	}
-	for c := range live {
-		if _, ok := archive[c]; !ok {
-			return invalid("schema drift", fmt.Errorf("%s has column %q that %s lacks: archived rows would lose it; add it to the archive table first", t.Live, c, t.Archive))
+	if len(fks) > 0 {
+		var names []string
+		for _, fk := range fks {
+			names = append(names, fmt.Sprintf("%s on %s (ON DELETE %s)", fk.Name, fk.Table, fk.OnDelete))
 		}
+		return s, invalid("preflight", fmt.Errorf("%s is referenced by foreign key %s: deleting archived rows would %s; archive or detach the referencing rows first, or drop the constraint",
+			t.Live, strings.Join(names, ", "), fkEffect(fks)))
 	}
-	for c := range archive {
-		if _, ok := live[c]; !ok && !archiveOnly[c] {
-			return invalid("schema drift", fmt.Errorf("%s lacks column %q that %s has", t.Live, c, t.Archive))
-		}
+	extra, err := catalog.ChildOnlyColumns(ctx, db, s.live)
+	if err != nil {
+		return s, err
 	}
-	if !live[t.TimeColumn] { // nullable
+	if len(extra) > 0 {
+		return s, invalid("preflight", fmt.Errorf("%s inherits %s and adds column %q: rows archived through %s would lose it; archive %s on its own or add the column to %s",
+			extra[0].Child, t.Live, extra[0].Column, t.Live, extra[0].Child, t.Live))
+	}
+	if c, _ := s.live.Column(t.TimeColumn); !c.NotNull {
 		var n int64
-		q := fmt.Sprintf(`SELECT count(*) FROM %s WHERE %s IS NULL`, pgx.Identifier{t.Live}.Sanitize(), pgx.Identifier{t.TimeColumn}.Sanitize())
+		q := fmt.Sprintf(`SELECT count(*) FROM %s WHERE %s IS NULL`, catalog.Quote(t.Live), catalog.Quote(t.TimeColumn))
 		if err := db.QueryRow(ctx, q).Scan(&n); err != nil {
-			return fmt.Errorf("preflight %s: %w", t.Live, err)
+			return s, fmt.Errorf("preflight %s: %w", t.Live, err)
 		}
 		if n > 0 {
-			return invalid("preflight", fmt.Errorf("%d rows of %s have a NULL %s: they can never be archived; set their %s or delete them", n, t.Live, t.TimeColumn, t.TimeColumn))
+			return s, invalid("preflight", fmt.Errorf("%d rows of %s have a NULL %s: they can never be archived; set their %s or delete them", n, t.Live, t.TimeColumn, t.TimeColumn))
 		}
 	}
-	return checkPartitions(ctx, db, t)
+	return s, checkPartitions(ctx, db, t)
+}
+
+// fkEffect says what a delete would do through the constraints.
+func fkEffect(fks []catalog.ForeignKey) string {
+	for _, fk := range fks {
+		if fk.OnDelete == "CASCADE" || fk.OnDelete == "SET NULL" || fk.OnDelete == "SET DEFAULT" {
+			return "change or delete rows of " + fk.Table + " that were never archived"
+		}
+	}
+	return "fail on every row still referenced, and the table would never archive"
 }
 
 // checkPartitions refuses archive partitions that are not the archiver's
 // own monthly ones: a DEFAULT partition (rows of any month would land in it
 // and monthly partitions could no longer be created) or one made by hand
 // over another range (it would overlap the monthly partition to create).
-func checkPartitions(ctx context.Context, db querier, t policy.Table) error {
-	rows, err := db.Query(ctx, `
-		SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-		WHERE i.inhparent = to_regclass($1) ORDER BY 1`, t.Archive)
+func checkPartitions(ctx context.Context, db catalog.Querier, t policy.Table) error {
+	parts, err := archivePartitions(ctx, db, t)
 	if err != nil {
-		return fmt.Errorf("list partitions of %s: %w", t.Archive, err)
+		return err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var name, bound string
-		if err := rows.Scan(&name, &bound); err != nil {
-			return err
+	for _, p := range parts {
+		if p.isDefault {
+			return invalid("preflight", fmt.Errorf("%s has a DEFAULT partition %s (made by hand?): rows would land there and monthly partitions could not be created; move its rows into monthly partitions and drop it", t.Archive, p.name))
 		}
-		if bound == "DEFAULT" {
-			return invalid("preflight", fmt.Errorf("%s has a DEFAULT partition %s (made by hand?): rows would land there and monthly partitions could not be created; move its rows into monthly partitions and drop it", t.Archive, name))
-		}
-		m := rangeBound.FindStringSubmatch(bound)
-		var from, to time.Time
-		if m != nil {
-			from, err = parseBound(m[1])
-			if err == nil {
-				to, err = parseBound(m[2])
+		if p.lower == nil || !p.lower.Equal(monthStart(*p.lower)) || !p.upper.Equal(p.lower.AddDate(0, 1, 0)) || p.name != PartitionName(t, *p.lower) {
+			bounds := "no timestamp range"
+			if p.lower != nil {
+				bounds = fmt.Sprintf("from %s to %s", p.lower.Format(time.RFC3339), p.upper.Format(time.RFC3339))
 			}
-		}
-		if m == nil || err != nil || !from.Equal(monthStart(from)) || !to.Equal(from.AddDate(0, 1, 0)) || name != PartitionName(t, from) {
-			return invalid("preflight", fmt.Errorf("%s has a partition %s (%s) that is not one of the archiver's monthly partitions (made by hand?): it would overlap them; move its rows and drop or detach it", t.Archive, name, bound))
+			return invalid("preflight", fmt.Errorf("%s has a partition %s (%s) that is not one of the archiver's monthly partitions (made by hand?): it would overlap them; move its rows and drop or detach it", t.Archive, p.name, bounds))
 		}
 	}
-	return rows.Err()
-}
-
-// columns maps a table's columns to whether they are NOT NULL.
-func columns(ctx context.Context, db querier, table string) (map[string]bool, error) {
-	rows, err := db.Query(ctx, `
-		SELECT attname, attnotnull FROM pg_attribute
-		WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, table)
-	if err != nil {
-		return nil, fmt.Errorf("read columns of %s: %w", table, err)
-	}
-	out := map[string]bool{}
-	for rows.Next() {
-		var name string
-		var notNull bool
-		if err := rows.Scan(&name, &notNull); err != nil {
-			return nil, err
-		}
-		out[name] = notNull
-	}
-	return out, rows.Err()
+	return nil
 }
 
 // overlapError turns PostgreSQL's "partition would overlap" (a partition

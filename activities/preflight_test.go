@@ -22,7 +22,22 @@ func TestPreflightRefuses(t *testing.T) {
 		"a DEFAULT partition made by hand": {
 			`CREATE TABLE logs_catch_all PARTITION OF scenario_logs_archive DEFAULT`, "DEFAULT partition logs_catch_all"},
 		"an overlapping partition made by hand": {
-			`CREATE TABLE logs_q1 PARTITION OF scenario_logs_archive FOR VALUES FROM ('2025-01-15 00:00:00+00') TO ('2025-04-01 00:00:00+00')`, "partition logs_q1 (FOR VALUES FROM ('2025-01-15 00:00:00+00') TO ('2025-04-01 00:00:00+00')) that is not one of the archiver's"},
+			`CREATE TABLE logs_q1 PARTITION OF scenario_logs_archive FOR VALUES FROM ('2025-01-15 00:00:00+00') TO ('2025-04-01 00:00:00+00')`, "partition logs_q1 (from 2025-01-15T00:00:00Z to 2025-04-01T00:00:00Z) that is not one of the archiver's"},
+		"a live column wider than the archive's": {
+			`DROP VIEW v_scenario_logs_all; ALTER TABLE scenario_logs ALTER COLUMN message_preview TYPE varchar(2000)`,
+			`scenario_logs.message_preview is character varying(2000) but scenario_logs_archive.message_preview is character varying(500): character varying(2000) values can be longer than character varying(500) allows; widen the archive column: ALTER TABLE "scenario_logs_archive" ALTER COLUMN "message_preview" TYPE character varying(2000)`},
+		"a nullable live column whose archive column is NOT NULL": {
+			`ALTER TABLE scenario_logs ALTER COLUMN source DROP NOT NULL`,
+			`scenario_logs.source is nullable but scenario_logs_archive.source is NOT NULL`},
+		"a foreign key that cascades deletes": {
+			`CREATE TABLE log_notes (id int PRIMARY KEY, log_id uuid REFERENCES scenario_logs (id) ON DELETE CASCADE)`,
+			`scenario_logs is referenced by foreign key log_notes_log_id_fkey on log_notes (ON DELETE CASCADE): deleting archived rows would change or delete rows of log_notes that were never archived`},
+		"a foreign key that restricts deletes": {
+			`CREATE TABLE log_refs (id int PRIMARY KEY, log_id uuid, CONSTRAINT keeps_logs FOREIGN KEY (log_id) REFERENCES scenario_logs (id) ON DELETE RESTRICT)`,
+			`scenario_logs is referenced by foreign key keeps_logs on log_refs (ON DELETE RESTRICT): deleting archived rows would fail on every row still referenced`},
+		"an inheritance child with a column of its own": {
+			`CREATE TABLE scenario_logs_eu (region text) INHERITS (scenario_logs)`,
+			`scenario_logs_eu inherits scenario_logs and adds column "region": rows archived through scenario_logs would lose it`},
 		"NULL timestamps": {
 			`ALTER TABLE scenario_logs ALTER COLUMN received_at DROP NOT NULL;
 			 INSERT INTO scenario_logs (id, scenario_id, received_at, message_hash, source, size_bytes, has_pii, token_count, sqs_blocks)

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/mockupaws/archiver/internal/catalog"
 )
 
 // PreviewInput asks what a run would archive from one table.
@@ -43,13 +45,13 @@ func (a *Activities) Preview(ctx context.Context, in PreviewInput) (PreviewResul
 		return out, fmt.Errorf("preview %s: %w", t.Live, err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	if err := preflight(ctx, tx, t); err != nil {
+	if _, err := preflight(ctx, tx, t); err != nil {
 		return out, err
 	}
 	sql := fmt.Sprintf(`
-		SELECT count(*), COALESCE(sum(pg_column_size(l.*)), 0)::bigint, min(%[1]s), max(%[1]s)
-		FROM %[2]s l WHERE %[1]s < $1 AND %[1]s >= $2`,
-		pgx.Identifier{t.TimeColumn}.Sanitize(), pgx.Identifier{t.Live}.Sanitize())
+		SELECT count(*), COALESCE(sum(pg_column_size(l.*)), 0)::bigint, min(%[1]s)::timestamptz, max(%[1]s)::timestamptz
+		FROM %[2]s l WHERE %[1]s < $1::timestamptz AND %[1]s >= $2::timestamptz`,
+		catalog.Quote(t.TimeColumn), catalog.Quote(t.Live))
 	if err := tx.QueryRow(ctx, sql, in.Cutoff, in.After).Scan(&out.Rows, &out.Bytes, &out.Oldest, &out.Newest); err != nil {
 		return out, fmt.Errorf("preview %s: %w", t.Live, err)
 	}
@@ -66,12 +68,20 @@ func (a *Activities) Preview(ctx context.Context, in PreviewInput) (PreviewResul
 	if out.Oldest == nil {
 		return out, nil
 	}
-	existing, err := partitionNames(ctx, tx, t)
+	parts, err := archivePartitions(ctx, tx, t)
 	if err != nil {
 		return out, err
 	}
-	for _, m := range months(*out.Oldest, in.Cutoff) {
-		if name := PartitionName(t, m); !existing[name] {
+	existing := map[string]bool{}
+	for _, p := range parts {
+		existing[p.name] = true
+	}
+	needed, err := monthsWithRows(ctx, tx, t, in.After, in.Cutoff)
+	if err != nil {
+		return out, err
+	}
+	for _, m := range needed {
+		if name := PartitionName(t, m.month); !existing[name] {
 			out.PartitionsToCreate = append(out.PartitionsToCreate, name)
 		}
 	}

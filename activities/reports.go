@@ -20,6 +20,7 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/mockupaws/archiver/internal/catalog"
 	"github.com/mockupaws/archiver/internal/objectstore"
 	"github.com/mockupaws/archiver/internal/policy"
 )
@@ -47,15 +48,25 @@ func (a *Activities) ListReports(ctx context.Context, in ListReportsInput) (List
 	if err := policy.ValidateBatchSize(in.Limit); err != nil {
 		return ListReportsResult{}, invalid("list reports", err)
 	}
-	after := time.Time{}
-	if in.AfterTime != nil {
-		after = *in.AfterTime
+	t, err := tableFor("reports")
+	if err != nil {
+		return ListReportsResult{}, err
 	}
-	rows, err := a.DB.Query(ctx, `
-		SELECT id::text, created_at FROM reports
-		WHERE created_at < $1 AND created_at >= $5
-		  AND (created_at, id) > ($2, COALESCE(NULLIF($3, '')::uuid, '00000000-0000-0000-0000-000000000000'))
-		ORDER BY created_at, id LIMIT $4`, in.Cutoff, after, in.AfterID, in.Limit+1, in.After)
+	s, err := inspect(ctx, a.DB, t)
+	if err != nil {
+		return ListReportsResult{}, err
+	}
+	id, ts := catalog.Quote("id"), catalog.Quote(t.TimeColumn)
+	args := []any{in.Cutoff, in.After, in.Limit + 1}
+	cursor := ""
+	if in.AfterTime != nil {
+		args = append(args, *in.AfterTime, in.AfterID)
+		cursor = fmt.Sprintf("AND (%s, %s) > ($4::timestamptz, CAST($5::text AS %s))", ts, id, s.live.ColumnType("id"))
+	}
+	rows, err := a.DB.Query(ctx, fmt.Sprintf(`
+		SELECT %[1]s::text, %[2]s::timestamptz FROM %[3]s
+		WHERE %[2]s < $1::timestamptz AND %[2]s >= $2::timestamptz %[4]s
+		ORDER BY %[2]s, %[1]s LIMIT $3`, id, ts, catalog.Quote(t.Live), cursor), args...)
 	if err != nil {
 		return ListReportsResult{}, fmt.Errorf("list reports: %w", err)
 	}
@@ -93,6 +104,13 @@ type ReportObject struct {
 	SourceSHA256 string // hex SHA-256 of the original file
 	SourceBytes  int64
 	Compression  string
+	// PathSHA256 is the hex SHA-256 of the row's file_path when it was
+	// uploaded (the path itself is row content and stays out of the
+	// history): finalize refuses a row whose path changed since.
+	PathSHA256 string `json:",omitempty"`
+	// SourceModTime is the file's modification time (Unix ns) when it was
+	// hashed: finalize refuses a file changed since.
+	SourceModTime int64 `json:",omitempty"`
 }
 
 // UploadReportInput names the report to upload.
@@ -119,12 +137,14 @@ func (a *Activities) UploadReport(ctx context.Context, in UploadReportInput) (Up
 		return UploadReportResult{}, temporal.NewNonRetryableApplicationError(
 			"reports archiving is not configured: set REPORTS_ARCHIVE_BUCKET (and the AWS_* variables)", ErrStorageConfig, nil)
 	}
-	var format, filePath string
-	var created time.Time
-	err := a.DB.QueryRow(ctx, `SELECT format, file_path, created_at FROM reports WHERE id = $1`, in.ReportID).Scan(&format, &filePath, &created)
+	t, err := tableFor("reports")
+	if err != nil {
+		return UploadReportResult{}, err
+	}
+	rep, err := a.lookupReport(ctx, t, in.ReportID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		var archived bool
-		if err := a.DB.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM reports_archive WHERE id = $1)`, in.ReportID).Scan(&archived); err != nil {
+		if err := a.DB.QueryRow(ctx, fmt.Sprintf(`SELECT EXISTS (SELECT 1 FROM %s WHERE id::text = $1)`, catalog.Quote(t.Archive)), in.ReportID).Scan(&archived); err != nil {
 			return UploadReportResult{}, fmt.Errorf("look up report %s: %w", in.ReportID, err)
 		}
 		if archived {
@@ -133,18 +153,24 @@ func (a *Activities) UploadReport(ctx context.Context, in UploadReportInput) (Up
 		return UploadReportResult{}, temporal.NewNonRetryableApplicationError("report "+in.ReportID+" no longer exists", ErrReportUnavailable, nil)
 	}
 	if err != nil {
-		return UploadReportResult{}, fmt.Errorf("look up report %s: %w", in.ReportID, err)
+		return UploadReportResult{}, err
 	}
+	format, filePath, created := rep.format, rep.path, rep.created
 	path, err := ResolveReportPath(a.ReportsDir, filePath)
 	if err != nil {
 		return UploadReportResult{}, temporal.NewNonRetryableApplicationError("report "+in.ReportID+": "+err.Error(), ErrReportUnavailable, nil)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return UploadReportResult{}, temporal.NewNonRetryableApplicationError("report "+in.ReportID+": cannot read the file: "+err.Error(), ErrReportUnavailable, nil)
 	}
 	comp := a.compression()
 	sum, size, err := hashFile(ctx, path)
 	if err != nil {
 		return UploadReportResult{}, temporal.NewNonRetryableApplicationError("report "+in.ReportID+": "+err.Error(), ErrReportUnavailable, nil)
 	}
-	obj := ReportObject{Key: ReportKey(in.ReportID, format, created, comp), SourceSHA256: sum, SourceBytes: size, Compression: comp}
+	obj := ReportObject{Key: ReportKey(in.ReportID, format, created, comp), SourceSHA256: sum, SourceBytes: size, Compression: comp,
+		PathSHA256: sha256Hex(filePath), SourceModTime: st.ModTime().UnixNano()}
 
 	if have, err := a.Store.Head(ctx, obj.Key); err == nil && have.Metadata["source-sha256"] == sum && have.Checksum != "" {
 		obj.Size, obj.Checksum = have.Size, have.Checksum
@@ -159,6 +185,34 @@ func (a *Activities) UploadReport(ctx context.Context, in UploadReportInput) (Up
 	}
 	obj.Size, obj.Checksum = up.Size, up.Checksum
 	return UploadReportResult{Object: obj}, nil
+}
+
+// liveReport is what the steps read of a live report row.
+type liveReport struct {
+	format, path string
+	created      time.Time
+}
+
+// lookupReport reads a live report by id (of whatever type the id column
+// has).
+func (a *Activities) lookupReport(ctx context.Context, t policy.Table, id string) (liveReport, error) {
+	var r liveReport
+	s, err := inspect(ctx, a.DB, t)
+	if err != nil {
+		return r, err
+	}
+	err = a.DB.QueryRow(ctx, fmt.Sprintf(`SELECT format::text, %s::text, %s::timestamptz FROM %s WHERE id = CAST($1::text AS %s)`,
+		catalog.Quote(t.PathColumn), catalog.Quote(t.TimeColumn), catalog.Quote(t.Live), s.live.ColumnType("id")), id).
+		Scan(&r.format, &r.path, &r.created)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return r, fmt.Errorf("look up report %s: %w", id, err)
+	}
+	return r, err
+}
+
+func sha256Hex(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
 }
 
 func (a *Activities) compression() string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -12,7 +13,9 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/mockupaws/archiver/internal/catalog"
 	"github.com/mockupaws/archiver/internal/objectstore"
+	"github.com/mockupaws/archiver/internal/policy"
 )
 
 // FinalizeReportInput moves one report's metadata under BatchID.
@@ -32,8 +35,11 @@ type FinalizeReportResult struct {
 
 // FinalizeReport confirms the object once more (HeadObject: present, same
 // server checksum, same source checksum), then in one transaction under the
-// ledger protocol inserts the reports_archive row (s3_location, the file's
-// size, checksums in extra_data) and deletes the reports row.
+// ledger protocol locks the report's row, checks that neither its
+// file_path nor its file changed since the upload (else the archive would
+// point at an object of other content), inserts the reports_archive row
+// (every live column, s3_location, the file's size, checksums in
+// extra_data) and deletes the reports row.
 func (a *Activities) FinalizeReport(ctx context.Context, in FinalizeReportInput) (FinalizeReportResult, error) {
 	t, err := tableFor("reports")
 	if err != nil {
@@ -42,13 +48,8 @@ func (a *Activities) FinalizeReport(ctx context.Context, in FinalizeReportInput)
 	if err := a.verifyObject(ctx, in.Object.Key, in.Object.SourceSHA256, in.Object.Checksum); err != nil {
 		return FinalizeReportResult{}, err
 	}
-	res, err := a.runBatch(ctx, t, func(ctx context.Context, tx pgx.Tx, _ MoveBatchInput) (moved, error) {
-		var m moved
-		err := tx.QueryRow(ctx, finalizeReportSQL, in.BatchID, in.ReportID, a.Store.Location(in.Object.Key),
-			in.Object.SourceBytes, in.Object.SourceSHA256, in.Object.Size, in.Object.Checksum, in.Object.Compression).
-			Scan(&m.inserted, &m.deleted, &m.bytes, &m.minTS, &m.maxTS)
-		m.expected = m.deleted
-		return m, err
+	res, err := a.runBatch(ctx, t, func(ctx context.Context, tx pgx.Tx, s shape, _ MoveBatchInput) (moved, error) {
+		return a.finalizeRow(ctx, tx, s, in)
 	}, MoveBatchInput{Table: t.Name, JobID: in.JobID, BatchID: in.BatchID, Cutoff: time.Now().UTC(), Limit: 1})
 	if err != nil {
 		return FinalizeReportResult{}, err
@@ -56,36 +57,92 @@ func (a *Activities) FinalizeReport(ctx context.Context, in FinalizeReportInput)
 	return FinalizeReportResult{RowsMoved: res.RowsMoved, Bytes: res.Bytes, Replayed: res.Replayed}, nil
 }
 
-// finalizeReportSQL: $1 batch, $2 report id, $3 s3 location, $4 original
-// bytes, $5 original SHA-256 (hex), $6 object bytes, $7 the server's object
-// checksum, $8 compression.
-const finalizeReportSQL = `
+// finalizeRow moves one report's row inside the batch's transaction.
+func (a *Activities) finalizeRow(ctx context.Context, tx pgx.Tx, s shape, in FinalizeReportInput) (moved, error) {
+	var m moved
+	t := s.table
+	idType := s.live.ColumnType("id")
+	var filePath string
+	err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT %s::text FROM %s WHERE id = CAST($1::text AS %s) FOR UPDATE`,
+		catalog.Quote(t.PathColumn), catalog.Quote(t.Live), idType), in.ReportID).Scan(&filePath)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return m, recordEmpty(ctx, tx, in.BatchID) // gone meanwhile: nothing to move
+	}
+	if err != nil {
+		return m, fmt.Errorf("lock report %s: %w", in.ReportID, err)
+	}
+	if in.Object.PathSHA256 != "" && sha256Hex(filePath) != in.Object.PathSHA256 {
+		return m, temporal.NewNonRetryableApplicationError(fmt.Sprintf("report %s: its %s changed since the upload: not archived against the old object; the next run uploads it again",
+			in.ReportID, t.PathColumn), ErrReportUnavailable, nil)
+	}
+	if in.Object.SourceModTime != 0 {
+		path, err := ResolveReportPath(a.ReportsDir, filePath)
+		if err != nil {
+			return m, temporal.NewNonRetryableApplicationError("report "+in.ReportID+": "+err.Error(), ErrReportUnavailable, nil)
+		}
+		st, err := os.Stat(path)
+		if err != nil {
+			return m, temporal.NewNonRetryableApplicationError("report "+in.ReportID+": cannot read the file: "+err.Error(), ErrReportUnavailable, nil)
+		}
+		if st.Size() != in.Object.SourceBytes || st.ModTime().UnixNano() != in.Object.SourceModTime {
+			return m, temporal.NewNonRetryableApplicationError(fmt.Sprintf("report %s: its file changed since the upload: not archived against the old object; the next run uploads it again",
+				in.ReportID), ErrReportUnavailable, nil)
+		}
+	}
+	b := newBatchSQL(s, MoveBatchInput{BatchID: in.BatchID})
+	id := b.arg(in.ReportID)
+	values := make([]string, len(s.copy))
+	for i, c := range s.copy {
+		values[i] = catalog.Quote(c)
+	}
+	// The archive's file size is the file's, as uploaded; extra_data keeps
+	// the live row's and adds the object's checksums and sizes.
+	archiveInfo := fmt.Sprintf(`jsonb_build_object('archive', jsonb_build_object(
+               'source_sha256', %s::text, 'original_bytes', %s::bigint, 'object_bytes', %s::bigint,
+               'object_checksum_sha256', %s::text, 'compression', %s::text))`,
+		b.arg(in.Object.SourceSHA256), b.arg(in.Object.SourceBytes), b.arg(in.Object.Size), b.arg(in.Object.Checksum), b.arg(in.Object.Compression))
+	cols := append([]string(nil), s.copy...)
+	for i, c := range cols {
+		switch c {
+		case "file_size_bytes":
+			values[i] = b.arg(in.Object.SourceBytes)
+		case "extra_data":
+			values[i] = "COALESCE(extra_data::jsonb, '{}'::jsonb) || " + archiveInfo
+		}
+	}
+	if _, ok := s.live.Column("extra_data"); !ok {
+		if _, ok := s.archive.Column("extra_data"); ok {
+			cols, values = append(cols, "extra_data"), append(values, archiveInfo)
+		}
+	}
+	sql := fmt.Sprintf(`
 WITH moved AS (
-    DELETE FROM reports r WHERE r.id = $2
-    RETURNING r.*
+    DELETE FROM %s l WHERE l.id = CAST(%s::text AS %s)
+    RETURNING l.*, 0 AS archiver_row_bytes, %s AS archiver_ts, NULL::text AS archiver_key
 ), ins AS (
-    INSERT INTO reports_archive
-        (id, scenario_id, format, file_path, file_size_bytes, generated_by, extra_data,
-         created_at, s3_location, deleted_locally, archive_batch_id)
-    SELECT id, scenario_id, format, file_path, $4::bigint, generated_by,
-           COALESCE(extra_data, '{}'::jsonb) || jsonb_build_object('archive', jsonb_build_object(
-               'source_sha256', $5::text, 'original_bytes', $4::bigint, 'object_bytes', $6::bigint,
-               'object_checksum_sha256', $7::text, 'compression', $8::text)),
-           created_at, $3, false, $1
-    FROM moved
+    INSERT INTO %s (%s, s3_location, deleted_locally, archive_batch_id)
+    SELECT %s, %s, false, %s FROM moved
     RETURNING 1
-), totals AS (
-    SELECT (SELECT count(*) FROM ins) AS inserted, count(*) AS deleted,
-           CASE WHEN count(*) > 0 THEN $4::bigint ELSE 0 END AS bytes,
-           min(created_at) AS min_ts, max(created_at) AS max_ts
-    FROM moved
-)
-UPDATE archive_batches ab
-SET rows_moved = t.inserted, rows_deleted = t.deleted, bytes = t.bytes,
-    min_ts = t.min_ts, max_ts = t.max_ts, committed_at = now()
-FROM totals t
-WHERE ab.batch_id = $1
-RETURNING t.inserted, t.deleted, t.bytes, t.min_ts, t.max_ts`
+)%s`,
+		catalog.Quote(t.Live), id, idType, b.tsExpr("l."),
+		catalog.Quote(t.Archive), catalog.QuoteAll("", cols),
+		strings.Join(values, ", "), b.arg(a.Store.Location(in.Object.Key)), b.arg(in.BatchID),
+		b.recordTotals("(SELECT count(*) FROM ins)", "0", "count(*)"))
+	var lastKey *string
+	err = tx.QueryRow(ctx, sql, b.args...).Scan(&m.inserted, &m.merged, &m.expected, &m.deleted, &m.bytes, &m.minTS, &m.maxTS, &lastKey)
+	if err != nil {
+		return m, err
+	}
+	if m.deleted != 1 {
+		return m, fmt.Errorf("report %s: %d rows carry this id; archive them by hand", in.ReportID, m.deleted)
+	}
+	// The batch's bytes are the file's (the row's size is not the point).
+	if _, err := tx.Exec(ctx, `UPDATE archive_batches SET bytes = $2 WHERE batch_id = $1`, in.BatchID, in.Object.SourceBytes); err != nil {
+		return m, err
+	}
+	m.bytes = in.Object.SourceBytes
+	return m, nil
+}
 
 // verifyObject confirms an object exists with the source checksum (and, when
 // given, the server checksum) recorded at upload.
@@ -111,48 +168,126 @@ type RemoveReportFileInput struct {
 	ReportID string
 }
 
-// RemoveReportFile removes the local file of an archived report, after
-// confirming its object once more, and sets deleted_locally. Idempotent: a
-// file already gone is fine; a report already marked is left alone.
-func (a *Activities) RemoveReportFile(ctx context.Context, in RemoveReportFileInput) error {
-	var filePath, location, sourceSHA string
+// RemoveReportFileResult says whether the file went, and why not.
+type RemoveReportFileResult struct {
+	Removed bool
+	// Kept says why the file stays: another live report still points at
+	// it (it goes when that one is archived), or it changed since it was
+	// archived.
+	Kept string `json:",omitempty"`
+}
+
+// Reasons a local file is kept.
+const (
+	keptShared  = "another live report still uses the file"
+	keptChanged = "the file changed since it was archived"
+)
+
+// RemoveReportFile removes the local file of an archived report and sets
+// deleted_locally, only when all of these hold: the object is still there
+// with the checksums recorded; the file's content is still the content
+// uploaded (it is hashed again); no live report row points at the same
+// file (two rows may share one; the younger must keep it). A changed file
+// is kept and marked so (extra_data.archive.kept), and the report fails
+// with that reason. Idempotent: a file already gone is fine; a report
+// already marked is left alone.
+func (a *Activities) RemoveReportFile(ctx context.Context, in RemoveReportFileInput) (RemoveReportFileResult, error) {
+	var out RemoveReportFileResult
+	t, err := tableFor("reports")
+	if err != nil {
+		return out, err
+	}
+	var filePath, location, sourceSHA, kept string
 	var created time.Time
 	var deleted bool
-	err := a.DB.QueryRow(ctx, `
-		SELECT file_path, COALESCE(s3_location, ''), deleted_locally, created_at,
-		       COALESCE(extra_data->'archive'->>'source_sha256', '')
-		FROM reports_archive WHERE id = $1`, in.ReportID).Scan(&filePath, &location, &deleted, &created, &sourceSHA)
+	err = a.DB.QueryRow(ctx, fmt.Sprintf(`
+		SELECT %s::text, COALESCE(s3_location, ''), deleted_locally, %s::timestamptz,
+		       COALESCE(extra_data->'archive'->>'source_sha256', ''), COALESCE(extra_data->'archive'->>'kept', '')
+		FROM %s WHERE id::text = $1`, catalog.Quote(t.PathColumn), catalog.Quote(t.TimeColumn), catalog.Quote(t.Archive)), in.ReportID).
+		Scan(&filePath, &location, &deleted, &created, &sourceSHA, &kept)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return temporal.NewNonRetryableApplicationError("report "+in.ReportID+" is not archived: its file is kept", ErrInvalidInput, nil)
+		return out, temporal.NewNonRetryableApplicationError("report "+in.ReportID+" is not archived: its file is kept", ErrInvalidInput, nil)
 	}
 	if err != nil {
-		return fmt.Errorf("look up archived report %s: %w", in.ReportID, err)
+		return out, fmt.Errorf("look up archived report %s: %w", in.ReportID, err)
 	}
 	if deleted {
-		return nil
+		return out, nil
+	}
+	if kept != "" {
+		out.Kept = kept
+		return out, nil
 	}
 	prefix := "s3://" + a.storeBucket() + "/"
 	if !strings.HasPrefix(location, prefix) {
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("report %s is archived to %q, not this bucket: its file is kept", in.ReportID, location), ErrStorageConfig, nil)
+		return out, temporal.NewNonRetryableApplicationError(fmt.Sprintf("report %s is archived to %q, not this bucket: its file is kept", in.ReportID, location), ErrStorageConfig, nil)
 	}
 	if err := a.verifyObject(ctx, strings.TrimPrefix(location, prefix), sourceSHA, ""); err != nil {
-		return err
+		return out, err
 	}
 	path, err := ResolveReportPath(a.ReportsDir, filePath)
 	switch {
 	case err == nil:
+		shared, err := a.sharedFile(ctx, t, path, filePath)
+		if err != nil {
+			return out, err
+		}
+		if shared {
+			out.Kept = keptShared // not marked: when the other report goes, so does the file
+			return out, nil
+		}
+		sum, _, err := hashFile(ctx, path)
+		if err != nil {
+			return out, fmt.Errorf("hash the local file of report %s again: %w", in.ReportID, err)
+		}
+		if sum != sourceSHA {
+			if _, err := a.DB.Exec(ctx, fmt.Sprintf(`UPDATE %s SET extra_data = jsonb_set(extra_data, '{archive,kept}', to_jsonb($3::text))
+				WHERE id::text = $1 AND %s = $2`, catalog.Quote(t.Archive), catalog.Quote(t.TimeColumn)), in.ReportID, created, keptChanged); err != nil {
+				return out, fmt.Errorf("mark the file of report %s kept: %w", in.ReportID, err)
+			}
+			return out, temporal.NewNonRetryableApplicationError(fmt.Sprintf("report %s: %s: it is kept (the archived object holds the content as uploaded)", in.ReportID, keptChanged), ErrReportUnavailable, nil)
+		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("remove local file of report %s: %w", in.ReportID, err)
+			return out, fmt.Errorf("remove local file of report %s: %w", in.ReportID, err)
 		}
 	case err.Error() == "the local file is missing":
-		// Removed by an attempt that crashed before recording it.
+		// Removed by an attempt that crashed before recording it, or with
+		// another report that shared it.
 	default:
-		return temporal.NewNonRetryableApplicationError("report "+in.ReportID+": "+err.Error(), ErrReportUnavailable, nil)
+		return out, temporal.NewNonRetryableApplicationError("report "+in.ReportID+": "+err.Error(), ErrReportUnavailable, nil)
 	}
-	if _, err := a.DB.Exec(ctx, `UPDATE reports_archive SET deleted_locally = true WHERE id = $1 AND created_at = $2`, in.ReportID, created); err != nil {
-		return fmt.Errorf("mark report %s removed: %w", in.ReportID, err)
+	if _, err := a.DB.Exec(ctx, fmt.Sprintf(`UPDATE %s SET deleted_locally = true WHERE id::text = $1 AND %s = $2`,
+		catalog.Quote(t.Archive), catalog.Quote(t.TimeColumn)), in.ReportID, created); err != nil {
+		return out, fmt.Errorf("mark report %s removed: %w", in.ReportID, err)
 	}
-	return nil
+	out.Removed = true
+	return out, nil
+}
+
+// sharedFile reports whether a live report row points at the file at real
+// (resolved) path. Rows naming it by another spelling (./a/x, an absolute
+// path, a symlink of the same base name) count too: candidates are the rows
+// whose path ends in the file's base name, each resolved like the upload
+// resolves it.
+func (a *Activities) sharedFile(ctx context.Context, t policy.Table, real, filePath string) (bool, error) {
+	bases := []string{filepath.Base(real), filepath.Base(filePath)}
+	rows, err := a.DB.Query(ctx, fmt.Sprintf(`
+		SELECT DISTINCT %[1]s::text FROM %[2]s
+		WHERE %[1]s::text = $1 OR %[1]s::text = ANY ($2) OR right(%[1]s::text, length($3) + 1) = '/' || $3 OR right(%[1]s::text, length($4) + 1) = '/' || $4`,
+		catalog.Quote(t.PathColumn), catalog.Quote(t.Live)), filePath, bases, bases[0], bases[1])
+	if err != nil {
+		return false, fmt.Errorf("look for live reports sharing %s: %w", filepath.Base(real), err)
+	}
+	paths, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return false, fmt.Errorf("look for live reports sharing %s: %w", filepath.Base(real), err)
+	}
+	for _, p := range paths {
+		if other, err := ResolveReportPath(a.ReportsDir, p); err == nil && other == real {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (a *Activities) storeBucket() string {
@@ -171,35 +306,69 @@ type CompleteRemovalsInput struct {
 type CompleteRemovalsResult struct {
 	Removed int
 	Failed  int
+	// Kept counts files still used by a live report.
+	Kept int `json:",omitempty"`
 }
 
-// CompleteRemovals finishes the file removals that a crash interrupted:
-// archived reports whose local file is not yet marked removed.
+// CompleteRemovals finishes the file removals that a crash interrupted,
+// and those kept while another live report used the file: archived reports
+// whose local file is not yet marked removed, all of them, a page of Limit
+// at a time (so files kept for a long time never starve the others).
 func (a *Activities) CompleteRemovals(ctx context.Context, in CompleteRemovalsInput) (CompleteRemovalsResult, error) {
 	var out CompleteRemovalsResult
 	if a.Store == nil {
 		return out, nil // nothing can have been archived to a bucket without one
 	}
-	rows, err := a.DB.Query(ctx, `
-		SELECT id::text FROM reports_archive
-		WHERE NOT deleted_locally AND s3_location IS NOT NULL
-		ORDER BY created_at LIMIT $1`, in.Limit)
-	if err != nil {
-		return out, fmt.Errorf("find interrupted removals: %w", err)
+	if in.Limit <= 0 {
+		in.Limit = 1000
 	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	t, err := tableFor("reports")
 	if err != nil {
-		return out, fmt.Errorf("find interrupted removals: %w", err)
+		return out, err
 	}
-	for _, id := range ids {
-		if err := a.RemoveReportFile(ctx, RemoveReportFileInput{ReportID: id}); err != nil {
-			out.Failed++
-			if activity.IsActivity(ctx) {
-				activity.GetLogger(ctx).Warn("interrupted removal not completed", "report", id, "error", err.Error())
-			}
-			continue
+	var afterTS *time.Time
+	afterID := ""
+	for {
+		rows, err := a.DB.Query(ctx, fmt.Sprintf(`
+			SELECT id::text, %[1]s::timestamptz FROM %[2]s
+			WHERE NOT deleted_locally AND s3_location IS NOT NULL AND NOT COALESCE(extra_data->'archive' ? 'kept', false)
+			  AND ($2::timestamptz IS NULL OR (%[1]s::timestamptz, id::text) > ($2::timestamptz, $3::text))
+			ORDER BY %[1]s::timestamptz, id::text LIMIT $1`, catalog.Quote(t.TimeColumn), catalog.Quote(t.Archive)), in.Limit, afterTS, afterID)
+		if err != nil {
+			return out, fmt.Errorf("find interrupted removals: %w", err)
 		}
-		out.Removed++
+		type pending struct {
+			id string
+			ts time.Time
+		}
+		page, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (pending, error) {
+			var p pending
+			return p, r.Scan(&p.id, &p.ts)
+		})
+		if err != nil {
+			return out, fmt.Errorf("find interrupted removals: %w", err)
+		}
+		for _, p := range page {
+			r, err := a.RemoveReportFile(ctx, RemoveReportFileInput{ReportID: p.id})
+			switch {
+			case err != nil:
+				out.Failed++
+				if activity.IsActivity(ctx) {
+					activity.GetLogger(ctx).Warn("interrupted removal not completed", "report", p.id, "error", err.Error())
+				}
+			case r.Removed:
+				out.Removed++
+			default:
+				out.Kept++
+			}
+		}
+		if activity.IsActivity(ctx) {
+			activity.RecordHeartbeat(ctx, out)
+		}
+		if len(page) < in.Limit {
+			return out, nil
+		}
+		last := page[len(page)-1]
+		afterTS, afterID = &last.ts, last.id
 	}
-	return out, nil
 }

@@ -126,8 +126,8 @@ func TestReports(t *testing.T) {
 			if fin.RowsMoved != 1 || fin.Bytes != int64(len(r.Content)) {
 				t.Fatalf("finalize %+v", fin)
 			}
-			if err := rb.acts.RemoveReportFile(context.Background(), activities.RemoveReportFileInput{ReportID: r.ID.String()}); err != nil {
-				t.Fatalf("RemoveReportFile: %v", err)
+			if rm, err := rb.acts.RemoveReportFile(context.Background(), activities.RemoveReportFileInput{ReportID: r.ID.String()}); err != nil || !rm.Removed {
+				t.Fatalf("RemoveReportFile: %+v, %v", rm, err)
 			}
 			if !bytes.Equal(rb.restore(t, r.ID), r.Content) {
 				t.Fatal("the object does not restore the original bytes")
@@ -256,7 +256,7 @@ func TestReports(t *testing.T) {
 		if _, err := rb.store.Client.DeleteObject(context.Background(), deleteInput(rb.store.Bucket(), up.Object.Key)); err != nil {
 			t.Fatal(err)
 		}
-		if err := rb.acts.RemoveReportFile(context.Background(), activities.RemoveReportFileInput{ReportID: r.ID.String()}); err == nil {
+		if _, err := rb.acts.RemoveReportFile(context.Background(), activities.RemoveReportFileInput{ReportID: r.ID.String()}); err == nil {
 			t.Fatal("RemoveReportFile removed a file whose object is missing")
 		}
 		if _, err := os.Stat(filepath.Join(rb.dir, r.File)); err != nil {

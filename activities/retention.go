@@ -4,14 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
+	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.temporal.io/sdk/activity"
 
+	"github.com/mockupaws/archiver/internal/catalog"
 	"github.com/mockupaws/archiver/internal/policy"
 )
 
@@ -83,19 +83,26 @@ func (a *Activities) ApplyRetention(ctx context.Context, in RetentionInput) (Ret
 	}
 	defer conn.Exec(context.Background(), `RESET lock_timeout; RESET ROLE`) //nolint:errcheck // the connection goes back to the pool either way
 	for _, p := range parts {
-		how := "CONCURRENTLY"
-		if p.detachPending {
-			how = "FINALIZE"
-		}
-		detach := fmt.Sprintf(`ALTER TABLE %s DETACH PARTITION %s %s`,
-			pgx.Identifier{t.Archive}.Sanitize(), pgx.Identifier{p.name}.Sanitize(), how)
-		if err := withLockRetries(ctx, func() error { _, err := conn.Exec(ctx, detach); return err }); err != nil {
-			return out, fmt.Errorf("detach %s: %w", p.name, err)
+		if !p.orphan { // an orphan is detached already
+			how := "CONCURRENTLY"
+			if p.detachPending {
+				how = "FINALIZE"
+			}
+			detach := fmt.Sprintf(`ALTER TABLE %s DETACH PARTITION %s %s`, catalog.Quote(t.Archive), catalog.Quote(p.name), how)
+			if err := withLockRetries(ctx, func() error { _, err := conn.Exec(ctx, detach); return err }); err != nil {
+				return out, fmt.Errorf("detach %s: %w", p.name, err)
+			}
 		}
 		if mode == RetentionDrop {
-			drop := fmt.Sprintf(`DROP TABLE IF EXISTS %s`, pgx.Identifier{p.name}.Sanitize())
+			drop := fmt.Sprintf(`DROP TABLE IF EXISTS %s`, catalog.Quote(p.name))
 			if err := withLockRetries(ctx, func() error { _, err := conn.Exec(ctx, drop); return err }); err != nil {
-				return out, fmt.Errorf("drop %s: %w", p.name, err)
+				return out, fmt.Errorf("drop %s (detached; the next run drops it): %w", p.name, err)
+			}
+		} else {
+			// Kept on purpose: not an orphan for later runs to finish.
+			mark := fmt.Sprintf(`COMMENT ON TABLE %s IS %s`, catalog.Quote(p.name), quoteLiteral(retentionKeptComment))
+			if _, err := conn.Exec(ctx, mark); err != nil {
+				return out, fmt.Errorf("mark %s as kept: %w", p.name, err)
 			}
 		}
 		out.Partitions = append(out.Partitions, p.name)
@@ -127,60 +134,36 @@ func withLockRetries(ctx context.Context, f func() error) error {
 	return fmt.Errorf("still waiting for a lock after %d attempts: %w", detachAttempts, err)
 }
 
-type partition struct {
-	name          string
-	upper         time.Time
-	detachPending bool
-}
-
-var rangeBound = regexp.MustCompile(`^FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)$`)
-
-// parseBound reads a timestamptz partition bound as pg_get_expr prints it,
-// in the session's time zone (an offset of hours, or hours and minutes),
-// and returns it in UTC.
-func parseBound(s string) (time.Time, error) {
-	for _, layout := range []string{"2006-01-02 15:04:05.999999-07", "2006-01-02 15:04:05.999999-07:00", "2006-01-02 15:04:05.999999-07:00:00"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC(), nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("partition bound %q is not a timestamp", s)
-}
-
-// expiredPartitions lists the range partitions of t's archive whose upper
-// bound is at or before before, oldest first. DEFAULT and MINVALUE/MAXVALUE
-// partitions are never expired.
-func expiredPartitions(ctx context.Context, db querier, t policy.Table, before time.Time) ([]partition, error) {
-	rows, err := db.Query(ctx, `
-		SELECT c.relname, pg_get_expr(c.relpartbound, c.oid), i.inhdetachpending
-		FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-		WHERE i.inhparent = to_regclass($1)`, t.Archive)
+// expiredPartitions lists the monthly partitions of t's archive whose
+// upper bound is at or before before, oldest first, and the orphaned ones
+// (detached, never dropped) of such months. DEFAULT partitions and those
+// without timestamp bounds are never expired.
+func expiredPartitions(ctx context.Context, db catalog.Querier, t policy.Table, before time.Time) ([]partition, error) {
+	parts, err := archivePartitions(ctx, db, t)
 	if err != nil {
-		return nil, fmt.Errorf("list partitions of %s: %w", t.Archive, err)
-	}
-	defer rows.Close()
-	var out []partition
-	for rows.Next() {
-		var name, bound string
-		var pending bool
-		if err := rows.Scan(&name, &bound, &pending); err != nil {
-			return nil, fmt.Errorf("list partitions of %s: %w", t.Archive, err)
-		}
-		m := rangeBound.FindStringSubmatch(bound)
-		if m == nil {
-			continue
-		}
-		upper, err := parseBound(m[2])
-		if err != nil {
-			continue // not a bound this archiver writes; leave it alone
-		}
-		if !upper.After(before) {
-			out = append(out, partition{name: name, upper: upper, detachPending: pending})
-		}
-	}
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].upper.Before(out[j].upper) })
+	var out []partition
+	for _, p := range parts {
+		if p.upper != nil && !p.upper.After(before) {
+			out = append(out, p)
+		}
+	}
+	orphans, err := orphanPartitions(ctx, db, t)
+	if err != nil {
+		return nil, err
+	}
+	for name, month := range orphans {
+		upper := month.AddDate(0, 1, 0)
+		if !upper.After(before) {
+			out = append(out, partition{name: name, lower: &month, upper: &upper, orphan: true})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].upper.Before(*out[j].upper) })
 	return out, nil
+}
+
+// quoteLiteral quotes a constant string for DDL, which takes no parameters.
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }

@@ -33,10 +33,23 @@ func TestRetention(t *testing.T) {
 	// (2026-03-15 03:00) ends 2019-03-17 03:00: partitions up to 2019-02
 	// (upper bound 2019-03-01) are past it; 2019-03 is not wholly past.
 	before := asOf.Add(-7 * 365 * 24 * time.Hour)
+	// A row every 10 days from 2017-11-20 to the cut-off, so that every
+	// month has its partition (partitions are made only for months with
+	// rows).
+	var times []time.Time
+	for ts := time.Date(2017, 11, 20, 0, 0, 0, 0, time.UTC); ts.Before(cutoff); ts = ts.Add(10 * 24 * time.Hour) {
+		times = append(times, ts)
+	}
+	keep := 0 // rows in months not wholly past retention
+	for _, ts := range times {
+		if !ts.Before(time.Date(2019, 3, 1, 0, 0, 0, 0, time.UTC)) {
+			keep++
+		}
+	}
 	seed := func(t *testing.T, b bundle) {
-		testenv.InsertLogs(t, b.db, []time.Time{time.Date(2017, 11, 20, 0, 0, 0, 0, time.UTC), cutoff.Add(-time.Hour)})
+		testenv.InsertLogs(t, b.db, times)
 		b.ensure(t)
-		b.move(t, "00000000-0000-4000-8000-000000000001", 10)
+		b.move(t, "00000000-0000-4000-8000-000000000001", 1000)
 	}
 
 	t.Run("dry run lists exactly the partitions wholly past retention, drop removes them and no other", func(t *testing.T) {
@@ -71,9 +84,10 @@ func TestRetention(t *testing.T) {
 		if n := testenv.Count(t, b.db, `SELECT count(*) FROM pg_class WHERE relname = ANY($1)`, want); n != 0 {
 			t.Fatalf("%d dropped partitions still exist as tables", n)
 		}
-		// The row from late 2017 went with its partition; the recent one stayed.
-		if n := testenv.Count(t, b.db, `SELECT count(*) FROM scenario_logs_archive`); n != 1 {
-			t.Fatalf("%d archived rows left, want 1", n)
+		// The rows of the dropped months went with their partitions; the
+		// others stayed.
+		if n := testenv.Count(t, b.db, `SELECT count(*) FROM scenario_logs_archive`); n != int64(keep) {
+			t.Fatalf("%d archived rows left, want %d", n, keep)
 		}
 		again, err := b.acts.ApplyRetention(context.Background(), activities.RetentionInput{Table: "logs", Before: before})
 		if err != nil || len(again.Partitions) != 0 {
@@ -88,8 +102,8 @@ func TestRetention(t *testing.T) {
 		if err != nil || len(res.Partitions) != 16 {
 			t.Fatalf("detached %v (%v), want 16", res.Partitions, err)
 		}
-		if n := testenv.Count(t, b.db, `SELECT count(*) FROM scenario_logs_archive_y2017m11`); n != 1 {
-			t.Fatal("the detached partition lost its row")
+		if n := testenv.Count(t, b.db, `SELECT count(*) FROM scenario_logs_archive_y2017m11`); n != 2 {
+			t.Fatalf("the detached partition holds %d rows, want its 2", n)
 		}
 		if slices.Contains(partitions(t, b, "scenario_logs_archive"), "scenario_logs_archive_y2017m11") {
 			t.Fatal("the partition is still attached")

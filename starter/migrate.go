@@ -7,10 +7,8 @@ import (
 	"io"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/mockupaws/archiver/internal/config"
+	"github.com/mockupaws/archiver/internal/database"
 	"github.com/mockupaws/archiver/internal/demo"
 	"github.com/mockupaws/archiver/migrations"
 )
@@ -24,15 +22,19 @@ func cmdMigrate(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	conn, err := pgx.Connect(ctx, cfg.DatabaseURL)
+	conn, err := database.Connect(ctx, cfg.DatabaseURL, "archiver-starter")
 	if err != nil {
 		return fmt.Errorf("connect to PostgreSQL (%s): %w", config.Redact(cfg.DatabaseURL), err)
 	}
 	defer conn.Close(ctx)
-	from, to, err := migrations.Up(ctx, conn)
+	res, err := migrations.Apply(ctx, conn)
+	for _, idx := range res.Indexes {
+		fmt.Fprintf(stdout, "built index %s on a live table (concurrently)\n", idx)
+	}
 	if err != nil {
 		return err
 	}
+	from, to := res.From, res.To
 	if from == to {
 		fmt.Fprintf(stdout, "schema is up to date (version %d)\n", to)
 	} else {
@@ -66,7 +68,7 @@ func cmdDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	pool, err := database.Open(ctx, cfg.DatabaseURL, "archiver-starter")
 	if err != nil {
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}

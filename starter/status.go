@@ -10,11 +10,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
 	"github.com/mockupaws/archiver/internal/config"
+	"github.com/mockupaws/archiver/internal/database"
 	"github.com/mockupaws/archiver/internal/temporalclient"
 	"github.com/mockupaws/archiver/workflows"
 )
@@ -33,7 +33,7 @@ func cmdStatus(ctx context.Context, args []string, stdout io.Writer, logger *slo
 	if err != nil {
 		return err
 	}
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	pool, err := database.Open(ctx, cfg.DatabaseURL, "archiver-starter")
 	if err != nil {
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mockupaws/archiver/activities"
 	"github.com/mockupaws/archiver/internal/config"
+	"github.com/mockupaws/archiver/internal/database"
 	"github.com/mockupaws/archiver/internal/objectstore"
 	"github.com/mockupaws/archiver/internal/policy"
 	"github.com/mockupaws/archiver/internal/telemetry"
@@ -49,7 +50,7 @@ func run(logger *slog.Logger) error {
 		_ = tel.Shutdown(sctx)
 	}()
 
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	pool, err := database.Open(ctx, cfg.DatabaseURL, "archiver-worker")
 	if err != nil {
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}

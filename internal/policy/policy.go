@@ -13,6 +13,17 @@ import (
 // Day is a calendar day in UTC, the unit of every age in the policy.
 const Day = 24 * time.Hour
 
+// Modes: how a table's rows leave it.
+const (
+	// ModeMove: rows go to the archive table as they are.
+	ModeMove = "move"
+	// ModeDownsample: rows are aggregated per group and day into the
+	// archive table and deleted.
+	ModeDownsample = "downsample"
+	// ModeOffload: each row's file goes to S3, the row to the archive table.
+	ModeOffload = "offload"
+)
+
 // Table is the policy for one live table.
 type Table struct {
 	// Name is what operators type: logs, metrics, reports.
@@ -33,16 +44,26 @@ type Table struct {
 	DayAligned bool
 	// Built says whether this version of the archiver can archive the table.
 	Built bool
+	// Mode is how rows leave the table (ModeMove when empty).
+	Mode string `json:",omitempty"`
+	// GroupBy and Value (downsample): the columns an aggregate is kept per
+	// (with the UTC day of TimeColumn) and the column aggregated.
+	GroupBy []string `json:",omitempty"`
+	Value   string   `json:",omitempty"`
+	// PathColumn (offload): the column holding the file's path.
+	PathColumn string `json:",omitempty"`
 }
 
 // Tables is the default policy (the seed's values).
 var Tables = []Table{
 	{Name: "logs", Live: "scenario_logs", Archive: "scenario_logs_archive", TimeColumn: "received_at",
-		ArchiveAfter: 365 * Day, Retention: 7 * 365 * Day, BatchSize: 10000, Built: true},
+		ArchiveAfter: 365 * Day, Retention: 7 * 365 * Day, BatchSize: 10000, Built: true, Mode: ModeMove},
 	{Name: "metrics", Live: "scenario_metrics", Archive: "scenario_metrics_archive", TimeColumn: "timestamp",
-		ArchiveAfter: 730 * Day, Retention: 5 * 365 * Day, BatchSize: 50000, DayAligned: true, Built: true},
+		ArchiveAfter: 730 * Day, Retention: 5 * 365 * Day, BatchSize: 50000, DayAligned: true, Built: true,
+		Mode: ModeDownsample, GroupBy: []string{"scenario_id", "metric_type", "metric_name", "unit"}, Value: "value"},
 	{Name: "reports", Live: "reports", Archive: "reports_archive", TimeColumn: "created_at",
-		ArchiveAfter: 180 * Day, Retention: 5 * 365 * Day, BatchSize: 50, Built: true},
+		ArchiveAfter: 180 * Day, Retention: 5 * 365 * Day, BatchSize: 50, Built: true,
+		Mode: ModeOffload, PathColumn: "file_path"},
 }
 
 // MaxBatchSize bounds a batch so that one transaction stays short.

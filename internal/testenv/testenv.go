@@ -25,6 +25,7 @@ import (
 	tlog "go.temporal.io/sdk/log"
 
 	"github.com/mockupaws/archiver/activities"
+	"github.com/mockupaws/archiver/internal/database"
 	"github.com/mockupaws/archiver/internal/temporalclient"
 	"github.com/mockupaws/archiver/migrations"
 )
@@ -248,7 +249,7 @@ func StartWorkerOn(t testing.TB, c client.Client, queue string, acts *activities
 // Pool opens another connection pool to a test database, closed at the end.
 func Pool(t testing.TB, url string) *pgxpool.Pool {
 	t.Helper()
-	p, err := pgxpool.New(context.Background(), url)
+	p, err := database.Open(context.Background(), url, "archiver-test")
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
