@@ -14,6 +14,9 @@ type StartJobInput struct {
 	RunID      string
 	AsOf       time.Time
 	Cutoff     time.Time
+	// Forced: a backfill window the operator forced into rows younger than
+	// the policy's cut-off.
+	Forced bool `json:",omitempty"`
 }
 
 // StartJobResult says whether the row was new (false on a retried attempt).
@@ -29,10 +32,10 @@ func (a *Activities) StartJob(ctx context.Context, in StartJobInput) (StartJobRe
 		return StartJobResult{}, err
 	}
 	tag, err := a.DB.Exec(ctx, `
-		INSERT INTO archive_jobs (id, job_type, status, workflow_id, run_id, as_of, cutoff, started_at)
-		VALUES ($1, $2, 'running', $3, $4, $5, $6, now())
+		INSERT INTO archive_jobs (id, job_type, status, workflow_id, run_id, as_of, cutoff, started_at, forced)
+		VALUES ($1, $2, 'running', $3, $4, $5, $6, now(), $7)
 		ON CONFLICT (id) DO NOTHING`,
-		in.JobID, in.Table, in.WorkflowID, in.RunID, in.AsOf, in.Cutoff)
+		in.JobID, in.Table, in.WorkflowID, in.RunID, in.AsOf, in.Cutoff, in.Forced)
 	if err != nil {
 		return StartJobResult{}, fmt.Errorf("start job %s for %s: %w", in.JobID, in.Table, err)
 	}

@@ -175,16 +175,26 @@ func cmdBackfill(ctx context.Context, args []string, stdout, stderr io.Writer, l
 	table := fs.String("table", "", "logs, metrics or reports")
 	before := fs.String("before", "", "archive rows older than this (RFC3339 or date)")
 	after := fs.String("after", "", "and not older than this (optional)")
+	force := fs.Bool("force", false, "let the window reach into rows younger than the policy's cut-off (recorded in the run and archive_jobs)")
 	if err := fs.Parse(args); err != nil {
 		return usageErr("backfill: %v", err)
 	}
 	if fs.NArg() > 0 {
 		return usageErr("backfill: unexpected argument %q", fs.Arg(0))
 	}
-	req := workflows.BackfillRequest{Table: *table}
+	req := workflows.BackfillRequest{Table: *table, Force: *force}
 	var err error
 	if *table == "" {
 		return usageErr("backfill: --table is required (logs, metrics or reports)")
+	}
+	// The policy in force here (ARCHIVE_* overrides) decides the cut-off,
+	// and travels with the request so that the run uses it too.
+	pol, err := policy.Override(config.Getenv(getenv))
+	if err != nil {
+		return usageErr("backfill: %v", err)
+	}
+	if t, err := policy.Find(pol, *table); err == nil {
+		req.Policy = &t
 	}
 	if req.Before, err = ParseTime("--before", *before); err != nil {
 		return usageErr("backfill: %v", err)

@@ -63,6 +63,9 @@ type ArchiveInput struct {
 type Window struct {
 	After  time.Time `json:",omitempty"`
 	Before time.Time
+	// Force: the window may reach into rows younger than the policy's
+	// cut-off (the operator passed --force); archive_jobs records it.
+	Force bool `json:",omitempty"`
 }
 
 // Carry is what one run hands the next when it continues as new.

@@ -27,6 +27,13 @@ type BackfillRequest struct {
 	Table  string
 	Before time.Time
 	After  time.Time `json:",omitempty"`
+	// Force lets a window reach into rows younger than the policy's
+	// cut-off (the operator's --force); the run's archive_jobs row records
+	// it.
+	Force bool `json:",omitempty"`
+	// Policy is the table's policy in force where the request was made
+	// (the starter's configuration); nil means the built-in default.
+	Policy *policy.Table `json:",omitempty"`
 }
 
 func (r BackfillRequest) String() string {
@@ -34,8 +41,16 @@ func (r BackfillRequest) String() string {
 	if !r.After.IsZero() {
 		after = r.After.UTC().Format(time.RFC3339)
 	}
-	return fmt.Sprintf("%s from %s to %s", r.Table, after, r.Before.UTC().Format(time.RFC3339))
+	out := fmt.Sprintf("%s from %s to %s", r.Table, after, r.Before.UTC().Format(time.RFC3339))
+	if r.Force {
+		out += " (forced)"
+	}
+	return out
 }
+
+// changeBackfillCutoff: requests reaching into rows younger than the
+// policy's cut-off are refused unless forced.
+const changeBackfillCutoff = "backfill-policy-cutoff"
 
 // BackfillOutcome is a request that ran.
 type BackfillOutcome struct {
@@ -70,14 +85,28 @@ type BackfillState struct {
 const keepOutcomes = 50
 
 // ValidateBackfill refuses a request that cannot run: unknown table, an
-// empty or inverted window, a window reaching into the future, a metrics
-// window not on whole UTC days, or one overlapping a request already
-// queued or running for the same table. The starter calls it before
-// sending; the workflow calls it again on receipt.
+// empty or inverted window, a window reaching into the future or (unless
+// forced) into rows younger than the policy's cut-off, a metrics window not
+// on whole UTC days, or one overlapping a request already queued or running
+// for the same table. The starter calls it before sending; the workflow
+// calls it again on receipt.
 func ValidateBackfill(r BackfillRequest, now time.Time, pending []BackfillRequest) error {
+	return validateBackfill(r, now, pending, true)
+}
+
+func validateBackfill(r BackfillRequest, now time.Time, pending []BackfillRequest, checkCutoff bool) error {
 	t, err := policy.Lookup(r.Table)
 	if err != nil {
 		return err
+	}
+	if r.Policy != nil {
+		if r.Policy.Name != r.Table {
+			return fmt.Errorf("the request's policy is for %q, not %q", r.Policy.Name, r.Table)
+		}
+		if err := r.Policy.Validate(); err != nil {
+			return fmt.Errorf("the request's policy: %w", err)
+		}
+		t = *r.Policy
 	}
 	if r.Before.IsZero() {
 		return errors.New("--before is required")
@@ -87,6 +116,10 @@ func ValidateBackfill(r BackfillRequest, now time.Time, pending []BackfillReques
 	}
 	if !r.After.IsZero() && !r.After.Before(r.Before) {
 		return fmt.Errorf("--after %s is not before --before %s", r.After.UTC().Format(time.RFC3339), r.Before.UTC().Format(time.RFC3339))
+	}
+	if cut := t.Cutoff(now); checkCutoff && r.Before.After(cut) && !r.Force {
+		return fmt.Errorf("the window ends at %s, after the policy's cut-off %s (%s rows younger than %d days stay live): check --before, or pass --force to archive them anyway",
+			r.Before.UTC().Format(time.RFC3339), cut.Format(time.RFC3339), r.Table, t.ArchiveAfter/policy.Day)
 	}
 	if t.DayAligned && (!r.Before.Equal(r.Before.UTC().Truncate(24*time.Hour)) || !r.After.Equal(r.After.UTC().Truncate(24*time.Hour))) {
 		return fmt.Errorf("%s windows must start and end at 00:00 UTC: days are aggregated whole", r.Table)
@@ -108,12 +141,13 @@ func BackfillWorkflow(ctx workflow.Context, s BackfillState) (BackfillState, err
 		return s, err
 	}
 	requests := workflow.GetSignalChannel(ctx, SignalBackfill)
+	checkCutoff := workflow.GetVersion(ctx, changeBackfillCutoff, workflow.DefaultVersion, 1) >= 1
 	receive := func(r BackfillRequest) {
 		pending := append([]BackfillRequest(nil), s.Queue...)
 		if s.Current != nil {
 			pending = append(pending, *s.Current)
 		}
-		if err := ValidateBackfill(r, workflow.Now(ctx), pending); err != nil {
+		if err := validateBackfill(r, workflow.Now(ctx), pending, checkCutoff); err != nil {
 			workflow.GetLogger(ctx).Warn("backfill request refused", "request", r.String(), "reason", err.Error())
 			s.Refused = append(s.Refused, Refusal{Request: r, Reason: err.Error()})
 			return
@@ -180,9 +214,11 @@ func runBackfill(ctx workflow.Context, r BackfillRequest, n int) BackfillOutcome
 		),
 	})
 	var res ArchiveResult
-	err := workflow.ExecuteChildWorkflow(cctx, ArchiveWorkflowName, ArchiveInput{
-		Tables: []string{r.Table}, Window: &Window{After: r.After, Before: r.Before},
-	}).Get(ctx, &res)
+	in := ArchiveInput{Tables: []string{r.Table}, Window: &Window{After: r.After, Before: r.Before, Force: r.Force}}
+	if r.Policy != nil {
+		in.Policy = []policy.Table{*r.Policy}
+	}
+	err := workflow.ExecuteChildWorkflow(cctx, ArchiveWorkflowName, in).Get(ctx, &res)
 	var appErr *temporal.ApplicationError
 	if errors.As(err, &appErr) && appErr.HasDetails() {
 		_ = appErr.Details(&res)

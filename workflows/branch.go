@@ -55,7 +55,7 @@ func (b *branch) archive(ctx workflow.Context) {
 		r.JobID = runUUID(info, b.table.Name, "job").String()
 		err := workflow.ExecuteActivity(ctx, a.StartJob, activities.StartJobInput{
 			JobID: r.JobID, Table: b.table.Name, WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID,
-			AsOf: b.asOf, Cutoff: r.Cutoff,
+			AsOf: b.asOf, Cutoff: r.Cutoff, Forced: b.run.res.Window != nil && b.run.res.Window.Force,
 		}).Get(ctx, nil)
 		if err != nil {
 			b.fail(err) // no job row to close

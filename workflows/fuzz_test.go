@@ -3,6 +3,8 @@ package workflows
 import (
 	"testing"
 	"time"
+
+	"github.com/mockupaws/archiver/internal/policy"
 )
 
 // FuzzValidateBackfill: an accepted request is a well-formed window of a
@@ -23,6 +25,9 @@ func FuzzValidateBackfill(f *testing.F) {
 		}
 		if r.Before.After(now) || !r.After.IsZero() && !r.After.Before(r.Before) {
 			t.Fatalf("accepted %s", r)
+		}
+		if p, _ := policy.Lookup(r.Table); r.Before.After(p.Cutoff(now)) {
+			t.Fatalf("accepted %s, which reaches past the policy's cut-off %s without --force", r, p.Cutoff(now))
 		}
 		q := queued[0]
 		if r.Table == q.Table && (r.After.IsZero() || r.After.Before(q.Before)) && q.After.Before(r.Before) {
