@@ -160,8 +160,10 @@ func (a *Activities) moveOnce(ctx context.Context, t policy.Table, move mover, i
 	}
 	// Lock both tables in the mode the batch's DELETE and INSERT take
 	// anyway, before reading their definitions: a column added meanwhile
-	// either committed before (and is read) or waits for this batch.
-	if _, err := tx.Exec(ctx, fmt.Sprintf(`LOCK TABLE %s, %s IN ROW EXCLUSIVE MODE`, catalog.Quote(t.Live), catalog.Quote(t.Archive))); err != nil {
+	// either committed before (and is read) or waits for this batch. ONLY:
+	// adding a column locks the parent; and LOCK on a parent would check
+	// privileges on every partition, which the worker need not have.
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`LOCK TABLE ONLY %s, ONLY %s IN ROW EXCLUSIVE MODE`, catalog.Quote(t.Live), catalog.Quote(t.Archive))); err != nil {
 		return res, fmt.Errorf("lock %s and %s: %w", t.Live, t.Archive, err)
 	}
 	s, err := inspect(ctx, tx, t)

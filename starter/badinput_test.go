@@ -73,6 +73,8 @@ func TestBadInput(t *testing.T) {
 		{"throttle not a number", []string{"throttle", "fast"}, nil, "is not a number of batches per second"},
 		{"backfill --after not before --before", []string{"backfill", "--table", "logs", "--after", "2024-02-01", "--before", "2024-01-01"}, nil, "is not before --before"},
 		{"backfill window in the future", []string{"backfill", "--table", "logs", "--before", "2099-01-01"}, nil, "in the future"},
+		{"backfill window younger than the policy's cut-off", []string{"backfill", "--table", "logs", "--after", time.Now().AddDate(0, -2, 0).Format("2006-01-02"), "--before", time.Now().AddDate(0, -1, 0).Format("2006-01-02")}, nil,
+			"after the policy's cut-off"},
 		{"backfill metrics on part of a day", []string{"backfill", "--table", "metrics", "--before", "2024-01-01T12:00:00Z"}, nil, "must start and end at 00:00 UTC"},
 		{"schedule backfill inverted", []string{"schedule", "backfill", "--from", "2024-02-01", "--to", "2024-01-01"}, nil, "--from must be before --to"},
 		{"schedule unknown time zone", []string{"schedule", "apply", "--id", "tz-" + testenv.RandomID(), "--timezone", "Mars/Olympus"}, nil, `time zone "Mars/Olympus"`},

@@ -58,6 +58,9 @@ func run(logger *slog.Logger) error {
 	if err := pool.Ping(ctx); err != nil {
 		return fmt.Errorf("connect to PostgreSQL (DATABASE_URL %s): %w", config.Redact(cfg.DatabaseURL), err)
 	}
+	if err := database.Check(ctx, pool); err != nil {
+		return err
+	}
 	tel.Metrics.Init(ctx, policy.BuiltNames())
 	if err := seedLastSuccess(ctx, pool, tel.Metrics); err != nil {
 		logger.Warn("could not read the last successful jobs; archive_job_last_success_timestamp starts empty", "error", err.Error())
