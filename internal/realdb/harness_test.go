@@ -33,9 +33,9 @@ import (
 // asOf is every run's instant; the cut-offs follow from the policy.
 var (
 	asOf          = time.Date(2026, 3, 15, 3, 0, 0, 0, time.UTC)
-	logsCutoff    = asOf.Add(-365 * 24 * time.Hour)                                 // 2025-03-15 03:00
-	metricsCutoff = time.Date(2024, 3, 15, 0, 0, 0, 0, time.UTC)                    // day of asOf − 730 days
-	reportsCutoff = asOf.Add(-180 * 24 * time.Hour)                                 // 2025-09-16 03:00
+	logsCutoff    = asOf.Add(-365 * 24 * time.Hour)                                // 2025-03-15 03:00
+	metricsCutoff = time.Date(2024, 3, 15, 0, 0, 0, 0, time.UTC)                   // day of asOf − 730 days
+	reportsCutoff = asOf.Add(-180 * 24 * time.Hour)                                // 2025-09-16 03:00
 	retentionEnd  = asOf.Add(-7 * 365 * 24 * time.Hour).Truncate(time.Microsecond) // logs: 2019-03-17 03:00
 )
 
