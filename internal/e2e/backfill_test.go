@@ -65,5 +65,5 @@ func TestBackfillQueue(t *testing.T) {
 		(received_at >= '2024-01-01Z' AND received_at < '2024-02-01Z') OR (received_at >= '2023-06-01Z' AND received_at < '2023-07-01Z'))`); n != 0 {
 		t.Fatalf("%d archived rows outside the windows", n)
 	}
-	record(t, b.c, run, "backfill-v1.json")
+	record(t, b.c, run, "backfill-v2.json")
 }
