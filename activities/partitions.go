@@ -295,23 +295,6 @@ func orphanPartitions(ctx context.Context, db interface {
 	return out, nil
 }
 
-// months lists the first instant (UTC) of every month from the one holding
-// from up to the one holding the last instant before until.
-func months(from, until time.Time) []time.Time {
-	last := until.UTC().Add(-time.Microsecond)
-	if last.Before(from) {
-		return nil
-	}
-	m := monthStart(from)
-	end := monthStart(last)
-	var out []time.Time
-	for !m.After(end) {
-		out = append(out, m)
-		m = m.AddDate(0, 1, 0)
-	}
-	return out
-}
-
 func monthStart(t time.Time) time.Time {
 	t = t.UTC()
 	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)

@@ -118,6 +118,13 @@ func wantRule() types.LifecycleRule {
 	}
 }
 
+// legacyPrefix is the rule's deprecated top-level Prefix, which a server
+// may still answer with.
+func legacyPrefix(r types.LifecycleRule) *string {
+	//lint:ignore SA1019 a server may answer with the legacy field
+	return r.Prefix
+}
+
 // describeRules renders the fields the archiver sets, one rule a line, for
 // comparison and for the failure message.
 func describeRules(rules []types.LifecycleRule) string {
@@ -126,8 +133,8 @@ func describeRules(rules []types.LifecycleRule) string {
 		prefix := "<none>"
 		if r.Filter != nil && r.Filter.Prefix != nil {
 			prefix = *r.Filter.Prefix
-		} else if r.Prefix != nil { //nolint:staticcheck // a server may answer with the legacy field
-			prefix = "legacy " + *r.Prefix
+		} else if legacy := legacyPrefix(r); legacy != nil {
+			prefix = "legacy " + *legacy
 		}
 		expire := int32(-1)
 		if r.Expiration != nil {
