@@ -1,8 +1,12 @@
 package activities
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/mockupaws/archiver/internal/catalog"
 )
@@ -113,4 +117,23 @@ SET rows_moved = t.inserted, rows_merged = t.merged, rows_deleted = t.deleted, b
 FROM totals t
 WHERE ab.batch_id = %s
 RETURNING t.inserted, t.merged, t.expected, t.deleted, t.bytes, t.min_ts, t.max_ts, t.last_key`, inserted, merged, expected, batch)
+}
+
+// run executes a statement that ends with recordTotals and reads what it
+// returns. More is true when the batch was full: rows may remain.
+func (b *batchSQL) run(ctx context.Context, tx pgx.Tx, sql string) (moved, error) {
+	var m moved
+	var lastKey *string
+	err := tx.QueryRow(ctx, sql, b.args...).Scan(&m.inserted, &m.merged, &m.expected, &m.deleted, &m.bytes, &m.minTS, &m.maxTS, &lastKey)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return m, fmt.Errorf("ledger row of batch vanished inside its transaction")
+	}
+	if err != nil {
+		return m, err
+	}
+	// A short batch means none is left that this worker could lock; rows
+	// locked by another worker are that worker's to move.
+	m.more = m.deleted >= int64(b.in.Limit)
+	m.last = lastOf(m.maxTS, lastKey)
+	return m, nil
 }

@@ -2,7 +2,6 @@ package activities
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -26,10 +25,9 @@ import (
 // transaction-level advisory lock, so two workers never merge into the same
 // aggregates at once.
 func downsampleRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (moved, error) {
-	var m moved
 	t := s.table
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('archiver.batches.' || $1))`, t.Live); err != nil {
-		return m, fmt.Errorf("lock metric batches: %w", err)
+		return moved{}, fmt.Errorf("lock metric batches: %w", err)
 	}
 	b := newBatchSQL(s, in)
 	groups := catalog.QuoteAll("", t.GroupBy)
@@ -72,17 +70,7 @@ moved AS (
 		groups, catalog.Quote(s.archive.Name), catalog.Quote(t.TimeColumn),
 		aggregateID(t.GroupBy), scale, b.arg(in.BatchID),
 		b.recordTotals("(SELECT count(*) FILTER (WHERE fresh) FROM ins)", "(SELECT count(*) FILTER (WHERE NOT fresh) FROM ins)", "(SELECT count(*) FROM agg)"))
-	var lastKey *string
-	err := tx.QueryRow(ctx, sql, b.args...).Scan(&m.inserted, &m.merged, &m.expected, &m.deleted, &m.bytes, &m.minTS, &m.maxTS, &lastKey)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return m, fmt.Errorf("ledger row of batch vanished inside its transaction")
-	}
-	if err != nil {
-		return m, err
-	}
-	m.more = m.deleted >= int64(in.Limit)
-	m.last = lastOf(m.maxTS, lastKey)
-	return m, nil
+	return b.run(ctx, tx, sql)
 }
 
 // aggregateID is the SQL expression of an aggregate's id: an MD5 over an

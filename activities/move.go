@@ -248,7 +248,6 @@ var movers = map[string]mover{
 // moveRows moves rows as they are: every live column, listed from the
 // catalogue, into the archive with the batch id.
 func moveRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (moved, error) {
-	var m moved
 	b := newBatchSQL(s, in)
 	sql := fmt.Sprintf(`
 WITH %s,
@@ -264,21 +263,8 @@ moved AS (
 		catalog.QuoteAll("l.", s.copy), b.tsExpr("l."), b.keyExpr("l."),
 		catalog.Quote(s.archive.Name), catalog.QuoteAll("", s.copy),
 		catalog.QuoteAll("", s.copy), b.arg(in.BatchID),
-		b.recordTotals("(SELECT count(*) FROM ins)", "0", "count(*)"))
-	var lastKey *string
-	err := tx.QueryRow(ctx, sql, b.args...).Scan(&m.inserted, &m.merged, &m.expected, &m.deleted, &m.bytes, &m.minTS, &m.maxTS, &lastKey)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return m, fmt.Errorf("ledger row of batch vanished inside its transaction")
-	}
-	if err != nil {
-		return m, err
-	}
-	m.expected = m.deleted // every deleted row is inserted once
-	// A short batch means none is left that this worker could lock; rows
-	// locked by another worker are that worker's to move.
-	m.more = m.deleted >= int64(in.Limit)
-	m.last = lastOf(m.maxTS, lastKey)
-	return m, nil
+		b.recordTotals("(SELECT count(*) FROM ins)", "0", "count(*)")) // every deleted row is inserted once
+	return b.run(ctx, tx, sql)
 }
 
 // recordEmpty marks a batch that found nothing to move as committed with

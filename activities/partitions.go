@@ -86,13 +86,9 @@ func ensurePartitions(ctx context.Context, db querier, t policy.Table, after, cu
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('archiver.partitions.' || $1))`, t.Archive); err != nil {
 		return res, fmt.Errorf("lock partitions of %s: %w", t.Archive, err)
 	}
-	parts, err := archivePartitions(ctx, tx, t)
+	existing, err := partitionsByName(ctx, tx, t)
 	if err != nil {
 		return res, err
-	}
-	existing := map[string]bool{}
-	for _, p := range parts {
-		existing[p.name] = true
 	}
 	orphans, err := orphanPartitions(ctx, tx, t)
 	if err != nil {
@@ -100,7 +96,7 @@ func ensurePartitions(ctx context.Context, db querier, t policy.Table, after, cu
 	}
 	for _, n := range needed {
 		name := PartitionName(t, n.month)
-		if existing[name] {
+		if _, ok := existing[name]; ok {
 			continue
 		}
 		if _, ok := orphans[name]; ok {
@@ -121,13 +117,9 @@ func ensurePartitions(ctx context.Context, db querier, t policy.Table, after, cu
 	}
 	// CREATE TABLE IF NOT EXISTS skips a name that some other table holds:
 	// check that every month needed really has its partition now.
-	after2, err := archivePartitions(ctx, tx, t)
+	have, err := partitionsByName(ctx, tx, t)
 	if err != nil {
 		return res, err
-	}
-	have := map[string]partition{}
-	for _, p := range after2 {
-		have[p.name] = p
 	}
 	for _, n := range needed {
 		name := PartitionName(t, n.month)
@@ -244,6 +236,21 @@ func archivePartitions(ctx context.Context, db interface {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list partitions of %s: %w", t.Archive, err)
+	}
+	return out, nil
+}
+
+// partitionsByName maps t's archive partitions by name.
+func partitionsByName(ctx context.Context, db interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}, t policy.Table) (map[string]partition, error) {
+	parts, err := archivePartitions(ctx, db, t)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]partition, len(parts))
+	for _, p := range parts {
+		out[p.name] = p
 	}
 	return out, nil
 }

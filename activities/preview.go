@@ -68,20 +68,16 @@ func (a *Activities) Preview(ctx context.Context, in PreviewInput) (PreviewResul
 	if out.Oldest == nil {
 		return out, nil
 	}
-	parts, err := archivePartitions(ctx, tx, t)
+	existing, err := partitionsByName(ctx, tx, t)
 	if err != nil {
 		return out, err
-	}
-	existing := map[string]bool{}
-	for _, p := range parts {
-		existing[p.name] = true
 	}
 	needed, err := monthsWithRows(ctx, tx, t, in.After, in.Cutoff)
 	if err != nil {
 		return out, err
 	}
 	for _, m := range needed {
-		if name := PartitionName(t, m.month); !existing[name] {
+		if name := PartitionName(t, m.month); existing[name].name == "" {
 			out.PartitionsToCreate = append(out.PartitionsToCreate, name)
 		}
 	}

@@ -128,9 +128,7 @@ WITH moved AS (
 		catalog.Quote(t.Archive), catalog.QuoteAll("", cols),
 		strings.Join(values, ", "), b.arg(a.Store.Location(in.Object.Key)), b.arg(in.BatchID),
 		b.recordTotals("(SELECT count(*) FROM ins)", "0", "count(*)"))
-	var lastKey *string
-	err = tx.QueryRow(ctx, sql, b.args...).Scan(&m.inserted, &m.merged, &m.expected, &m.deleted, &m.bytes, &m.minTS, &m.maxTS, &lastKey)
-	if err != nil {
+	if m, err = b.run(ctx, tx, sql); err != nil {
 		return m, err
 	}
 	if m.deleted != 1 {

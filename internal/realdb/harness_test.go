@@ -185,17 +185,7 @@ func (d *realDB) fingerprint() string {
 // no particular order, optionally filtered ("" for all).
 func (d *realDB) rows(table, where string) (int64, string) {
 	d.t.Helper()
-	if where == "" {
-		where = "true"
-	}
-	var n int64
-	var sum string
-	q := fmt.Sprintf(`SELECT count(*), COALESCE(md5(string_agg(h, '' ORDER BY h)), '')
-		FROM (SELECT md5(t::text) AS h FROM %s t WHERE %s) x`, table, where)
-	if err := d.db.QueryRow(context.Background(), q).Scan(&n, &sum); err != nil {
-		d.t.Fatalf("digest %s: %v", table, err)
-	}
-	return n, sum
+	return d.columns(table+" t", "t.*", where)
 }
 
 // columns digests the given columns of the rows of a table or view, in no

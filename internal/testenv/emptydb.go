@@ -26,17 +26,7 @@ func EmptyDB(t testing.TB) (*pgxpool.Pool, string) {
 	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE template0`, pgx.Identifier{name}.Sanitize())); err != nil {
 		t.Fatalf("create empty test database: %v", err)
 	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), env.AdminURL)
-		if err != nil {
-			t.Errorf("drop test database %s: %v", name, err)
-			return
-		}
-		defer c.Close(context.Background())
-		if _, err := c.Exec(context.Background(), fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, pgx.Identifier{name}.Sanitize())); err != nil {
-			t.Errorf("drop test database %s: %v", name, err)
-		}
-	})
+	dropAtCleanup(t, env, name)
 	url := withDatabase(t, env.AdminURL, name)
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {

@@ -100,8 +100,14 @@ func NewDB(t testing.TB) (*pgxpool.Pool, string) {
 	if err != nil {
 		t.Fatalf("connect to test database: %v", err)
 	}
+	dropAtCleanup(t, env, name)
+	t.Cleanup(pool.Close) // before the drop: cleanups run last-in first-out
+	return pool, url
+}
+
+// dropAtCleanup drops the test database name when the test ends.
+func dropAtCleanup(t testing.TB, env Env, name string) {
 	t.Cleanup(func() {
-		pool.Close()
 		c, err := pgx.Connect(context.Background(), env.AdminURL)
 		if err != nil {
 			t.Errorf("drop test database %s: %v", name, err)
@@ -112,7 +118,6 @@ func NewDB(t testing.TB) (*pgxpool.Pool, string) {
 			t.Errorf("drop test database %s: %v", name, err)
 		}
 	})
-	return pool, url
 }
 
 func ensureTemplate(ctx context.Context, admin *pgx.Conn, adminURL, tmpl string) error {
