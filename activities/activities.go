@@ -3,6 +3,8 @@ package activities
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -18,8 +20,13 @@ import (
 // Activities holds what the activities share. The worker registers one.
 type Activities struct {
 	DB *pgxpool.Pool
-	// Store is the reports bucket (nil: reports archiving not configured).
-	Store *objectstore.Store
+	// Store is the reports bucket (nil: reports archiving not configured),
+	// and the default bucket of declared offload entries; StoreOptions
+	// open the other buckets entries name (Store's own when empty).
+	Store        *objectstore.Store
+	StoreOptions objectstore.Options
+	storesMu     sync.Mutex
+	stores       map[string]*objectstore.Store
 	// ReportsDir is the root that reports.file_path is resolved under;
 	// nothing outside it is ever read or removed.
 	ReportsDir string
@@ -58,10 +65,23 @@ func invalid(format string, err error) error {
 	return temporal.NewNonRetryableApplicationError(format+": "+err.Error(), ErrInvalidInput, nil)
 }
 
-// tableFor returns the policy of a table an activity was asked to work on.
-func tableFor(name string) (policy.Table, error) {
-	t, err := policy.Lookup(name)
-	if err != nil {
+// entryFor returns the policy entry an activity works on: the one the
+// workflow passed (the policy in force where the run started), else the
+// built-in table of that name. A passed entry's identifiers are checked
+// again here: they go into SQL.
+func entryFor(name string, e *policy.Table) (policy.Table, error) {
+	if e == nil {
+		t, err := policy.Lookup(name)
+		if err != nil {
+			return t, invalid("archive activity", err)
+		}
+		return t, nil
+	}
+	t := policy.Normalize(*e)
+	if name != "" && t.Name != name {
+		return t, invalid("archive activity", fmt.Errorf("the entry passed is %q, not %q", t.Name, name))
+	}
+	if err := t.CheckNames(); err != nil {
 		return t, invalid("archive activity", err)
 	}
 	return t, nil

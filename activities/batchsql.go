@@ -59,6 +59,7 @@ func (b *batchSQL) selectBatch() string {
 			where = append(where, fmt.Sprintf("%s >= %s::timestamptz", b.ts, b.arg(c.TS)))
 		}
 	}
+	cond := strings.Join(where, " AND ") + b.where("")
 	cols := "ctid"
 	if !b.s.live.RowAddressUnique() {
 		cols = "tableoid, ctid, " + b.ts
@@ -69,14 +70,22 @@ func (b *batchSQL) selectBatch() string {
     ORDER BY %s
     LIMIT %s
     FOR UPDATE SKIP LOCKED
-)`, cols, catalog.Quote(b.s.live.Name), strings.Join(where, " AND "), order, b.arg(b.in.Limit))
+)`, cols, catalog.QuoteName(b.s.live.Name), cond, order, b.arg(b.in.Limit))
+}
+
+// where is the entry's structured filter, its values added as parameters.
+func (b *batchSQL) where(alias string) string {
+	f := newFilter(b.s.table, b.s.live)
+	sql := f.sql(alias, len(b.args)+1)
+	b.args = append(b.args, f.args...)
+	return sql
 }
 
 // deleteBatch deletes exactly the rows of "batch" (aliased l); the caller
 // adds RETURNING.
 func (b *batchSQL) deleteBatch() string {
 	sql := fmt.Sprintf(`DELETE FROM %s l
-    WHERE l.ctid = ANY (ARRAY(SELECT ctid FROM batch))`, catalog.Quote(b.s.live.Name))
+    WHERE l.ctid = ANY (ARRAY(SELECT ctid FROM batch))`, catalog.QuoteName(b.s.live.Name))
 	if !b.s.live.RowAddressUnique() {
 		sql += fmt.Sprintf(`
       AND (l.tableoid, l.ctid) IN (SELECT tableoid, ctid FROM batch)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/mockupaws/archiver/internal/policy"
 )
 
 // StartJobInput opens the archive_jobs row of one table in one run.
@@ -17,6 +19,9 @@ type StartJobInput struct {
 	// Forced: a backfill window the operator forced into rows younger than
 	// the policy's cut-off.
 	Forced bool `json:",omitempty"`
+	// Entry is the table's policy entry in force (nil: the built-in table
+	// of that name).
+	Entry *policy.Table `json:",omitempty"`
 }
 
 // StartJobResult says whether the row was new (false on a retried attempt).
@@ -28,7 +33,7 @@ type StartJobResult struct {
 // StartJob inserts the job row as running. The id comes from the workflow,
 // so a retry finds the row it already wrote and changes nothing.
 func (a *Activities) StartJob(ctx context.Context, in StartJobInput) (StartJobResult, error) {
-	if _, err := tableFor(in.Table); err != nil {
+	if _, err := entryFor(in.Table, in.Entry); err != nil {
 		return StartJobResult{}, err
 	}
 	tag, err := a.DB.Exec(ctx, `

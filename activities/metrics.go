@@ -67,7 +67,7 @@ moved AS (
 )%[13]s`,
 		b.selectBatch(), b.deleteBatch(),
 		catalog.QuoteAll("l.", t.GroupBy), value, b.tsExpr("l."), b.keyExpr("l."),
-		groups, catalog.Quote(s.archive.Name), catalog.Quote(t.TimeColumn),
+		groups, catalog.QuoteName(s.archive.Name), catalog.Quote(t.TimeColumn),
 		aggregateID(t.GroupBy), scale, b.arg(in.BatchID),
 		b.recordTotals("(SELECT count(*) FILTER (WHERE fresh) FROM ins)", "(SELECT count(*) FILTER (WHERE NOT fresh) FROM ins)", "(SELECT count(*) FROM agg)"))
 	return b.run(ctx, tx, sql)

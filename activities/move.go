@@ -32,6 +32,9 @@ type MoveBatchInput struct {
 	// each batch loop carries the last key it moved, so a batch never
 	// rescans the index entries of rows already moved (dead until vacuum).
 	Cursor *Key `json:",omitempty"`
+	// Entry is the table's policy entry in force (nil: the built-in table
+	// of that name).
+	Entry *policy.Table `json:",omitempty"`
 }
 
 // Key is a position in a live table's (time, id) order.
@@ -74,7 +77,7 @@ type MoveBatchResult struct {
 //     them into the archive in one server-side statement;
 //  3. record counts, bytes and the time range in the ledger row; commit.
 func (a *Activities) MoveBatch(ctx context.Context, in MoveBatchInput) (MoveBatchResult, error) {
-	t, err := tableFor(in.Table)
+	t, err := entryFor(in.Table, in.Entry)
 	if err != nil {
 		return MoveBatchResult{}, err
 	}
@@ -163,12 +166,15 @@ func (a *Activities) moveOnce(ctx context.Context, t policy.Table, move mover, i
 	// either committed before (and is read) or waits for this batch. ONLY:
 	// adding a column locks the parent; and LOCK on a parent would check
 	// privileges on every partition, which the worker need not have.
-	if _, err := tx.Exec(ctx, fmt.Sprintf(`LOCK TABLE ONLY %s, ONLY %s IN ROW EXCLUSIVE MODE`, catalog.Quote(t.Live), catalog.Quote(t.Archive))); err != nil {
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`LOCK TABLE ONLY %s, ONLY %s IN ROW EXCLUSIVE MODE`, catalog.QuoteName(t.Live), catalog.QuoteName(t.Archive))); err != nil {
 		return res, fmt.Errorf("lock %s and %s: %w", t.Live, t.Archive, err)
 	}
 	s, err := inspect(ctx, tx, t)
 	if err != nil {
 		return res, err
+	}
+	if s.planned {
+		return res, invalid("move batch", fmt.Errorf("the archive table %s does not exist (dropped during the run?)", t.Archive))
 	}
 	m, err := move(ctx, tx, s, in)
 	if err != nil {
@@ -261,7 +267,7 @@ moved AS (
 )%s`,
 		b.selectBatch(), b.deleteBatch(),
 		catalog.QuoteAll("l.", s.copy), b.tsExpr("l."), b.keyExpr("l."),
-		catalog.Quote(s.archive.Name), catalog.QuoteAll("", s.copy),
+		catalog.QuoteName(s.archive.Name), catalog.QuoteAll("", s.copy),
 		catalog.QuoteAll("", s.copy), b.arg(in.BatchID),
 		b.recordTotals("(SELECT count(*) FROM ins)", "0", "count(*)")) // every deleted row is inserted once
 	return b.run(ctx, tx, sql)

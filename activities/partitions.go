@@ -20,6 +20,9 @@ type EnsurePartitionsInput struct {
 	Table  string
 	Cutoff time.Time
 	After  time.Time `json:",omitempty"` // a backfill window's lower bound
+	// Entry is the table's policy entry in force (nil: the built-in table
+	// of that name).
+	Entry *policy.Table `json:",omitempty"`
 }
 
 // WorkerRole is the least-privilege role of migrations/003_worker_role.sql:
@@ -34,6 +37,9 @@ type EnsurePartitionsResult struct {
 	// Reattached names orphaned partitions (detached, never dropped) that
 	// were attached again because rows of their month are to be archived.
 	Reattached []string `json:",omitempty"`
+	// ArchiveCreated names the archive table this call made (a declared
+	// entry's first run).
+	ArchiveCreated string `json:",omitempty"`
 }
 
 // EnsurePartitions runs the preflight checks, then creates the missing
@@ -41,16 +47,23 @@ type EnsurePartitionsResult struct {
 // callers serialise on an advisory lock, so two workers never race to create
 // the same partition.
 func (a *Activities) EnsurePartitions(ctx context.Context, in EnsurePartitionsInput) (EnsurePartitionsResult, error) {
-	t, err := tableFor(in.Table)
+	t, err := entryFor(in.Table, in.Entry)
 	if err != nil {
 		return EnsurePartitionsResult{}, err
 	}
 	if _, err := preflight(ctx, a.DB, t); err != nil {
 		return EnsurePartitionsResult{}, err
 	}
+	made, err := ensureArchiveTable(ctx, a.DB, t)
+	if err != nil {
+		return EnsurePartitionsResult{}, err
+	}
 	res, err := ensurePartitions(ctx, a.DB, t, in.After, in.Cutoff)
 	if err != nil {
 		return EnsurePartitionsResult{}, err
+	}
+	if made {
+		res.ArchiveCreated = t.Archive
 	}
 	if a.Metrics != nil {
 		a.Metrics.Remaining(t.Name, estimateEligible(ctx, a.DB, t, in.After, in.Cutoff))
@@ -67,7 +80,7 @@ type querier interface {
 
 func ensurePartitions(ctx context.Context, db querier, t policy.Table, after, cutoff time.Time) (EnsurePartitionsResult, error) {
 	var res EnsurePartitionsResult
-	needed, err := monthsWithRows(ctx, db, t, after, cutoff)
+	needed, err := periodsWithRows(ctx, db, t, after, cutoff)
 	if err != nil || len(needed) == 0 {
 		return res, err
 	}
@@ -95,7 +108,7 @@ func ensurePartitions(ctx context.Context, db querier, t policy.Table, after, cu
 		return res, err
 	}
 	for _, n := range needed {
-		name := PartitionName(t, n.month)
+		name := PartitionName(t, n.start)
 		if _, ok := existing[name]; ok {
 			continue
 		}
@@ -104,13 +117,13 @@ func ensurePartitions(ctx context.Context, db querier, t policy.Table, after, cu
 			// crash interrupted): its rows are archived rows of this month.
 			// Attach it again rather than lose the month; retention decides
 			// its fate at the end of the run.
-			if _, err := tx.Exec(ctx, attachPartitionSQL(t, n.month)); err != nil {
+			if _, err := tx.Exec(ctx, attachPartitionSQL(t, n.start)); err != nil {
 				return res, fmt.Errorf("attach the orphaned partition %s again: %w (rename or drop it, then run again)", name, err)
 			}
 			res.Reattached = append(res.Reattached, name)
 			continue
 		}
-		if _, err := tx.Exec(ctx, createPartitionSQL(t, n.month)); err != nil {
+		if _, err := tx.Exec(ctx, createPartitionSQL(t, n.start)); err != nil {
 			return res, overlapError(err, name)
 		}
 		res.Created = append(res.Created, name)
@@ -122,10 +135,10 @@ func ensurePartitions(ctx context.Context, db querier, t policy.Table, after, cu
 		return res, err
 	}
 	for _, n := range needed {
-		name := PartitionName(t, n.month)
-		if p, ok := have[name]; !ok || p.lower == nil || !p.lower.Equal(n.month) {
+		name := PartitionName(t, n.start)
+		if p, ok := have[name]; !ok || p.lower == nil || !p.lower.Equal(n.start) {
 			return res, invalid("ensure partitions", fmt.Errorf("%s exists but is not the partition of %s for %s (a table of that name made by hand?): rename it, then run again",
-				name, t.Archive, n.month.Format("2006-01")))
+				name, t.Archive, n.start.Format("2006-01-02")))
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -134,49 +147,71 @@ func ensurePartitions(ctx context.Context, db querier, t policy.Table, after, cu
 	return res, nil
 }
 
-// monthWithRows is a UTC month that holds eligible rows, and the oldest.
-type monthWithRows struct {
-	month, oldest time.Time
+// periodWithRows is a partition span (a UTC month or day) that holds
+// eligible rows, and the oldest of them.
+type periodWithRows struct {
+	start, oldest time.Time
 }
 
-// monthsWithRows lists the UTC months holding rows in [after, cutoff),
-// oldest first, by skipping from one month's first row to the next month's
-// (an index seek per month that has rows): one row dated 1900 costs one
-// partition, not one for every month since.
-func monthsWithRows(ctx context.Context, db querier, t policy.Table, after, cutoff time.Time) ([]monthWithRows, error) {
+// periodsWithRows lists the partition spans holding rows in [after,
+// cutoff), oldest first, by skipping from one span's first row to the next
+// span's (an index seek per span that has rows): one row dated 1900 costs
+// one partition, not one for every month since.
+func periodsWithRows(ctx context.Context, db querier, t policy.Table, after, cutoff time.Time) ([]periodWithRows, error) {
+	span := t.PartitionSpan()
+	live, err := describeForFilter(ctx, db, t)
+	if err != nil {
+		return nil, err
+	}
+	w := newFilter(t, live)
+	cond := w.sql("l.", 3)
 	sql := fmt.Sprintf(`
 		WITH RECURSIVE m AS (
-		    SELECT (SELECT min(%[1]s) FROM %[2]s WHERE %[1]s < $1::timestamptz AND %[1]s >= $2::timestamptz)::timestamptz AS first
+		    SELECT (SELECT min(l.%[1]s) FROM %[2]s l WHERE l.%[1]s < $1::timestamptz AND l.%[1]s >= $2::timestamptz%[3]s)::timestamptz AS first
 		    UNION ALL
 		    SELECT (SELECT min(l.%[1]s) FROM %[2]s l
-		            WHERE l.%[1]s >= (date_trunc('month', m.first, 'UTC') AT TIME ZONE 'UTC' + interval '1 month') AT TIME ZONE 'UTC'
-		              AND l.%[1]s < $1::timestamptz)::timestamptz
+		            WHERE l.%[1]s >= (date_trunc('%[4]s', m.first, 'UTC') AT TIME ZONE 'UTC' + interval '1 %[4]s') AT TIME ZONE 'UTC'
+		              AND l.%[1]s < $1::timestamptz%[3]s)::timestamptz
 		    FROM m WHERE m.first IS NOT NULL
 		)
 		SELECT first FROM m WHERE first IS NOT NULL`,
-		catalog.Quote(t.TimeColumn), catalog.Quote(t.Live))
-	rows, err := db.Query(ctx, sql, cutoff, after)
+		catalog.Quote(t.TimeColumn), catalog.QuoteName(t.Live), cond, span)
+	rows, err := db.Query(ctx, sql, append([]any{cutoff, after}, w.args...)...)
 	if err != nil {
-		return nil, fmt.Errorf("find the months holding eligible rows of %s: %w", t.Live, err)
+		return nil, fmt.Errorf("find the %ss holding eligible rows of %s: %w", span, t.Live, err)
 	}
 	firsts, err := pgx.CollectRows(rows, pgx.RowTo[time.Time])
 	if err != nil {
-		return nil, fmt.Errorf("find the months holding eligible rows of %s: %w", t.Live, err)
+		return nil, fmt.Errorf("find the %ss holding eligible rows of %s: %w", span, t.Live, err)
 	}
-	out := make([]monthWithRows, len(firsts))
+	out := make([]periodWithRows, len(firsts))
 	for i, f := range firsts {
-		out[i] = monthWithRows{month: monthStart(f), oldest: f.UTC()}
+		out[i] = periodWithRows{start: periodStart(t, f), oldest: f.UTC()}
 	}
 	return out, nil
+}
+
+// describeForFilter reads the live table when t has conditions (their
+// values are cast to the columns' types).
+func describeForFilter(ctx context.Context, db catalog.Querier, t policy.Table) (catalog.Table, error) {
+	if len(t.Where) == 0 {
+		return catalog.Table{}, nil
+	}
+	return catalog.Describe(ctx, db, t.Live)
 }
 
 // estimateEligible is the planner's estimate of the rows in [after,
 // cutoff): free, unlike a count over a 100M-row backlog (0 if unknown).
 func estimateEligible(ctx context.Context, db querier, t policy.Table, after, cutoff time.Time) int64 {
 	var plan []byte
-	sql := fmt.Sprintf(`EXPLAIN (FORMAT JSON) SELECT 1 FROM %[2]s WHERE %[1]s < $1::timestamptz AND %[1]s >= $2::timestamptz`,
-		catalog.Quote(t.TimeColumn), catalog.Quote(t.Live))
-	if err := db.QueryRow(ctx, sql, cutoff, after).Scan(&plan); err != nil {
+	live, err := describeForFilter(ctx, db, t)
+	if err != nil {
+		return 0
+	}
+	w := newFilter(t, live)
+	sql := fmt.Sprintf(`EXPLAIN (FORMAT JSON) SELECT 1 FROM %[2]s l WHERE l.%[1]s < $1::timestamptz AND l.%[1]s >= $2::timestamptz%[3]s`,
+		catalog.Quote(t.TimeColumn), catalog.QuoteName(t.Live), w.sql("l.", 3))
+	if err := db.QueryRow(ctx, sql, append([]any{cutoff, after}, w.args...)...).Scan(&plan); err != nil {
 		return 0
 	}
 	var p []struct {
@@ -221,7 +256,7 @@ ORDER BY 1`
 func archivePartitions(ctx context.Context, db interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }, t policy.Table) ([]partition, error) {
-	rows, err := db.Query(ctx, partitionsSQL, t.Archive)
+	rows, err := db.Query(ctx, partitionsSQL, catalog.QuoteName(t.Archive))
 	if err != nil {
 		return nil, fmt.Errorf("list partitions of %s: %w", t.Archive, err)
 	}
@@ -259,11 +294,11 @@ func partitionsByName(ctx context.Context, db interface {
 // on purpose (ARCHIVE_RETENTION_MODE=detach); such a table is not an orphan.
 const retentionKeptComment = "archiver: detached by retention and kept (ARCHIVE_RETENTION_MODE=detach)"
 
-// orphanPartitions finds tables that carry the name of one of t's monthly
+// orphanPartitions finds tables that carry the name of one of t's
 // partitions but are attached to nothing: a partition whose detach
 // completed but whose drop did not (a lock timeout, a killed worker). Only
 // tables owned by the archive table's owner count, and not those retention
-// kept on purpose. It maps each name to its month.
+// kept on purpose. It maps each name to its span's start.
 func orphanPartitions(ctx context.Context, db interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }, t policy.Table) (map[string]time.Time, error) {
@@ -274,7 +309,7 @@ func orphanPartitions(ctx context.Context, db interface {
 		  AND c.relnamespace = a.relnamespace AND c.relowner = a.relowner
 		  AND c.relkind = 'r' AND NOT c.relispartition
 		  AND left(c.relname, length(a.relname) + 2) = a.relname || '_y'
-		  AND obj_description(c.oid, 'pg_class') IS DISTINCT FROM $2`, t.Archive, retentionKeptComment)
+		  AND obj_description(c.oid, 'pg_class') IS DISTINCT FROM $2`, catalog.QuoteName(t.Archive), retentionKeptComment)
 	if err != nil {
 		return nil, fmt.Errorf("look for orphaned partitions of %s: %w", t.Archive, err)
 	}
@@ -282,7 +317,8 @@ func orphanPartitions(ctx context.Context, db interface {
 	if err != nil {
 		return nil, fmt.Errorf("look for orphaned partitions of %s: %w", t.Archive, err)
 	}
-	pattern := regexp.MustCompile(`^` + regexp.QuoteMeta(t.Archive) + `_y(\d{4})m(\d{2})$`)
+	_, base := policy.SplitName(t.Archive)
+	pattern := regexp.MustCompile(`^` + regexp.QuoteMeta(base) + `_y(\d{4})m(\d{2})(?:d(\d{2}))?$`)
 	out := map[string]time.Time{}
 	for _, n := range names {
 		m := pattern.FindStringSubmatch(n)
@@ -291,44 +327,68 @@ func orphanPartitions(ctx context.Context, db interface {
 		}
 		y, _ := strconv.Atoi(m[1])
 		mo, _ := strconv.Atoi(m[2])
-		if mo < 1 || mo > 12 {
-			continue
+		d := 1
+		if m[3] != "" {
+			d, _ = strconv.Atoi(m[3])
 		}
-		month := time.Date(y, time.Month(mo), 1, 0, 0, 0, 0, time.UTC)
-		if PartitionName(t, month) == n {
-			out[n] = month
+		start := time.Date(y, time.Month(mo), d, 0, 0, 0, 0, time.UTC)
+		if PartitionName(t, start) == n { // the entry's span, and a real date
+			out[n] = start
 		}
 	}
 	return out, nil
 }
 
-func monthStart(t time.Time) time.Time {
-	t = t.UTC()
-	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+// periodStart is the start of the archive partition span (a UTC month, or
+// a day) holding ts.
+func periodStart(t policy.Table, ts time.Time) time.Time {
+	ts = ts.UTC()
+	if t.PartitionSpan() == policy.PartitionDay {
+		return time.Date(ts.Year(), ts.Month(), ts.Day(), 0, 0, 0, 0, time.UTC)
+	}
+	return time.Date(ts.Year(), ts.Month(), 1, 0, 0, 0, 0, time.UTC)
 }
 
-// PartitionName is the monthly partition's name: <archive>_yYYYYmMM.
-func PartitionName(t policy.Table, month time.Time) string {
-	return fmt.Sprintf("%s_y%04dm%02d", t.Archive, month.Year(), int(month.Month()))
+// periodEnd is the start of the span after the one starting at start.
+func periodEnd(t policy.Table, start time.Time) time.Time {
+	if t.PartitionSpan() == policy.PartitionDay {
+		return start.AddDate(0, 0, 1)
+	}
+	return start.AddDate(0, 1, 0)
+}
+
+// PartitionName is a partition's name (in the archive table's schema):
+// <archive>_yYYYYmMM, or <archive>_yYYYYmMMdDD for daily partitions.
+func PartitionName(t policy.Table, start time.Time) string {
+	_, base := policy.SplitName(t.Archive)
+	if t.PartitionSpan() == policy.PartitionDay {
+		return fmt.Sprintf("%s_y%04dm%02dd%02d", base, start.Year(), int(start.Month()), start.Day())
+	}
+	return fmt.Sprintf("%s_y%04dm%02d", base, start.Year(), int(start.Month()))
+}
+
+// partitionIdent is a partition's name quoted for SQL, schema-qualified
+// like its archive table.
+func partitionIdent(t policy.Table, name string) string {
+	return catalog.QuoteName(catalog.Sibling(t.Archive, name))
 }
 
 // createPartitionSQL is DDL, which takes no parameters: the identifiers come
 // from the policy and are quoted; the bounds are formatted from time values,
 // in UTC and ISO order, so no session setting can shift them.
-func createPartitionSQL(t policy.Table, month time.Time) string {
+func createPartitionSQL(t policy.Table, start time.Time) string {
 	return fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s PARTITION OF %s FOR VALUES %s`,
-		catalog.Quote(PartitionName(t, month)), catalog.Quote(t.Archive), monthBounds(month))
+		partitionIdent(t, PartitionName(t, start)), catalog.QuoteName(t.Archive), periodBounds(t, start))
 }
 
-// attachPartitionSQL attaches an orphaned monthly partition again. A table
-// detached CONCURRENTLY keeps a CHECK constraint equal to its bounds, so
-// PostgreSQL skips the validation scan.
-func attachPartitionSQL(t policy.Table, month time.Time) string {
+// attachPartitionSQL attaches an orphaned partition again. A table detached
+// CONCURRENTLY keeps a CHECK constraint equal to its bounds, so PostgreSQL
+// skips the validation scan.
+func attachPartitionSQL(t policy.Table, start time.Time) string {
 	return fmt.Sprintf(`ALTER TABLE %s ATTACH PARTITION %s FOR VALUES %s`,
-		catalog.Quote(t.Archive), catalog.Quote(PartitionName(t, month)), monthBounds(month))
+		catalog.QuoteName(t.Archive), partitionIdent(t, PartitionName(t, start)), periodBounds(t, start))
 }
 
-func monthBounds(month time.Time) string {
-	next := month.AddDate(0, 1, 0)
-	return fmt.Sprintf(`FROM ('%s') TO ('%s')`, month.Format("2006-01-02 15:04:05+00"), next.Format("2006-01-02 15:04:05+00"))
+func periodBounds(t policy.Table, start time.Time) string {
+	return fmt.Sprintf(`FROM ('%s') TO ('%s')`, start.Format("2006-01-02 15:04:05+00"), periodEnd(t, start).Format("2006-01-02 15:04:05+00"))
 }

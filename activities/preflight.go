@@ -49,7 +49,7 @@ func preflight(ctx context.Context, db catalog.Querier, t policy.Table) (shape, 
 	}
 	if c, _ := s.live.Column(t.TimeColumn); !c.NotNull {
 		var n int64
-		q := fmt.Sprintf(`SELECT count(*) FROM %s WHERE %s IS NULL`, catalog.Quote(t.Live), catalog.Quote(t.TimeColumn))
+		q := fmt.Sprintf(`SELECT count(*) FROM %s WHERE %s IS NULL`, catalog.QuoteName(t.Live), catalog.Quote(t.TimeColumn))
 		if err := db.QueryRow(ctx, q).Scan(&n); err != nil {
 			return s, fmt.Errorf("preflight %s: %w", t.Live, err)
 		}
@@ -57,7 +57,65 @@ func preflight(ctx context.Context, db catalog.Querier, t policy.Table) (shape, 
 			return s, invalid("preflight", fmt.Errorf("%d rows of %s have a NULL %s: they can never be archived; set their %s or delete them", n, t.Live, t.TimeColumn, t.TimeColumn))
 		}
 	}
+	if err := checkFilter(ctx, db, t, s.live); err != nil {
+		return s, err
+	}
+	if err := checkPrivileges(ctx, db, t, s); err != nil {
+		return s, err
+	}
+	if s.planned {
+		return s, nil // no partitions yet
+	}
 	return s, checkPartitions(ctx, db, t)
+}
+
+// checkPrivileges refuses a live table the worker cannot archive from,
+// with the GRANTs that fix it: SELECT and DELETE, and UPDATE on one column
+// (PostgreSQL requires it for the row locks of FOR UPDATE); and, for an
+// archive table to create, CREATE on its schema. The built-in tables get
+// theirs from migrations/003. It checks the role archiver_worker where it
+// exists (the starter checks for the worker), else the current user.
+func checkPrivileges(ctx context.Context, db catalog.Querier, t policy.Table, s shape) error {
+	if t.Seed() {
+		return nil
+	}
+	updCol := s.key
+	if updCol == "" {
+		updCol = t.TimeColumn
+	}
+	schema := s.archive.Schema
+	if s.planned {
+		schema = s.live.Schema
+		if sch, _ := policy.SplitName(t.Archive); sch != "" {
+			schema = sch
+		}
+	}
+	var role string
+	var sel, del, upd, create bool
+	err := db.QueryRow(ctx, `
+		WITH r AS (SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $4) AND pg_has_role(current_user, $4, 'MEMBER')
+		                       THEN $4 ELSE current_user END AS name)
+		SELECT r.name, has_table_privilege(r.name, $1::regclass, 'SELECT'), has_table_privilege(r.name, $1::regclass, 'DELETE'),
+		       has_any_column_privilege(r.name, $1::regclass, 'UPDATE'),
+		       COALESCE(has_schema_privilege(r.name, $2, 'CREATE'), false) OR NOT $3
+		FROM r`, catalog.QuoteName(t.Live), schema, s.planned, WorkerRole).Scan(&role, &sel, &del, &upd, &create)
+	if err != nil {
+		return fmt.Errorf("check privileges on %s: %w", t.Live, err)
+	}
+	var grants []string
+	if !sel || !del {
+		grants = append(grants, fmt.Sprintf("GRANT SELECT, DELETE ON %s TO %s", catalog.QuoteName(t.Live), catalog.Quote(role)))
+	}
+	if !upd {
+		grants = append(grants, fmt.Sprintf("GRANT UPDATE (%s) ON %s TO %s", catalog.Quote(updCol), catalog.QuoteName(t.Live), catalog.Quote(role)))
+	}
+	if !create {
+		grants = append(grants, fmt.Sprintf("GRANT USAGE, CREATE ON SCHEMA %s TO %s", catalog.Quote(schema), catalog.Quote(role)))
+	}
+	if len(grants) > 0 {
+		return invalid("policy", fmt.Errorf("%s: %s cannot archive %s yet; run: %s", t.Name, role, t.Live, strings.Join(grants, "; ")))
+	}
+	return nil
 }
 
 // fkEffect says what a delete would do through the constraints.
@@ -83,12 +141,12 @@ func checkPartitions(ctx context.Context, db catalog.Querier, t policy.Table) er
 		if p.isDefault {
 			return invalid("preflight", fmt.Errorf("%s has a DEFAULT partition %s (made by hand?): rows would land there and monthly partitions could not be created; move its rows into monthly partitions and drop it", t.Archive, p.name))
 		}
-		if p.lower == nil || !p.lower.Equal(monthStart(*p.lower)) || !p.upper.Equal(p.lower.AddDate(0, 1, 0)) || p.name != PartitionName(t, *p.lower) {
+		if p.lower == nil || !p.lower.Equal(periodStart(t, *p.lower)) || !p.upper.Equal(periodEnd(t, *p.lower)) || p.name != PartitionName(t, *p.lower) {
 			bounds := "no timestamp range"
 			if p.lower != nil {
 				bounds = fmt.Sprintf("from %s to %s", p.lower.Format(time.RFC3339), p.upper.Format(time.RFC3339))
 			}
-			return invalid("preflight", fmt.Errorf("%s has a partition %s (%s) that is not one of the archiver's monthly partitions (made by hand?): it would overlap them; move its rows and drop or detach it", t.Archive, p.name, bounds))
+			return invalid("preflight", fmt.Errorf("%s has a partition %s (%s) that is not one of the archiver's partitions (made by hand?): it would overlap them; move its rows and drop or detach it", t.Archive, p.name, bounds))
 		}
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mockupaws/archiver/internal/catalog"
+	"github.com/mockupaws/archiver/internal/policy"
 )
 
 // PreviewInput asks what a run would archive from one table.
@@ -18,6 +19,9 @@ type PreviewInput struct {
 	// RetentionLimit, when set, also lists the archive partitions that
 	// retention would remove.
 	RetentionLimit time.Time
+	// Entry is the table's policy entry in force (nil: the built-in table
+	// of that name).
+	Entry *policy.Table `json:",omitempty"`
 }
 
 // PreviewResult is a dry run's answer for one table.
@@ -29,13 +33,17 @@ type PreviewResult struct {
 	Newest             *time.Time
 	PartitionsToCreate []string
 	PartitionsToDrop   []string `json:",omitempty"`
+	// ArchiveToCreate and ArchiveDDL: the archive table a real run would
+	// make first (a declared entry's first run).
+	ArchiveToCreate string `json:",omitempty"`
+	ArchiveDDL      string `json:",omitempty"`
 }
 
 // Preview reports the eligible rows, their bytes and time range, and the
 // partitions a real run would create. It runs in a READ ONLY transaction, so
 // a dry run cannot write even by mistake.
 func (a *Activities) Preview(ctx context.Context, in PreviewInput) (PreviewResult, error) {
-	t, err := tableFor(in.Table)
+	t, err := entryFor(in.Table, in.Entry)
 	if err != nil {
 		return PreviewResult{}, err
 	}
@@ -45,14 +53,23 @@ func (a *Activities) Preview(ctx context.Context, in PreviewInput) (PreviewResul
 		return out, fmt.Errorf("preview %s: %w", t.Live, err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	if _, err := preflight(ctx, tx, t); err != nil {
+	s, err := preflight(ctx, tx, t)
+	if err != nil {
 		return out, err
 	}
+	if s.planned {
+		stmts, err := createArchiveSQL(t, s.live)
+		if err != nil {
+			return out, err
+		}
+		out.ArchiveToCreate, out.ArchiveDDL = t.Archive, stmts[0]
+	}
+	w := newFilter(t, s.live)
 	sql := fmt.Sprintf(`
-		SELECT count(*), COALESCE(sum(pg_column_size(l.*)), 0)::bigint, min(%[1]s)::timestamptz, max(%[1]s)::timestamptz
-		FROM %[2]s l WHERE %[1]s < $1::timestamptz AND %[1]s >= $2::timestamptz`,
-		catalog.Quote(t.TimeColumn), catalog.Quote(t.Live))
-	if err := tx.QueryRow(ctx, sql, in.Cutoff, in.After).Scan(&out.Rows, &out.Bytes, &out.Oldest, &out.Newest); err != nil {
+		SELECT count(*), COALESCE(sum(pg_column_size(l.*)), 0)::bigint, min(l.%[1]s)::timestamptz, max(l.%[1]s)::timestamptz
+		FROM %[2]s l WHERE l.%[1]s < $1::timestamptz AND l.%[1]s >= $2::timestamptz%[3]s`,
+		catalog.Quote(t.TimeColumn), catalog.QuoteName(t.Live), w.sql("l.", 3))
+	if err := tx.QueryRow(ctx, sql, append([]any{in.Cutoff, in.After}, w.args...)...).Scan(&out.Rows, &out.Bytes, &out.Oldest, &out.Newest); err != nil {
 		return out, fmt.Errorf("preview %s: %w", t.Live, err)
 	}
 	out.Oldest, out.Newest = utc(out.Oldest), utc(out.Newest)
@@ -72,12 +89,12 @@ func (a *Activities) Preview(ctx context.Context, in PreviewInput) (PreviewResul
 	if err != nil {
 		return out, err
 	}
-	needed, err := monthsWithRows(ctx, tx, t, in.After, in.Cutoff)
+	needed, err := periodsWithRows(ctx, tx, t, in.After, in.Cutoff)
 	if err != nil {
 		return out, err
 	}
 	for _, m := range needed {
-		if name := PartitionName(t, m.month); existing[name].name == "" {
+		if name := PartitionName(t, m.start); existing[name].name == "" {
 			out.PartitionsToCreate = append(out.PartitionsToCreate, name)
 		}
 	}

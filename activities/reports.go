@@ -32,6 +32,10 @@ type ListReportsInput struct {
 	AfterTime *time.Time
 	AfterID   string
 	Limit     int
+	// Table and Entry name the offload entry ("" and nil: the built-in
+	// reports table).
+	Table string        `json:",omitempty"`
+	Entry *policy.Table `json:",omitempty"`
 }
 
 // ListReportsResult is one page: ids in (created_at, id) order.
@@ -48,7 +52,7 @@ func (a *Activities) ListReports(ctx context.Context, in ListReportsInput) (List
 	if err := policy.ValidateBatchSize(in.Limit); err != nil {
 		return ListReportsResult{}, invalid("list reports", err)
 	}
-	t, err := tableFor("reports")
+	t, err := entryFor(offloadName(in.Table), in.Entry)
 	if err != nil {
 		return ListReportsResult{}, err
 	}
@@ -56,17 +60,24 @@ func (a *Activities) ListReports(ctx context.Context, in ListReportsInput) (List
 	if err != nil {
 		return ListReportsResult{}, err
 	}
-	id, ts := catalog.Quote("id"), catalog.Quote(t.TimeColumn)
+	keyCol, keyType := "id", s.live.ColumnType("id")
+	if !t.Seed() {
+		keyCol, keyType = s.key, s.keyType
+	}
+	id, ts := catalog.Quote(keyCol), catalog.Quote(t.TimeColumn)
 	args := []any{in.Cutoff, in.After, in.Limit + 1}
 	cursor := ""
 	if in.AfterTime != nil {
 		args = append(args, *in.AfterTime, in.AfterID)
-		cursor = fmt.Sprintf("AND (%s, %s) > ($4::timestamptz, CAST($5::text AS %s))", ts, id, s.live.ColumnType("id"))
+		cursor = fmt.Sprintf("AND (l.%s, l.%s) > ($4::timestamptz, CAST($5::text AS %s))", ts, id, keyType)
 	}
+	w := newFilter(t, s.live)
+	cond := w.sql("l.", len(args)+1)
+	args = append(args, w.args...)
 	rows, err := a.DB.Query(ctx, fmt.Sprintf(`
-		SELECT %[1]s::text, %[2]s::timestamptz FROM %[3]s
-		WHERE %[2]s < $1::timestamptz AND %[2]s >= $2::timestamptz %[4]s
-		ORDER BY %[2]s, %[1]s LIMIT $3`, id, ts, catalog.Quote(t.Live), cursor), args...)
+		SELECT l.%[1]s::text, l.%[2]s::timestamptz FROM %[3]s l
+		WHERE l.%[2]s < $1::timestamptz AND l.%[2]s >= $2::timestamptz %[4]s%[5]s
+		ORDER BY l.%[2]s, l.%[1]s LIMIT $3`, id, ts, catalog.QuoteName(t.Live), cursor, cond), args...)
 	if err != nil {
 		return ListReportsResult{}, fmt.Errorf("list reports: %w", err)
 	}
@@ -116,6 +127,10 @@ type ReportObject struct {
 // UploadReportInput names the report to upload.
 type UploadReportInput struct {
 	ReportID string
+	// Table and Entry name the offload entry ("" and nil: the built-in
+	// reports table).
+	Table string        `json:",omitempty"`
+	Entry *policy.Table `json:",omitempty"`
 }
 
 // UploadReportResult is the verified object, or AlreadyArchived when the
@@ -133,18 +148,18 @@ type UploadReportResult struct {
 // confirms the object. An object already there with the same source checksum
 // is reused, never uploaded twice.
 func (a *Activities) UploadReport(ctx context.Context, in UploadReportInput) (UploadReportResult, error) {
-	if a.Store == nil {
-		return UploadReportResult{}, temporal.NewNonRetryableApplicationError(
-			"reports archiving is not configured: set REPORTS_ARCHIVE_BUCKET (and the AWS_* variables)", ErrStorageConfig, nil)
-	}
-	t, err := tableFor("reports")
+	t, err := entryFor(offloadName(in.Table), in.Entry)
 	if err != nil {
 		return UploadReportResult{}, err
 	}
-	rep, err := a.lookupReport(ctx, t, in.ReportID)
+	o, err := a.offloadFor(ctx, t)
+	if err != nil {
+		return UploadReportResult{}, err
+	}
+	rep, err := a.lookupReport(ctx, o, in.ReportID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		var archived bool
-		if err := a.DB.QueryRow(ctx, fmt.Sprintf(`SELECT EXISTS (SELECT 1 FROM %s WHERE id::text = $1)`, catalog.Quote(t.Archive)), in.ReportID).Scan(&archived); err != nil {
+		if err := a.DB.QueryRow(ctx, fmt.Sprintf(`SELECT EXISTS (SELECT 1 FROM %s WHERE %s::text = $1)`, catalog.QuoteName(t.Archive), catalog.Quote(o.key)), in.ReportID).Scan(&archived); err != nil {
 			return UploadReportResult{}, fmt.Errorf("look up report %s: %w", in.ReportID, err)
 		}
 		if archived {
@@ -156,7 +171,7 @@ func (a *Activities) UploadReport(ctx context.Context, in UploadReportInput) (Up
 		return UploadReportResult{}, err
 	}
 	format, filePath, created := rep.format, rep.path, rep.created
-	path, err := ResolveReportPath(a.ReportsDir, filePath)
+	path, err := ResolveReportPath(o.root, filePath)
 	if err != nil {
 		return UploadReportResult{}, temporal.NewNonRetryableApplicationError("report "+in.ReportID+": "+err.Error(), ErrReportUnavailable, nil)
 	}
@@ -169,17 +184,17 @@ func (a *Activities) UploadReport(ctx context.Context, in UploadReportInput) (Up
 	if err != nil {
 		return UploadReportResult{}, temporal.NewNonRetryableApplicationError("report "+in.ReportID+": "+err.Error(), ErrReportUnavailable, nil)
 	}
-	obj := ReportObject{Key: ReportKey(in.ReportID, format, created, comp), SourceSHA256: sum, SourceBytes: size, Compression: comp,
+	obj := ReportObject{Key: o.objectKey(in.ReportID, format, created, comp), SourceSHA256: sum, SourceBytes: size, Compression: comp,
 		PathSHA256: sha256Hex(filePath), SourceModTime: st.ModTime().UnixNano()}
 
-	if have, err := a.Store.Head(ctx, obj.Key); err == nil && have.Metadata["source-sha256"] == sum && have.Checksum != "" {
+	if have, err := o.store.Head(ctx, obj.Key); err == nil && have.Metadata["source-sha256"] == sum && have.Checksum != "" {
 		obj.Size, obj.Checksum = have.Size, have.Checksum
 		return UploadReportResult{Object: obj, Reused: true}, nil
 	} else if err != nil && !errors.Is(err, objectstore.ErrNotFound) {
 		return UploadReportResult{}, storageError(err)
 	}
 
-	up, err := a.upload(ctx, path, obj)
+	up, err := a.upload(ctx, o.store, path, obj)
 	if err != nil {
 		return UploadReportResult{}, err
 	}
@@ -195,14 +210,15 @@ type liveReport struct {
 
 // lookupReport reads a live report by id (of whatever type the id column
 // has).
-func (a *Activities) lookupReport(ctx context.Context, t policy.Table, id string) (liveReport, error) {
+func (a *Activities) lookupReport(ctx context.Context, o offload, id string) (liveReport, error) {
 	var r liveReport
-	s, err := inspect(ctx, a.DB, t)
-	if err != nil {
-		return r, err
+	t := o.t
+	format := "''"
+	if t.Seed() {
+		format = "format::text"
 	}
-	err = a.DB.QueryRow(ctx, fmt.Sprintf(`SELECT format::text, %s::text, %s::timestamptz FROM %s WHERE id = CAST($1::text AS %s)`,
-		catalog.Quote(t.PathColumn), catalog.Quote(t.TimeColumn), catalog.Quote(t.Live), s.live.ColumnType("id")), id).
+	err := a.DB.QueryRow(ctx, fmt.Sprintf(`SELECT %s, %s::text, %s::timestamptz FROM %s l WHERE %s`,
+		format, catalog.Quote(t.PathColumn), catalog.Quote(t.TimeColumn), catalog.QuoteName(t.Live), o.keyMatch("l.", "$1")), id).
 		Scan(&r.format, &r.path, &r.created)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return r, fmt.Errorf("look up report %s: %w", id, err)
@@ -225,7 +241,7 @@ func (a *Activities) compression() string {
 // upload streams file -> compressor -> pipe -> multipart upload, hashing the
 // source again on the way, and refuses the result if the file changed since
 // it was hashed or the server reports no checksum.
-func (a *Activities) upload(ctx context.Context, path string, obj ReportObject) (objectstore.Object, error) {
+func (a *Activities) upload(ctx context.Context, store *objectstore.Store, path string, obj ReportObject) (objectstore.Object, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return objectstore.Object{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrReportUnavailable, nil)
@@ -241,7 +257,7 @@ func (a *Activities) upload(ctx context.Context, path string, obj ReportObject) 
 	if obj.Compression == "zstd" {
 		contentType = "application/zstd"
 	}
-	put, err := a.Store.Put(ctx, obj.Key, pr, contentType, map[string]string{
+	put, err := store.Put(ctx, obj.Key, pr, contentType, map[string]string{
 		"source-sha256": obj.SourceSHA256,
 		"source-bytes":  strconv.FormatInt(obj.SourceBytes, 10),
 		"compression":   obj.Compression,
@@ -388,4 +404,13 @@ func ResolveReportPath(root, p string) (string, error) {
 func within(root, p string) bool {
 	rel, err := filepath.Rel(root, p)
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
+}
+
+// offloadName is the entry an offload activity works on ("" is the
+// built-in reports table, as inputs recorded before entries were named).
+func offloadName(table string) string {
+	if table == "" {
+		return "reports"
+	}
+	return table
 }

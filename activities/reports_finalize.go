@@ -24,6 +24,10 @@ type FinalizeReportInput struct {
 	JobID    string
 	BatchID  string
 	Object   ReportObject
+	// Table and Entry name the offload entry ("" and nil: the built-in
+	// reports table).
+	Table string        `json:",omitempty"`
+	Entry *policy.Table `json:",omitempty"`
 }
 
 // FinalizeReportResult is what the ledger recorded for the report.
@@ -41,16 +45,20 @@ type FinalizeReportResult struct {
 // (every live column, s3_location, the file's size, checksums in
 // extra_data) and deletes the reports row.
 func (a *Activities) FinalizeReport(ctx context.Context, in FinalizeReportInput) (FinalizeReportResult, error) {
-	t, err := tableFor("reports")
+	t, err := entryFor(offloadName(in.Table), in.Entry)
 	if err != nil {
 		return FinalizeReportResult{}, err
 	}
-	if err := a.verifyObject(ctx, in.Object.Key, in.Object.SourceSHA256, in.Object.Checksum); err != nil {
+	o, err := a.offloadFor(ctx, t)
+	if err != nil {
+		return FinalizeReportResult{}, err
+	}
+	if err := verifyObject(ctx, o.store, in.Object.Key, in.Object.SourceSHA256, in.Object.Checksum); err != nil {
 		return FinalizeReportResult{}, err
 	}
 	res, err := a.runBatch(ctx, t, func(ctx context.Context, tx pgx.Tx, s shape, _ MoveBatchInput) (moved, error) {
-		return a.finalizeRow(ctx, tx, s, in)
-	}, MoveBatchInput{Table: t.Name, JobID: in.JobID, BatchID: in.BatchID, Cutoff: time.Now().UTC(), Limit: 1})
+		return a.finalizeRow(ctx, tx, s, o, in)
+	}, MoveBatchInput{Table: t.Name, Entry: in.Entry, JobID: in.JobID, BatchID: in.BatchID, Cutoff: time.Now().UTC(), Limit: 1})
 	if err != nil {
 		return FinalizeReportResult{}, err
 	}
@@ -58,13 +66,12 @@ func (a *Activities) FinalizeReport(ctx context.Context, in FinalizeReportInput)
 }
 
 // finalizeRow moves one report's row inside the batch's transaction.
-func (a *Activities) finalizeRow(ctx context.Context, tx pgx.Tx, s shape, in FinalizeReportInput) (moved, error) {
+func (a *Activities) finalizeRow(ctx context.Context, tx pgx.Tx, s shape, o offload, in FinalizeReportInput) (moved, error) {
 	var m moved
 	t := s.table
-	idType := s.live.ColumnType("id")
 	var filePath string
-	err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT %s::text FROM %s WHERE id = CAST($1::text AS %s) FOR UPDATE`,
-		catalog.Quote(t.PathColumn), catalog.Quote(t.Live), idType), in.ReportID).Scan(&filePath)
+	err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT %s::text FROM %s l WHERE %s FOR UPDATE`,
+		catalog.Quote(t.PathColumn), catalog.QuoteName(t.Live), o.keyMatch("l.", "$1")), in.ReportID).Scan(&filePath)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return m, recordEmpty(ctx, tx, in.BatchID) // gone meanwhile: nothing to move
 	}
@@ -76,7 +83,7 @@ func (a *Activities) finalizeRow(ctx context.Context, tx pgx.Tx, s shape, in Fin
 			in.ReportID, t.PathColumn), ErrReportUnavailable, nil)
 	}
 	if in.Object.SourceModTime != 0 {
-		path, err := ResolveReportPath(a.ReportsDir, filePath)
+		path, err := ResolveReportPath(o.root, filePath)
 		if err != nil {
 			return m, temporal.NewNonRetryableApplicationError("report "+in.ReportID+": "+err.Error(), ErrReportUnavailable, nil)
 		}
@@ -95,38 +102,45 @@ func (a *Activities) finalizeRow(ctx context.Context, tx pgx.Tx, s shape, in Fin
 	for i, c := range s.copy {
 		values[i] = catalog.Quote(c)
 	}
-	// The archive's file size is the file's, as uploaded; extra_data keeps
-	// the live row's and adds the object's checksums and sizes.
-	archiveInfo := fmt.Sprintf(`jsonb_build_object('archive', jsonb_build_object(
+	// The object's checksums and sizes: in a declared entry's archive_info
+	// column; for the built-in reports table in extra_data.archive (merged
+	// into the live row's extra_data), with file_size_bytes the file's size
+	// as uploaded.
+	info := fmt.Sprintf(`jsonb_build_object(
                'source_sha256', %s::text, 'original_bytes', %s::bigint, 'object_bytes', %s::bigint,
-               'object_checksum_sha256', %s::text, 'compression', %s::text))`,
+               'object_checksum_sha256', %s::text, 'compression', %s::text)`,
 		b.arg(in.Object.SourceSHA256), b.arg(in.Object.SourceBytes), b.arg(in.Object.Size), b.arg(in.Object.Checksum), b.arg(in.Object.Compression))
 	cols := append([]string(nil), s.copy...)
-	for i, c := range cols {
-		switch c {
-		case "file_size_bytes":
-			values[i] = b.arg(in.Object.SourceBytes)
-		case "extra_data":
-			values[i] = "COALESCE(extra_data::jsonb, '{}'::jsonb) || " + archiveInfo
+	if t.Seed() {
+		wrapped := "jsonb_build_object('archive', " + info + ")"
+		for i, c := range cols {
+			switch c {
+			case "file_size_bytes":
+				values[i] = b.arg(in.Object.SourceBytes)
+			case "extra_data":
+				values[i] = "COALESCE(extra_data::jsonb, '{}'::jsonb) || " + wrapped
+			}
 		}
-	}
-	if _, ok := s.live.Column("extra_data"); !ok {
-		if _, ok := s.archive.Column("extra_data"); ok {
-			cols, values = append(cols, "extra_data"), append(values, archiveInfo)
+		if _, ok := s.live.Column("extra_data"); !ok {
+			if _, ok := s.archive.Column("extra_data"); ok {
+				cols, values = append(cols, "extra_data"), append(values, wrapped)
+			}
 		}
+	} else {
+		cols, values = append(cols, "archive_info"), append(values, info)
 	}
 	sql := fmt.Sprintf(`
 WITH moved AS (
-    DELETE FROM %s l WHERE l.id = CAST(%s::text AS %s)
+    DELETE FROM %s l WHERE %s
     RETURNING l.*, 0 AS archiver_row_bytes, %s AS archiver_ts, NULL::text AS archiver_key
 ), ins AS (
     INSERT INTO %s (%s, s3_location, deleted_locally, archive_batch_id)
     SELECT %s, %s, false, %s FROM moved
     RETURNING 1
 )%s`,
-		catalog.Quote(t.Live), id, idType, b.tsExpr("l."),
-		catalog.Quote(t.Archive), catalog.QuoteAll("", cols),
-		strings.Join(values, ", "), b.arg(a.Store.Location(in.Object.Key)), b.arg(in.BatchID),
+		catalog.QuoteName(t.Live), o.keyMatch("l.", id), b.tsExpr("l."),
+		catalog.QuoteName(t.Archive), catalog.QuoteAll("", cols),
+		strings.Join(values, ", "), b.arg(o.location(in.Object.Key)), b.arg(in.BatchID),
 		b.recordTotals("(SELECT count(*) FROM ins)", "0", "count(*)"))
 	if m, err = b.run(ctx, tx, sql); err != nil {
 		return m, err
@@ -144,11 +158,8 @@ WITH moved AS (
 
 // verifyObject confirms an object exists with the source checksum (and, when
 // given, the server checksum) recorded at upload.
-func (a *Activities) verifyObject(ctx context.Context, key, sourceSHA256, checksum string) error {
-	if a.Store == nil {
-		return temporal.NewNonRetryableApplicationError("reports archiving is not configured: set REPORTS_ARCHIVE_BUCKET", ErrStorageConfig, nil)
-	}
-	obj, err := a.Store.Head(ctx, key)
+func verifyObject(ctx context.Context, store *objectstore.Store, key, sourceSHA256, checksum string) error {
+	obj, err := store.Head(ctx, key)
 	if errors.Is(err, objectstore.ErrNotFound) {
 		return fmt.Errorf("object %s is missing: nothing deleted", key)
 	}
@@ -164,6 +175,10 @@ func (a *Activities) verifyObject(ctx context.Context, key, sourceSHA256, checks
 // RemoveReportFileInput names an archived report whose local file goes.
 type RemoveReportFileInput struct {
 	ReportID string
+	// Table and Entry name the offload entry ("" and nil: the built-in
+	// reports table).
+	Table string        `json:",omitempty"`
+	Entry *policy.Table `json:",omitempty"`
 }
 
 // RemoveReportFileResult says whether the file went, and why not.
@@ -191,7 +206,11 @@ const (
 // already marked is left alone.
 func (a *Activities) RemoveReportFile(ctx context.Context, in RemoveReportFileInput) (RemoveReportFileResult, error) {
 	var out RemoveReportFileResult
-	t, err := tableFor("reports")
+	t, err := entryFor(offloadName(in.Table), in.Entry)
+	if err != nil {
+		return out, err
+	}
+	o, err := a.offloadFor(ctx, t)
 	if err != nil {
 		return out, err
 	}
@@ -199,9 +218,9 @@ func (a *Activities) RemoveReportFile(ctx context.Context, in RemoveReportFileIn
 	var created time.Time
 	var deleted bool
 	err = a.DB.QueryRow(ctx, fmt.Sprintf(`
-		SELECT %s::text, COALESCE(s3_location, ''), deleted_locally, %s::timestamptz,
-		       COALESCE(extra_data->'archive'->>'source_sha256', ''), COALESCE(extra_data->'archive'->>'kept', '')
-		FROM %s WHERE id::text = $1`, catalog.Quote(t.PathColumn), catalog.Quote(t.TimeColumn), catalog.Quote(t.Archive)), in.ReportID).
+		SELECT %[1]s::text, COALESCE(s3_location, ''), deleted_locally, %[2]s::timestamptz,
+		       COALESCE(%[4]s->>'source_sha256', ''), COALESCE(%[4]s->>'kept', '')
+		FROM %[3]s a WHERE %[5]s`, catalog.Quote(t.PathColumn), catalog.Quote(t.TimeColumn), catalog.QuoteName(t.Archive), o.info(), o.keyMatch("a.", "$1")), in.ReportID).
 		Scan(&filePath, &location, &deleted, &created, &sourceSHA, &kept)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return out, temporal.NewNonRetryableApplicationError("report "+in.ReportID+" is not archived: its file is kept", ErrInvalidInput, nil)
@@ -216,17 +235,17 @@ func (a *Activities) RemoveReportFile(ctx context.Context, in RemoveReportFileIn
 		out.Kept = kept
 		return out, nil
 	}
-	prefix := "s3://" + a.storeBucket() + "/"
-	if !strings.HasPrefix(location, prefix) {
+	key, ok := trimLocation(location, o.prefix())
+	if !ok {
 		return out, temporal.NewNonRetryableApplicationError(fmt.Sprintf("report %s is archived to %q, not this bucket: its file is kept", in.ReportID, location), ErrStorageConfig, nil)
 	}
-	if err := a.verifyObject(ctx, strings.TrimPrefix(location, prefix), sourceSHA, ""); err != nil {
+	if err := verifyObject(ctx, o.store, key, sourceSHA, ""); err != nil {
 		return out, err
 	}
-	path, err := ResolveReportPath(a.ReportsDir, filePath)
+	path, err := ResolveReportPath(o.root, filePath)
 	switch {
 	case err == nil:
-		shared, err := a.sharedFile(ctx, t, path, filePath)
+		shared, err := a.sharedFile(ctx, o, path, filePath)
 		if err != nil {
 			return out, err
 		}
@@ -239,8 +258,8 @@ func (a *Activities) RemoveReportFile(ctx context.Context, in RemoveReportFileIn
 			return out, fmt.Errorf("hash the local file of report %s again: %w", in.ReportID, err)
 		}
 		if sum != sourceSHA {
-			if _, err := a.DB.Exec(ctx, fmt.Sprintf(`UPDATE %s SET extra_data = jsonb_set(extra_data, '{archive,kept}', to_jsonb($3::text))
-				WHERE id::text = $1 AND %s = $2`, catalog.Quote(t.Archive), catalog.Quote(t.TimeColumn)), in.ReportID, created, keptChanged); err != nil {
+			if _, err := a.DB.Exec(ctx, fmt.Sprintf(`UPDATE %s a SET %s WHERE %s AND %s = $2`,
+				catalog.QuoteName(t.Archive), o.setKept(), o.keyMatch("a.", "$1"), catalog.Quote(t.TimeColumn)), in.ReportID, created, keptChanged); err != nil {
 				return out, fmt.Errorf("mark the file of report %s kept: %w", in.ReportID, err)
 			}
 			return out, temporal.NewNonRetryableApplicationError(fmt.Sprintf("report %s: %s: it is kept (the archived object holds the content as uploaded)", in.ReportID, keptChanged), ErrReportUnavailable, nil)
@@ -254,8 +273,8 @@ func (a *Activities) RemoveReportFile(ctx context.Context, in RemoveReportFileIn
 	default:
 		return out, temporal.NewNonRetryableApplicationError("report "+in.ReportID+": "+err.Error(), ErrReportUnavailable, nil)
 	}
-	if _, err := a.DB.Exec(ctx, fmt.Sprintf(`UPDATE %s SET deleted_locally = true WHERE id::text = $1 AND %s = $2`,
-		catalog.Quote(t.Archive), catalog.Quote(t.TimeColumn)), in.ReportID, created); err != nil {
+	if _, err := a.DB.Exec(ctx, fmt.Sprintf(`UPDATE %s a SET deleted_locally = true WHERE %s AND %s = $2`,
+		catalog.QuoteName(t.Archive), o.keyMatch("a.", "$1"), catalog.Quote(t.TimeColumn)), in.ReportID, created); err != nil {
 		return out, fmt.Errorf("mark report %s removed: %w", in.ReportID, err)
 	}
 	out.Removed = true
@@ -267,12 +286,13 @@ func (a *Activities) RemoveReportFile(ctx context.Context, in RemoveReportFileIn
 // path, a symlink of the same base name) count too: candidates are the rows
 // whose path ends in the file's base name, each resolved like the upload
 // resolves it.
-func (a *Activities) sharedFile(ctx context.Context, t policy.Table, real, filePath string) (bool, error) {
+func (a *Activities) sharedFile(ctx context.Context, o offload, real, filePath string) (bool, error) {
+	t := o.t
 	bases := []string{filepath.Base(real), filepath.Base(filePath)}
 	rows, err := a.DB.Query(ctx, fmt.Sprintf(`
 		SELECT DISTINCT %[1]s::text FROM %[2]s
 		WHERE %[1]s::text = $1 OR %[1]s::text = ANY ($2) OR right(%[1]s::text, length($3) + 1) = '/' || $3 OR right(%[1]s::text, length($4) + 1) = '/' || $4`,
-		catalog.Quote(t.PathColumn), catalog.Quote(t.Live)), filePath, bases, bases[0], bases[1])
+		catalog.Quote(t.PathColumn), catalog.QuoteName(t.Live)), filePath, bases, bases[0], bases[1])
 	if err != nil {
 		return false, fmt.Errorf("look for live reports sharing %s: %w", filepath.Base(real), err)
 	}
@@ -281,23 +301,21 @@ func (a *Activities) sharedFile(ctx context.Context, t policy.Table, real, fileP
 		return false, fmt.Errorf("look for live reports sharing %s: %w", filepath.Base(real), err)
 	}
 	for _, p := range paths {
-		if other, err := ResolveReportPath(a.ReportsDir, p); err == nil && other == real {
+		if other, err := ResolveReportPath(o.root, p); err == nil && other == real {
 			return true, nil
 		}
 	}
 	return false, nil
 }
 
-func (a *Activities) storeBucket() string {
-	if a.Store == nil {
-		return ""
-	}
-	return a.Store.Bucket()
-}
 
 // CompleteRemovalsInput bounds one sweep.
 type CompleteRemovalsInput struct {
 	Limit int
+	// Table and Entry name the offload entry ("" and nil: the built-in
+	// reports table).
+	Table string        `json:",omitempty"`
+	Entry *policy.Table `json:",omitempty"`
 }
 
 // CompleteRemovalsResult counts what the sweep did.
@@ -314,24 +332,31 @@ type CompleteRemovalsResult struct {
 // at a time (so files kept for a long time never starve the others).
 func (a *Activities) CompleteRemovals(ctx context.Context, in CompleteRemovalsInput) (CompleteRemovalsResult, error) {
 	var out CompleteRemovalsResult
-	if a.Store == nil {
-		return out, nil // nothing can have been archived to a bucket without one
-	}
 	if in.Limit <= 0 {
 		in.Limit = 1000
 	}
-	t, err := tableFor("reports")
+	t, err := entryFor(offloadName(in.Table), in.Entry)
 	if err != nil {
 		return out, err
+	}
+	if t.Seed() && a.Store == nil {
+		return out, nil // nothing can have been archived to a bucket without one
+	}
+	o, err := a.offloadFor(ctx, t)
+	if err != nil {
+		return out, err
+	}
+	if archive, err := catalog.Describe(ctx, a.DB, t.Archive); err != nil || !archive.Exists() {
+		return out, err // a declared entry's first run: nothing archived yet
 	}
 	var afterTS *time.Time
 	afterID := ""
 	for {
 		rows, err := a.DB.Query(ctx, fmt.Sprintf(`
-			SELECT id::text, %[1]s::timestamptz FROM %[2]s
-			WHERE NOT deleted_locally AND s3_location IS NOT NULL AND NOT COALESCE(extra_data->'archive' ? 'kept', false)
-			  AND ($2::timestamptz IS NULL OR (%[1]s::timestamptz, id::text) > ($2::timestamptz, $3::text))
-			ORDER BY %[1]s::timestamptz, id::text LIMIT $1`, catalog.Quote(t.TimeColumn), catalog.Quote(t.Archive)), in.Limit, afterTS, afterID)
+			SELECT %[4]s::text, %[1]s::timestamptz FROM %[2]s
+			WHERE NOT deleted_locally AND s3_location IS NOT NULL AND NOT COALESCE(%[3]s ? 'kept', false)
+			  AND ($2::timestamptz IS NULL OR (%[1]s::timestamptz, %[4]s::text) > ($2::timestamptz, $3::text))
+			ORDER BY %[1]s::timestamptz, %[4]s::text LIMIT $1`, catalog.Quote(t.TimeColumn), catalog.QuoteName(t.Archive), o.info(), catalog.Quote(o.key)), in.Limit, afterTS, afterID)
 		if err != nil {
 			return out, fmt.Errorf("find interrupted removals: %w", err)
 		}
@@ -347,7 +372,7 @@ func (a *Activities) CompleteRemovals(ctx context.Context, in CompleteRemovalsIn
 			return out, fmt.Errorf("find interrupted removals: %w", err)
 		}
 		for _, p := range page {
-			r, err := a.RemoveReportFile(ctx, RemoveReportFileInput{ReportID: p.id})
+			r, err := a.RemoveReportFile(ctx, RemoveReportFileInput{ReportID: p.id, Table: in.Table, Entry: in.Entry})
 			switch {
 			case err != nil:
 				out.Failed++

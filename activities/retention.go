@@ -27,6 +27,9 @@ type RetentionInput struct {
 	Before time.Time
 	Mode   string
 	DryRun bool
+	// Entry is the table's policy entry in force (nil: the built-in table
+	// of that name).
+	Entry *policy.Table `json:",omitempty"`
 }
 
 // RetentionResult names the partitions removed (or, in a dry run, that
@@ -51,7 +54,7 @@ const (
 // never holds or queues an ACCESS EXCLUSIVE lock behind long queries. A
 // detach a crash interrupted is finished with DETACH ... FINALIZE.
 func (a *Activities) ApplyRetention(ctx context.Context, in RetentionInput) (RetentionResult, error) {
-	t, err := tableFor(in.Table)
+	t, err := entryFor(in.Table, in.Entry)
 	if err != nil {
 		return RetentionResult{}, err
 	}
@@ -88,19 +91,19 @@ func (a *Activities) ApplyRetention(ctx context.Context, in RetentionInput) (Ret
 			if p.detachPending {
 				how = "FINALIZE"
 			}
-			detach := fmt.Sprintf(`ALTER TABLE %s DETACH PARTITION %s %s`, catalog.Quote(t.Archive), catalog.Quote(p.name), how)
+			detach := fmt.Sprintf(`ALTER TABLE %s DETACH PARTITION %s %s`, catalog.QuoteName(t.Archive), partitionIdent(t, p.name), how)
 			if err := withLockRetries(ctx, func() error { _, err := conn.Exec(ctx, detach); return err }); err != nil {
 				return out, fmt.Errorf("detach %s: %w", p.name, err)
 			}
 		}
 		if mode == RetentionDrop {
-			drop := fmt.Sprintf(`DROP TABLE IF EXISTS %s`, catalog.Quote(p.name))
+			drop := fmt.Sprintf(`DROP TABLE IF EXISTS %s`, partitionIdent(t, p.name))
 			if err := withLockRetries(ctx, func() error { _, err := conn.Exec(ctx, drop); return err }); err != nil {
 				return out, fmt.Errorf("drop %s (detached; the next run drops it): %w", p.name, err)
 			}
 		} else {
 			// Kept on purpose: not an orphan for later runs to finish.
-			mark := fmt.Sprintf(`COMMENT ON TABLE %s IS %s`, catalog.Quote(p.name), quoteLiteral(retentionKeptComment))
+			mark := fmt.Sprintf(`COMMENT ON TABLE %s IS %s`, partitionIdent(t, p.name), quoteLiteral(retentionKeptComment))
 			if _, err := conn.Exec(ctx, mark); err != nil {
 				return out, fmt.Errorf("mark %s as kept: %w", p.name, err)
 			}
@@ -153,10 +156,10 @@ func expiredPartitions(ctx context.Context, db catalog.Querier, t policy.Table, 
 	if err != nil {
 		return nil, err
 	}
-	for name, month := range orphans {
-		upper := month.AddDate(0, 1, 0)
+	for name, start := range orphans {
+		upper := periodEnd(t, start)
 		if !upper.After(before) {
-			out = append(out, partition{name: name, lower: &month, upper: &upper, orphan: true})
+			out = append(out, partition{name: name, lower: &start, upper: &upper, orphan: true})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].upper.Before(*out[j].upper) })

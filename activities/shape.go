@@ -26,22 +26,31 @@ type shape struct {
 	// timeColumn is the column rows age by, a timestamptz (or a timestamp,
 	// read as UTC).
 	timeColumn string
+	// planned: the archive table does not exist yet; archive is the
+	// definition it will be made with.
+	planned bool
 }
 
-// archiveColumns are the columns the archiver itself fills in an archive
-// table, per mode; the live table does not have them.
-var archiveColumns = map[string][]string{
-	policy.ModeMove:       {"archived_at", "archive_batch_id"},
-	policy.ModeDownsample: {"archived_at", "archive_batch_id", "is_aggregated", "aggregation_period", "sample_count"},
-	policy.ModeOffload:    {"archived_at", "archive_batch_id", "s3_location", "deleted_locally"},
-}
-
-func modeOf(t policy.Table) string {
-	if t.Mode == "" {
-		return policy.ModeMove
+// ownColumns are the columns the archiver itself fills in an archive
+// table; the live table does not have them.
+func ownColumns(t policy.Table) []string {
+	cols := []string{"archived_at", "archive_batch_id"}
+	switch t.ModeOf() {
+	case policy.ModeDownsample:
+		if t.Seed() {
+			return append(cols, "is_aggregated", "aggregation_period", "sample_count")
+		}
+		return append(cols, "sample_count")
+	case policy.ModeOffload:
+		cols = append(cols, "s3_location", "deleted_locally")
+		if !t.Seed() {
+			cols = append(cols, "archive_info")
+		}
 	}
-	return t.Mode
+	return cols
 }
+
+func modeOf(t policy.Table) string { return t.ModeOf() }
 
 // inspect reads both tables from the catalogue and checks everything a
 // batch relies on that the catalogue can tell: the tables exist and are of
@@ -58,8 +67,22 @@ func inspect(ctx context.Context, q catalog.Querier, t policy.Table) (shape, err
 	if s.archive, err = catalog.Describe(ctx, q, t.Archive); err != nil {
 		return s, err
 	}
-	if !s.live.Exists() || !s.archive.Exists() {
-		return s, invalid("preflight", fmt.Errorf("table %s or %s does not exist: run `starter migrate`", t.Live, t.Archive))
+	if !s.live.Exists() {
+		if t.Seed() {
+			return s, invalid("preflight", fmt.Errorf("table %s does not exist: run `starter migrate`", t.Live))
+		}
+		return s, invalid("policy", fmt.Errorf("%s: table %s does not exist (check the entry's table, and the search path for an unqualified name)", t.Name, t.Live))
+	}
+	if !s.archive.Exists() {
+		if t.Seed() {
+			return s, invalid("preflight", fmt.Errorf("table %s does not exist: run `starter migrate`", t.Archive))
+		}
+		// A declared entry's archive table is made by EnsurePartitions;
+		// until then, check against the table it will be.
+		if s.archive, err = plannedArchive(t, s.live); err != nil {
+			return s, err
+		}
+		s.planned = true
 	}
 	switch s.live.Kind {
 	case catalog.Plain, catalog.Partitioned, catalog.Inherited:
@@ -75,9 +98,16 @@ func inspect(ctx context.Context, q catalog.Querier, t policy.Table) (shape, err
 	}
 	s.timeColumn = tc.Name
 	s.key, s.keyType = orderKey(s.live, t.TimeColumn)
-	switch modeOf(t) {
-	case policy.ModeDownsample:
+	for i, c := range t.Where {
+		if _, ok := s.live.Column(c.Column); !ok {
+			return s, invalid("policy", fmt.Errorf("%s: where[%d]: %s has no column %q", t.Name, i, t.Live, c.Column))
+		}
+	}
+	switch {
+	case modeOf(t) == policy.ModeDownsample && t.Seed():
 		err = s.checkDownsample(t)
+	case modeOf(t) == policy.ModeDownsample:
+		err = s.checkAggregates(t)
 	default:
 		err = s.checkCopy(t)
 	}
@@ -109,9 +139,19 @@ func describeType(c catalog.Column, ok bool) string {
 
 // checkCopy: move and offload modes copy every live column.
 func (s *shape) checkCopy(t policy.Table) error {
-	own := archiveColumns[modeOf(t)]
+	own := ownColumns(t)
 	if modeOf(t) == policy.ModeOffload {
-		for _, c := range []string{"id", "format", t.PathColumn} {
+		need := []string{"id", "format", t.PathColumn}
+		if !t.Seed() {
+			if _, ok := s.live.Column(t.PathColumn); !ok {
+				return invalid("policy", fmt.Errorf("%s: offload.path_column: %s has no column %q", t.Name, t.Live, t.PathColumn))
+			}
+			if s.key == "" || len(s.live.PrimaryKey) > 2 || len(s.live.PrimaryKey) == 2 && !slices.Contains(s.live.PrimaryKey, t.TimeColumn) {
+				return invalid("policy", fmt.Errorf("%s: offloading needs a one-column primary key on %s (besides the time column), to name each file's object", t.Name, t.Live))
+			}
+			need = []string{s.key, t.PathColumn}
+		}
+		for _, c := range need {
 			if _, ok := s.live.Column(c); !ok {
 				return invalid("preflight", fmt.Errorf("%s has no column %q: reports need id, format and %s", t.Live, c, t.PathColumn))
 			}
@@ -121,9 +161,9 @@ func (s *shape) checkCopy(t policy.Table) error {
 		ac, ok := s.archive.Column(lc.Name)
 		if !ok {
 			return invalid("schema drift", fmt.Errorf("%s has column %q that %s lacks: archived rows would lose it; add it to the archive table first: ALTER TABLE %s ADD COLUMN %s %s",
-				t.Live, lc.Name, t.Archive, catalog.Quote(t.Archive), catalog.Quote(lc.Name), lc.Type))
+				t.Live, lc.Name, t.Archive, catalog.QuoteName(t.Archive), catalog.Quote(lc.Name), lc.Type))
 		}
-		if slices.Contains(own, lc.Name) {
+		if slices.Contains(own, lc.Name) || lc.Name == "archive_info" && !t.Seed() && modeOf(t) == policy.ModeOffload {
 			return invalid("schema drift", fmt.Errorf("%s has a column %q, which the archiver fills in %s itself: rename it in one of the tables", t.Live, lc.Name, t.Archive))
 		}
 		if err := columnFits(t, lc, ac, lc.Name != t.TimeColumn); err != nil {
@@ -155,11 +195,11 @@ func (s *shape) checkDownsample(t policy.Table) error {
 		}
 		if !lc.NotNull {
 			return invalid("preflight", fmt.Errorf("%s.%s is nullable: a NULL %s cannot be merged exactly into a daily aggregate; make it NOT NULL (ALTER TABLE %s ALTER COLUMN %s SET NOT NULL, after fixing the NULL rows)",
-				t.Live, c, c, catalog.Quote(t.Live), catalog.Quote(c)))
+				t.Live, c, c, catalog.QuoteName(t.Live), catalog.Quote(c)))
 		}
 		ac, ok := s.archive.Column(c)
 		if !ok {
-			return invalid("schema drift", fmt.Errorf("%s lacks column %q: add it: ALTER TABLE %s ADD COLUMN %s %s", t.Archive, c, catalog.Quote(t.Archive), catalog.Quote(c), lc.Type))
+			return invalid("schema drift", fmt.Errorf("%s lacks column %q: add it: ALTER TABLE %s ADD COLUMN %s %s", t.Archive, c, catalog.QuoteName(t.Archive), catalog.Quote(c), lc.Type))
 		}
 		if c == t.Value {
 			if err := valueFits(t, lc, ac); err != nil {
@@ -180,7 +220,40 @@ func (s *shape) checkDownsample(t policy.Table) error {
 		return invalid("schema drift", fmt.Errorf("%s has column %q that the daily aggregates do not keep (they are kept per %s and day): its values would be lost; drop it or archive this table with a policy that groups by it",
 			t.Live, lc.Name, strings.Join(t.GroupBy, ", ")))
 	}
-	return s.archiveHas(t, append(archiveColumns[policy.ModeDownsample], "id", "extra_data", t.TimeColumn))
+	return s.archiveHas(t, append(ownColumns(t), "id", "extra_data", t.TimeColumn))
+}
+
+// checkAggregates: a declared downsample keeps its group-by columns, the
+// bucket and the declared aggregates of each value column; sums and
+// averages need numbers.
+func (s *shape) checkAggregates(t policy.Table) error {
+	for _, g := range t.GroupBy {
+		lc, ok := s.live.Column(g)
+		if !ok {
+			return invalid("policy", fmt.Errorf("%s: downsample.group_by: %s has no column %q", t.Name, t.Live, g))
+		}
+		ac, ok := s.archive.Column(g)
+		if !ok {
+			return invalid("schema drift", fmt.Errorf("%s lacks group column %q", t.Archive, g))
+		}
+		if ok, why := catalog.Assignable(lc, ac); !ok && !s.planned {
+			return invalid("schema drift", fmt.Errorf("%s.%s is %s but %s.%s is %s: %s", t.Live, g, lc.Type, t.Archive, g, ac.Type, why))
+		}
+	}
+	var want []string
+	for _, a := range t.Aggregates {
+		lc, ok := s.live.Column(a.Column)
+		if !ok {
+			return invalid("policy", fmt.Errorf("%s: downsample.aggregates: %s has no column %q", t.Name, t.Live, a.Column))
+		}
+		if (slices.Contains(a.Funcs, "sum") || slices.Contains(a.Funcs, "avg")) && !catalog.IsNumber(lc) {
+			return invalid("policy", fmt.Errorf("%s: downsample.aggregates.%s: %s.%s is %s: only numbers have a sum or an average", t.Name, a.Column, t.Live, a.Column, lc.Type))
+		}
+		for _, c := range aggregateColumns(a, lc) {
+			want = append(want, c.name)
+		}
+	}
+	return s.archiveHas(t, append(append(ownColumns(t), t.TimeColumn), want...))
 }
 
 func (s *shape) archiveHas(t policy.Table, cols []string) error {
@@ -197,11 +270,11 @@ func (s *shape) archiveHas(t policy.Table, cols []string) error {
 func columnFits(t policy.Table, lc, ac catalog.Column, checkNull bool) error {
 	if ok, why := catalog.Assignable(lc, ac); !ok {
 		return invalid("schema drift", fmt.Errorf("%s.%s is %s but %s.%s is %s: %s; widen the archive column: ALTER TABLE %s ALTER COLUMN %s TYPE %s",
-			t.Live, lc.Name, lc.Type, t.Archive, ac.Name, ac.Type, why, catalog.Quote(t.Archive), catalog.Quote(ac.Name), lc.Type))
+			t.Live, lc.Name, lc.Type, t.Archive, ac.Name, ac.Type, why, catalog.QuoteName(t.Archive), catalog.Quote(ac.Name), lc.Type))
 	}
 	if checkNull && !lc.NotNull && ac.NotNull {
 		return invalid("schema drift", fmt.Errorf("%s.%s is nullable but %s.%s is NOT NULL: a row with a NULL there would fail every batch; ALTER TABLE %s ALTER COLUMN %s DROP NOT NULL",
-			t.Live, lc.Name, t.Archive, ac.Name, catalog.Quote(t.Archive), catalog.Quote(ac.Name)))
+			t.Live, lc.Name, t.Archive, ac.Name, catalog.QuoteName(t.Archive), catalog.Quote(ac.Name)))
 	}
 	return nil
 }
@@ -219,7 +292,7 @@ func valueFits(t policy.Table, lc, ac catalog.Column) error {
 	need, known := catalog.IntegerDigits(lc)
 	if bounded && (!known || need > have) {
 		return invalid("schema drift", fmt.Errorf("%s.%s is %s but %s.%s is %s: averages can have more integer digits than it holds; widen the archive column: ALTER TABLE %s ALTER COLUMN %s TYPE %s",
-			t.Live, lc.Name, lc.Type, t.Archive, ac.Name, ac.Type, catalog.Quote(t.Archive), catalog.Quote(ac.Name), widerNumeric(lc)))
+			t.Live, lc.Name, lc.Type, t.Archive, ac.Name, ac.Type, catalog.QuoteName(t.Archive), catalog.Quote(ac.Name), widerNumeric(lc)))
 	}
 	return nil
 }

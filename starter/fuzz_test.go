@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mockupaws/archiver/internal/policy"
 )
 
 // FuzzParseAsOf: never panics; what it accepts is in UTC, not in the future.
@@ -36,7 +38,7 @@ func FuzzRunFlags(f *testing.F) {
 		if err != nil {
 			return
 		}
-		in, err := fl.archiveInput(now)
+		in, err := fl.archiveInput(now, policy.Tables)
 		if err != nil {
 			return
 		}

@@ -23,7 +23,7 @@ commands:
   status    recent archive jobs and running archive workflows with their progress
   schedule  the nightly schedule: schedule apply [--timezone Z] [--cron C] [--catchup-window D]
             | describe | pause [--note N] | unpause | trigger | backfill --from T --to T | delete
-  backfill  queue a manual window: backfill --table logs|metrics|reports --before T [--after T]
+  backfill  queue a manual window: backfill --table NAME --before T [--after T] [--force]
   pause     pause running archive runs between batches [--workflow-id ID] [--reason R]
   resume    resume them [--workflow-id ID]
   throttle  cap batches per second: throttle N [--workflow-id ID] (0 lifts the cap)
@@ -33,7 +33,7 @@ commands:
             [--expire-after-days N] | bucket show
 
 environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, ARCHIVE_TASK_QUEUE,
-             TEMPORAL_UI_URL (see README.md)
+             TEMPORAL_UI_URL, ARCHIVE_POLICY_FILE (see README.md)
 `
 
 // exitError carries an exit status: 1 for a failed run or operation, 2 for
@@ -79,6 +79,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdMigrate(ctx, args[1:], stdout)
 	case "run":
 		return cmdRun(ctx, args[1:], stdout, stderr, logger)
+	case "policy":
+		return cmdPolicy(ctx, args[1:], stdout, stderr)
 	case "status":
 		return cmdStatus(ctx, args[1:], stdout, logger)
 	case "demo":

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -86,7 +87,11 @@ func cmdSchedule(ctx context.Context, args []string, stdout, stderr io.Writer, l
 	defer c.Close()
 	switch verb {
 	case "apply":
-		in, memo, err := policyInput(policy.BuiltNames())
+		pol, err := loadPolicy()
+		if err != nil {
+			return err
+		}
+		in, memo, err := policyInput(policy.BuiltNamesOf(pol))
 		if err != nil {
 			return err
 		}
@@ -153,7 +158,7 @@ func describeSchedule(ctx context.Context, c client.Client, cfg config.Config, i
 // policyInput builds a run's input for tables with the policy in force
 // (defaults overridden by ARCHIVE_* variables) and the memo that shows it.
 func policyInput(tables []string) (workflows.ArchiveInput, map[string]any, error) {
-	pol, err := policy.Override(config.Getenv(getenv))
+	pol, err := loadPolicy()
 	if err != nil {
 		return workflows.ArchiveInput{}, nil, err
 	}
@@ -163,7 +168,9 @@ func policyInput(tables []string) (workflows.ArchiveInput, map[string]any, error
 	}
 	memo := map[string]any{}
 	for _, t := range pol {
-		memo["policy."+t.Name] = fmt.Sprintf("archive after %d days, keep %d days, batch %d", t.ArchiveAfter/policy.Day, t.Retention/policy.Day, t.BatchSize)
+		if slices.Contains(tables, t.Name) {
+			memo["policy."+t.Name] = fmt.Sprintf("%s %s: archive after %d days, keep %d days, batch %d", t.ModeOf(), t.Live, t.ArchiveAfter/policy.Day, t.Retention/policy.Day, t.BatchSize)
+		}
 	}
 	memo["retention_mode"] = cfg.RetentionMode
 	return workflows.ArchiveInput{Tables: tables, Policy: pol, RetentionMode: cfg.RetentionMode}, memo, nil
@@ -172,7 +179,7 @@ func policyInput(tables []string) (workflows.ArchiveInput, map[string]any, error
 func cmdBackfill(ctx context.Context, args []string, stdout, stderr io.Writer, logger *slog.Logger) error {
 	fs := flag.NewFlagSet("backfill", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	table := fs.String("table", "", "logs, metrics or reports")
+	table := fs.String("table", "", "the policy entry (logs, metrics, reports, or one of ARCHIVE_POLICY_FILE)")
 	before := fs.String("before", "", "archive rows older than this (RFC3339 or date)")
 	after := fs.String("after", "", "and not older than this (optional)")
 	force := fs.Bool("force", false, "let the window reach into rows younger than the policy's cut-off (recorded in the run and archive_jobs)")
@@ -185,11 +192,11 @@ func cmdBackfill(ctx context.Context, args []string, stdout, stderr io.Writer, l
 	req := workflows.BackfillRequest{Table: *table, Force: *force}
 	var err error
 	if *table == "" {
-		return usageErr("backfill: --table is required (logs, metrics or reports)")
+		return usageErr("backfill: --table is required (a policy entry such as logs)")
 	}
 	// The policy in force here (ARCHIVE_* overrides) decides the cut-off,
 	// and travels with the request so that the run uses it too.
-	pol, err := policy.Override(config.Getenv(getenv))
+	pol, err := loadPolicy()
 	if err != nil {
 		return usageErr("backfill: %v", err)
 	}

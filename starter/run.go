@@ -27,19 +27,31 @@ import (
 // runFlags are the flags of `starter run`.
 type runFlags struct {
 	all, logs, metrics, reports bool
+	tables                      tableList
 	dryRun, wait, json, verbose bool
 	asOf                        string
 	batchSize, parallel         int
+}
+
+// tableList is a repeatable --table flag.
+type tableList []string
+
+func (l *tableList) String() string { return strings.Join(*l, ",") }
+
+func (l *tableList) Set(v string) error {
+	*l = append(*l, v)
+	return nil
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (runFlags, error) {
 	var f runFlags
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.BoolVar(&f.all, "all", false, "archive every table this version supports")
-	fs.BoolVar(&f.logs, "logs", false, "archive scenario_logs")
-	fs.BoolVar(&f.metrics, "metrics", false, "archive scenario_metrics")
-	fs.BoolVar(&f.reports, "reports", false, "archive reports")
+	fs.BoolVar(&f.all, "all", false, "archive every table of the policy in force")
+	fs.Var(&f.tables, "table", "archive this policy entry (repeatable)")
+	fs.BoolVar(&f.logs, "logs", false, "the built-in logs entry (as --table logs)")
+	fs.BoolVar(&f.metrics, "metrics", false, "the built-in metrics entry (as --table metrics)")
+	fs.BoolVar(&f.reports, "reports", false, "the built-in reports entry (as --table reports)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "report what would move; write nothing")
 	fs.StringVar(&f.asOf, "as-of", "", "archive as of this instant (RFC3339; default: the run's start time)")
 	fs.IntVar(&f.batchSize, "batch-size", 0, "rows per batch to start from (default: the policy's; adapts to the lock-time budget)")
@@ -56,16 +68,17 @@ func parseRunFlags(args []string, stderr io.Writer) (runFlags, error) {
 	return f, nil
 }
 
-// archiveInput turns the flags into the workflow's input, refusing what the
-// workflow would refuse, before anything is sent.
-func (f runFlags) archiveInput(now time.Time) (workflows.ArchiveInput, error) {
+// archiveInput turns the flags into the workflow's input for the policy in
+// force, refusing what the workflow would refuse, before anything is sent.
+func (f runFlags) archiveInput(now time.Time, pol []policy.Table) (workflows.ArchiveInput, error) {
 	var tables []string
 	if f.all {
-		if f.logs || f.metrics || f.reports {
-			return workflows.ArchiveInput{}, usageErr("run: --all cannot be combined with --logs, --metrics or --reports")
+		if f.logs || f.metrics || f.reports || len(f.tables) > 0 {
+			return workflows.ArchiveInput{}, usageErr("run: --all cannot be combined with --table, --logs, --metrics or --reports")
 		}
-		tables = policy.BuiltNames()
+		tables = policy.BuiltNamesOf(pol)
 	} else {
+		tables = append(tables, f.tables...)
 		for _, sel := range []struct {
 			on   bool
 			name string
@@ -75,10 +88,10 @@ func (f runFlags) archiveInput(now time.Time) (workflows.ArchiveInput, error) {
 			}
 		}
 		if len(tables) == 0 {
-			return workflows.ArchiveInput{}, usageErr("run: choose the tables: --all, or any of --logs --metrics --reports")
+			return workflows.ArchiveInput{}, usageErr("run: choose the tables: --all, or --table NAME (repeatable; known: %s)", strings.Join(policy.NamesOf(pol), ", "))
 		}
 	}
-	tables, err := policy.Select(tables)
+	tables, err := policy.SelectFrom(pol, tables)
 	if err != nil {
 		return workflows.ArchiveInput{}, usageErr("run: %v", err)
 	}
@@ -121,7 +134,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, logger
 	if err != nil {
 		return err
 	}
-	in, err := f.archiveInput(time.Now())
+	pol, err := loadPolicy()
+	if err != nil {
+		return err
+	}
+	in, err := f.archiveInput(time.Now(), pol)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mockupaws/archiver/internal/policy"
 )
 
 var now = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
@@ -23,7 +25,7 @@ func TestRunFlags(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", args, err)
 		}
-		in, err := f.archiveInput(now)
+		in, err := f.archiveInput(now, policy.Tables)
 		if err != nil || !slices.Equal(in.Tables, tables) {
 			t.Fatalf("%s: %v, %v", args, in, err)
 		}
@@ -44,7 +46,7 @@ func TestRunFlags(t *testing.T) {
 	for args, mention := range bad {
 		f, err := parseRunFlags(strings.Fields(args), io.Discard)
 		if err == nil {
-			_, err = f.archiveInput(now)
+			_, err = f.archiveInput(now, policy.Tables)
 		}
 		var ee exitError
 		if err == nil || !strings.Contains(err.Error(), mention) || !errors.As(err, &ee) || ee.code != 2 {

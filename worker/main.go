@@ -61,7 +61,13 @@ func run(logger *slog.Logger) error {
 	if err := database.Check(ctx, pool); err != nil {
 		return err
 	}
-	tel.Metrics.Init(ctx, policy.BuiltNames())
+	// The policy in force names the tables whose series start at 0 (the
+	// runs themselves carry their entries).
+	pol, err := policy.Override(os.Getenv)
+	if err != nil {
+		return err
+	}
+	tel.Metrics.Init(ctx, policy.BuiltNamesOf(pol))
 	if err := seedLastSuccess(ctx, pool, tel.Metrics); err != nil {
 		logger.Warn("could not read the last successful jobs; archive_job_last_success_timestamp starts empty", "error", err.Error())
 	}
@@ -73,7 +79,7 @@ func run(logger *slog.Logger) error {
 	if err := temporalclient.EnsureSearchAttributes(ctx, c, cfg.TemporalNamespace); err != nil {
 		return err
 	}
-	acts := &activities.Activities{DB: pool, ReportsDir: cfg.ReportsDir, Compression: cfg.ReportsCompression,
+	acts := &activities.Activities{DB: pool, ReportsDir: cfg.ReportsDir, Compression: cfg.ReportsCompression, StoreOptions: cfg.StoreOptions(),
 		MaxReplicaLag: cfg.MaxReplicaLag, Metrics: tel.Metrics, Tracer: tel.TracerProvider.Tracer("github.com/mockupaws/archiver")}
 	if cfg.ReportsBucket != "" {
 		if acts.Store, err = objectstore.New(ctx, cfg.StoreOptions()); err != nil {

@@ -247,7 +247,12 @@ func ArchiveWorkflow(ctx workflow.Context, in ArchiveInput) (ArchiveResult, erro
 
 // validate checks the input the same way the starter does before sending.
 func validate(in ArchiveInput) ([]string, []policy.Table, error) {
-	tables, err := policy.Select(in.Tables)
+	pol := in.Policy
+	if len(pol) == 0 {
+		pol = policy.Tables
+	}
+	pol = normalized(pol)
+	tables, err := policy.SelectFrom(pol, in.Tables)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -256,14 +261,13 @@ func validate(in ArchiveInput) ([]string, []policy.Table, error) {
 			return nil, nil, err
 		}
 	}
-	pol := in.Policy
-	if len(pol) == 0 {
-		pol = policy.Tables
-	}
 	for _, name := range tables {
 		t, err := policy.Find(pol, name)
 		if err == nil {
 			err = t.Validate()
+		}
+		if err == nil {
+			err = t.CheckNames()
 		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("policy: %w", err)
@@ -289,6 +293,15 @@ func validate(in ArchiveInput) ([]string, []policy.Table, error) {
 		return nil, nil, fmt.Errorf("batch bounds %d..%d: want 1 <= min <= max <= %d", in.MinBatch, in.MaxBatch, policy.MaxBatchSize)
 	}
 	return tables, pol, nil
+}
+
+// normalized completes entries recorded by older starters (policy.Normalize).
+func normalized(pol []policy.Table) []policy.Table {
+	out := make([]policy.Table, len(pol))
+	for i, t := range pol {
+		out[i] = policy.Normalize(t)
+	}
+	return out
 }
 
 // cutoffOf is the policy's cut-off, or a backfill window's upper bound.

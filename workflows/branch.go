@@ -35,7 +35,7 @@ func (b *branch) window() (after time.Time) {
 func (b *branch) preview(ctx workflow.Context) {
 	b.result.Status = StatusRunning
 	var p activities.PreviewResult
-	in := activities.PreviewInput{Table: b.table.Name, Cutoff: b.result.Cutoff, After: b.window()}
+	in := activities.PreviewInput{Table: b.table.Name, Entry: b.entry(), Cutoff: b.result.Cutoff, After: b.window()}
 	if b.run.res.Window == nil {
 		in.RetentionLimit = b.table.RetentionLimit(b.asOf)
 	}
@@ -54,7 +54,7 @@ func (b *branch) archive(ctx workflow.Context) {
 		r.Status = StatusRunning
 		r.JobID = runUUID(info, b.table.Name, "job").String()
 		err := workflow.ExecuteActivity(ctx, a.StartJob, activities.StartJobInput{
-			JobID: r.JobID, Table: b.table.Name, WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID,
+			JobID: r.JobID, Table: b.table.Name, Entry: b.entry(), WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID,
 			AsOf: b.asOf, Cutoff: r.Cutoff, Forced: b.run.res.Window != nil && b.run.res.Window.Force,
 		}).Get(ctx, nil)
 		if err != nil {
@@ -63,7 +63,7 @@ func (b *branch) archive(ctx workflow.Context) {
 		}
 	}
 	var err error
-	if b.table.Name == "reports" {
+	if b.table.ModeOf() == policy.ModeOffload {
 		err = b.archiveReports(ctx)
 	} else {
 		err = b.moveAll(ctx)
@@ -102,7 +102,7 @@ func (b *branch) moveAll(ctx workflow.Context) error {
 	r := b.result
 	var parts activities.EnsurePartitionsResult
 	if err := workflow.ExecuteActivity(ctx, a.EnsurePartitions, activities.EnsurePartitionsInput{
-		Table: b.table.Name, Cutoff: r.Cutoff, After: b.window(),
+		Table: b.table.Name, Entry: b.entry(), Cutoff: r.Cutoff, After: b.window(),
 	}).Get(ctx, &parts); err != nil {
 		return err
 	}
@@ -120,14 +120,14 @@ func (b *branch) moveAll(ctx workflow.Context) error {
 	if !b.run.ops {
 		return b.loop(ctx, 0, useMore)
 	}
-	switch b.table.Name {
-	case "logs":
+	switch b.table.ModeOf() {
+	case policy.ModeMove:
 		b.cursor = workflow.GetVersion(ctx, changeCursor, workflow.DefaultVersion, 1) >= 1
-	case "metrics":
+	case policy.ModeDownsample:
 		b.cursor = workflow.GetVersion(ctx, changeMetricsCursor, workflow.DefaultVersion, 1) >= 1
 	}
 	loops := 1
-	if b.table.Name == "logs" {
+	if b.table.ModeOf() == policy.ModeMove {
 		loops = b.run.parallel
 	}
 	errs := make([]error, loops)
@@ -174,7 +174,7 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 		}
 		limit := r.BatchSize
 		in := activities.MoveBatchInput{
-			Table: b.table.Name, JobID: r.JobID, Cutoff: r.Cutoff, After: b.window(), Limit: limit,
+			Table: b.table.Name, Entry: b.entry(), JobID: r.JobID, Cutoff: r.Cutoff, After: b.window(), Limit: limit,
 			BatchID: runUUID(info, b.table.Name, label).String(), Cursor: cursor,
 		}
 		var mv activities.MoveBatchResult
@@ -218,13 +218,20 @@ func (b *branch) limit() int {
 func (b *branch) retention(ctx workflow.Context) error {
 	var rr activities.RetentionResult
 	err := workflow.ExecuteActivity(ctx, a.ApplyRetention, activities.RetentionInput{
-		Table: b.table.Name, Before: b.table.RetentionLimit(b.asOf), Mode: b.retentionMode,
+		Table: b.table.Name, Entry: b.entry(), Before: b.table.RetentionLimit(b.asOf), Mode: b.retentionMode,
 	}).Get(ctx, &rr)
 	if err != nil {
 		return err
 	}
 	b.result.Retention = &rr
 	return nil
+}
+
+// entry is the table's policy entry, passed to every activity so that the
+// worker archives exactly what the run was started with.
+func (b *branch) entry() *policy.Table {
+	t := b.table
+	return &t
 }
 
 func (b *branch) fail(err error) {

@@ -20,17 +20,17 @@ const reportConcurrency = 4
 // go on, and the table fails at the end.
 func (b *branch) archiveReports(ctx workflow.Context) error {
 	r := b.result
-	page := activities.ListReportsInput{Cutoff: r.Cutoff, After: b.window(), Limit: b.limit()}
+	page := activities.ListReportsInput{Cutoff: r.Cutoff, After: b.window(), Limit: b.limit(), Table: b.table.Name, Entry: b.entry()}
 	if r.Cursor != nil {
 		page = *r.Cursor // continued run: resume after the last page done
 	} else {
 		// Removals a crash interrupted in an earlier run come first.
 		var pending activities.CompleteRemovalsResult
-		if err := workflow.ExecuteActivity(ctx, a.CompleteRemovals, activities.CompleteRemovalsInput{Limit: 1000}).Get(ctx, &pending); err != nil {
+		if err := workflow.ExecuteActivity(ctx, a.CompleteRemovals, activities.CompleteRemovalsInput{Limit: 1000, Table: b.table.Name, Entry: b.entry()}).Get(ctx, &pending); err != nil {
 			return err
 		}
 		var parts activities.EnsurePartitionsResult
-		if err := workflow.ExecuteActivity(ctx, a.EnsurePartitions, activities.EnsurePartitionsInput{Table: b.table.Name, Cutoff: r.Cutoff, After: b.window()}).Get(ctx, &parts); err != nil {
+		if err := workflow.ExecuteActivity(ctx, a.EnsurePartitions, activities.EnsurePartitionsInput{Table: b.table.Name, Entry: b.entry(), Cutoff: r.Cutoff, After: b.window()}).Get(ctx, &parts); err != nil {
 			return err
 		}
 		r.PartitionsCreated = len(parts.Created)
@@ -123,7 +123,7 @@ func (b *branch) archiveReport(ctx workflow.Context, id string) error {
 	batchID := runUUID(workflow.GetInfo(ctx), b.table.Name, "report-"+id).String()
 	var up activities.UploadReportResult
 	uctx := workflow.WithActivityOptions(ctx, uploadOptions(ctx))
-	if err := workflow.ExecuteActivity(uctx, a.UploadReport, activities.UploadReportInput{ReportID: id}).Get(ctx, &up); err != nil {
+	if err := workflow.ExecuteActivity(uctx, a.UploadReport, activities.UploadReportInput{ReportID: id, Table: b.table.Name, Entry: b.entry()}).Get(ctx, &up); err != nil {
 		return err
 	}
 	if up.AlreadyArchived {
@@ -131,7 +131,7 @@ func (b *branch) archiveReport(ctx workflow.Context, id string) error {
 	}
 	var fin activities.FinalizeReportResult
 	err := workflow.ExecuteActivity(ctx, a.FinalizeReport, activities.FinalizeReportInput{
-		ReportID: id, JobID: r.JobID, BatchID: batchID, Object: up.Object,
+		ReportID: id, JobID: r.JobID, BatchID: batchID, Object: up.Object, Table: b.table.Name, Entry: b.entry(),
 	}).Get(ctx, &fin)
 	if err != nil {
 		return err
@@ -140,5 +140,5 @@ func (b *branch) archiveReport(ctx workflow.Context, id string) error {
 	r.RowsArchived += fin.RowsMoved
 	r.RowsDeleted += fin.RowsMoved
 	r.Bytes += fin.Bytes
-	return workflow.ExecuteActivity(ctx, a.RemoveReportFile, activities.RemoveReportFileInput{ReportID: id}).Get(ctx, nil)
+	return workflow.ExecuteActivity(ctx, a.RemoveReportFile, activities.RemoveReportFileInput{ReportID: id, Table: b.table.Name, Entry: b.entry()}).Get(ctx, nil)
 }

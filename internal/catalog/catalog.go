@@ -120,7 +120,7 @@ func Describe(ctx context.Context, q Querier, name string) (Table, error) {
 	t := Table{Name: name}
 	var relkind string
 	var hasChildren bool
-	err := q.QueryRow(ctx, describeSQL, name).Scan(&t.OID, &relkind, &t.Owner, &t.Schema, &hasChildren, &t.Columns, &t.PrimaryKey)
+	err := q.QueryRow(ctx, describeSQL, QuoteName(name)).Scan(&t.OID, &relkind, &t.Owner, &t.Schema, &hasChildren, &t.Columns, &t.PrimaryKey)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return t, nil
 	}
@@ -222,4 +222,22 @@ func QuoteAll(prefix string, names []string) string {
 		q[i] = prefix + Quote(n)
 	}
 	return strings.Join(q, ", ")
+}
+
+// QuoteName quotes a table name that may be schema-qualified ("schema.table"
+// as the policy spells it) for SQL, and for to_regclass.
+func QuoteName(qualified string) string {
+	if i := strings.IndexByte(qualified, '.'); i >= 0 {
+		return pgx.Identifier{qualified[:i], qualified[i+1:]}.Sanitize()
+	}
+	return pgx.Identifier{qualified}.Sanitize()
+}
+
+// Sibling names a table in the same schema as qualified: the partitions of
+// an archive table live beside it.
+func Sibling(qualified, name string) string {
+	if i := strings.IndexByte(qualified, '.'); i >= 0 {
+		return qualified[:i+1] + name
+	}
+	return name
 }

@@ -78,6 +78,10 @@ func New(ctx context.Context, o Options) (*Store, error) {
 // Bucket is the bucket's name.
 func (s *Store) Bucket() string { return s.opts.Bucket }
 
+// Options are the settings the store was opened with (another bucket is
+// opened with the same endpoint and encryption).
+func (s *Store) Options() Options { return s.opts }
+
 // Location is the s3:// URL of key.
 func (s *Store) Location(key string) string { return "s3://" + s.opts.Bucket + "/" + key }
 

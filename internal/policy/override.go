@@ -11,9 +11,20 @@ import (
 // (LOGS, METRICS, REPORTS) it reads ARCHIVE_<NAME>_AFTER_DAYS,
 // ARCHIVE_<NAME>_RETENTION_DAYS and ARCHIVE_<NAME>_BATCH_SIZE; unset keeps
 // the default. Errors name the variable.
+//
+// With ARCHIVE_POLICY_FILE set, the file's entries replace the built-in
+// policy (LoadFile), and the same variables apply to each entry by its
+// upper-cased name.
 func Override(getenv func(string) string) ([]Table, error) {
-	out := make([]Table, len(Tables))
-	copy(out, Tables)
+	base := Tables
+	if path := strings.TrimSpace(getenv(FileEnv)); path != "" {
+		var err error
+		if base, err = LoadFile(path); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]Table, len(base))
+	copy(out, base)
 	for i := range out {
 		t := &out[i]
 		prefix := "ARCHIVE_" + strings.ToUpper(t.Name) + "_"

@@ -1,0 +1,105 @@
+package policy
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseExample(t *testing.T) {
+	path := filepath.Join("..", "..", "deploy", "examples", "archive-policy.yaml")
+	pol, err := LoadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := NamesOf(pol); !slices.Equal(got, []string{"logs", "metrics", "reports", "events", "orders", "sensor_hourly", "uploads"}) {
+		t.Fatalf("entries %v", got)
+	}
+	ev, _ := Find(pol, "events")
+	if ev.Live != "app_events" || ev.Archive != "app_events_archive" || ev.PartitionSpan() != PartitionDay || ev.ArchiveAfter != 30*Day || ev.BatchSize != 5000 || ev.Seed() {
+		t.Fatalf("events: %+v", ev)
+	}
+	or, _ := Find(pol, "orders")
+	if len(or.Where) != 1 || or.Where[0].Op != "in" || !slices.Equal(or.Where[0].Values, []string{"delivered", "cancelled"}) || or.BatchSize != 10000 {
+		t.Fatalf("orders: %+v", or)
+	}
+	sh, _ := Find(pol, "sensor_hourly")
+	if sh.Bucket != "hour" || !slices.Equal(sh.GroupBy, []string{"sensor_id", "kind"}) || len(sh.Aggregates) != 2 ||
+		sh.Aggregates[0].Column != "temperature" || !slices.Equal(sh.Aggregates[0].Funcs, []string{"avg", "max", "min"}) || sh.LockBudget != 150*time.Millisecond {
+		t.Fatalf("sensor_hourly: %+v", sh)
+	}
+	up, _ := Find(pol, "uploads")
+	if up.PathColumn != "storage_path" || up.Root != "/var/lib/app/uploads" || up.ObjectPrefix != "uploads/" {
+		t.Fatalf("uploads: %+v", up)
+	}
+	for _, e := range pol {
+		if err := e.Validate(); err != nil {
+			t.Errorf("%s: %v", e.Name, err)
+		}
+		if err := e.CheckNames(); err != nil {
+			t.Errorf("%s: %v", e.Name, err)
+		}
+	}
+	// The cut-off of an hourly downsample is an hour's start.
+	if c := sh.Cutoff(time.Date(2026, 3, 15, 3, 27, 0, 0, time.UTC)); !c.Equal(time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC)) {
+		t.Fatalf("sensor cut-off %v", c)
+	}
+}
+
+// Every bad input names the file, the line and the field.
+func TestParseRefuses(t *testing.T) {
+	head := "tables:\n  - name: events\n    table: app_events\n    time_column: occurred_at\n    archive_after_days: 30\n    retention_days: 400\n"
+	for _, tc := range []struct{ name, doc, want string }{
+		{"unknown field", head + "    tabel: x\n", "p.yaml:7: field tabel not found (not a policy field)"},
+		{"mode", head + "    mode: copy\n", `p.yaml:7: tables[0] (events): mode: "copy": want move, downsample or offload`},
+		{"retention not longer", strings.Replace(head, "retention_days: 400", "retention_days: 20", 1), "p.yaml:6: tables[0] (events): retention_days: 20 days is not longer than archive_after_days (30)"},
+		{"missing time column", strings.Replace(head, "    time_column: occurred_at\n", "", 1), "p.yaml:2: tables[0] (events): time_column: required"},
+		{"bad table name", strings.Replace(head, "app_events", "app_events; drop table x", 1), `p.yaml:3: tables[0] (events): table: "app_events; drop table x" is not a table name`},
+		{"duplicate name", head + strings.Replace(head, "tables:\n", "", 1), `p.yaml:7: tables[1]: name: "events" is declared twice`},
+		{"duplicate table", head + strings.Replace(strings.Replace(head, "tables:\n", "", 1), "name: events", "name: events2", 1), "p.yaml:8: tables[1] (events2): table: app_events is already archived by entry \"events\""},
+		{"where op", head + "    where:\n      - {column: status, op: like, value: x}\n", `p.yaml:8: tables[0] (events): where.0.op: "like": want one of`},
+		{"where in scalar", head + "    where:\n      - {column: status, op: in, value: x}\n", "p.yaml:8: tables[0] (events): where.0.value: in takes a list of values"},
+		{"where null value", head + "    where:\n      - {column: status, op: \"=\"}\n", "where.0.value: = takes one value (use is null for NULL)"},
+		{"bucket", strings.Replace(head, "archive_after_days", "mode: downsample\n    downsample: {group_by: [a], bucket: minute, aggregates: {v: [avg]}}\n    archive_after_days", 1), `downsample.bucket: "minute": want hour, day or week`},
+		{"aggregate func", strings.Replace(head, "archive_after_days", "mode: downsample\n    downsample: {group_by: [a], bucket: hour, aggregates: {v: [median]}}\n    archive_after_days", 1), `downsample.aggregates.v: "median": want avg, count, min, max or sum`},
+		{"downsample without settings", head + "    mode: downsample\n", "downsample: required for mode downsample"},
+		{"offload root", head + "    mode: offload\n    offload: {path_column: p, root: relative/dir}\n", `offload.root: "relative/dir": want an absolute directory`},
+		{"batch size", head + "    batch_size: 1000000\n", "batch_size: batch size 1000000: must be at most 100000"},
+		{"lock budget", head + "    lock_budget: soon\n", `lock_budget: "soon": want a duration from 10ms to 1m`},
+		{"builtin", "builtin: [users]\n", `p.yaml:1: builtin: unknown table "users"`},
+		{"empty", "tables: []\n", "no table declared"},
+		{"not yaml", "tables: [\n", "p.yaml:1: did not find expected node content"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("p.yaml", []byte(tc.doc))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestOverrideReadsTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, []byte("builtin: [logs]\ntables:\n  - {name: events, table: app_events, time_column: at, archive_after_days: 30, retention_days: 60}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{FileEnv: path, "ARCHIVE_EVENTS_BATCH_SIZE": "700"}
+	pol, err := Override(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := NamesOf(pol); !slices.Equal(got, []string{"logs", "events"}) {
+		t.Fatalf("entries %v", got)
+	}
+	if ev, _ := Find(pol, "events"); ev.BatchSize != 700 {
+		t.Fatalf("ARCHIVE_EVENTS_BATCH_SIZE not applied: %d", ev.BatchSize)
+	}
+	env[FileEnv] = filepath.Join(t.TempDir(), "missing.yaml")
+	if _, err := Override(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), FileEnv) {
+		t.Fatalf("a missing file: %v", err)
+	}
+}
