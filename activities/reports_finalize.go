@@ -308,7 +308,6 @@ func (a *Activities) sharedFile(ctx context.Context, o offload, real, filePath s
 	return false, nil
 }
 
-
 // CompleteRemovalsInput bounds one sweep.
 type CompleteRemovalsInput struct {
 	Limit int
