@@ -25,6 +25,9 @@ import (
 // transaction-level advisory lock, so two workers never merge into the same
 // aggregates at once.
 func downsampleRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (moved, error) {
+	if !s.table.Seed() {
+		return aggregateRows(ctx, tx, s, in)
+	}
 	t := s.table
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('archiver.batches.' || $1))`, t.Live); err != nil {
 		return moved{}, fmt.Errorf("lock metric batches: %w", err)
@@ -103,4 +106,78 @@ func averageScale(s shape, t policy.Table) int {
 func DayStart(t time.Time) time.Time {
 	t = t.UTC()
 	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+}
+
+// aggregateRows is a declared downsample: the batch's rows are aggregated
+// per group and time bucket (hour, day or week, in UTC) into the columns the
+// archiver made for the declared functions, and deleted. Merging into a
+// bucket filled by an earlier batch is exact: counts and sums add up, min
+// and max widen, and the average is a generated column, sum / count.
+func aggregateRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (moved, error) {
+	t := s.table
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('archiver.batches.' || $1))`, t.Live); err != nil {
+		return moved{}, fmt.Errorf("lock %s batches: %w", t.Name, err)
+	}
+	b := newBatchSQL(s, in)
+	groups := catalog.QuoteAll("", t.GroupBy)
+	ret := []string{}
+	for _, g := range t.GroupBy {
+		ret = append(ret, "l."+catalog.Quote(g))
+	}
+	var aggs, insCols, insVals, updates []string
+	for _, a := range t.Aggregates {
+		col := catalog.Quote(a.Column)
+		ret = append(ret, "l."+col)
+		c, _ := s.live.Column(a.Column)
+		for _, ac := range aggregateColumns(a, c) {
+			q := catalog.Quote(ac.name)
+			switch {
+			case ac.name == a.Column+"_sum":
+				aggs = append(aggs, fmt.Sprintf("sum(%s::numeric) AS %s", col, q))
+				updates = append(updates, fmt.Sprintf("%[1]s = CASE WHEN a.%[1]s IS NULL THEN EXCLUDED.%[1]s WHEN EXCLUDED.%[1]s IS NULL THEN a.%[1]s ELSE a.%[1]s + EXCLUDED.%[1]s END", q))
+			case ac.name == a.Column+"_count":
+				aggs = append(aggs, fmt.Sprintf("count(%s) AS %s", col, q))
+				updates = append(updates, fmt.Sprintf("%[1]s = a.%[1]s + EXCLUDED.%[1]s", q))
+			case ac.name == a.Column+"_min":
+				aggs = append(aggs, fmt.Sprintf("min(%s) AS %s", col, q))
+				updates = append(updates, fmt.Sprintf("%[1]s = LEAST(a.%[1]s, EXCLUDED.%[1]s)", q))
+			case ac.name == a.Column+"_max":
+				aggs = append(aggs, fmt.Sprintf("max(%s) AS %s", col, q))
+				updates = append(updates, fmt.Sprintf("%[1]s = GREATEST(a.%[1]s, EXCLUDED.%[1]s)", q))
+			default:
+				continue // generated (the average)
+			}
+			insCols, insVals = append(insCols, q), append(insVals, q)
+		}
+	}
+	groupList, groupSel, conflict := "archiver_bucket", "", catalog.Quote(t.TimeColumn)
+	if len(t.GroupBy) > 0 {
+		groupList = groups + ", archiver_bucket"
+		groupSel = groups + ", "
+		conflict = groups + ", " + conflict
+	}
+	sql := fmt.Sprintf(`
+WITH %[1]s,
+moved AS (
+    %[2]s
+    RETURNING %[3]s, pg_column_size(l.*) AS archiver_row_bytes, %[4]s AS archiver_ts, %[5]s AS archiver_key
+), agg AS (
+    SELECT %[6]sdate_trunc('%[7]s', archiver_ts, 'UTC') AS archiver_bucket, count(*) AS archiver_n, %[8]s
+    FROM moved
+    GROUP BY %[9]s
+), ins AS (
+    INSERT INTO %[10]s AS a (%[6]s%[11]s, sample_count, %[12]s, archive_batch_id)
+    SELECT %[6]sarchiver_bucket, archiver_n, %[13]s, %[14]s
+    FROM agg
+    ORDER BY %[9]s
+    ON CONFLICT (%[15]s)
+    DO UPDATE SET sample_count = a.sample_count + EXCLUDED.sample_count, %[16]s, archived_at = now()
+    RETURNING (archive_batch_id = %[14]s) AS fresh
+)%[17]s`,
+		b.selectBatch(), b.deleteBatch(), strings.Join(ret, ", "), b.tsExpr("l."), b.keyExpr("l."),
+		groupSel, t.Bucket, strings.Join(aggs, ", "), groupList,
+		catalog.QuoteName(t.Archive), catalog.Quote(t.TimeColumn), strings.Join(insCols, ", "), strings.Join(insVals, ", "), b.arg(in.BatchID),
+		conflict, strings.Join(updates, ", "),
+		b.recordTotals("(SELECT count(*) FILTER (WHERE fresh) FROM ins)", "(SELECT count(*) FILTER (WHERE NOT fresh) FROM ins)", "(SELECT count(*) FROM agg)"))
+	return b.run(ctx, tx, sql)
 }

@@ -313,6 +313,9 @@ func cutoffOf(t policy.Table, asOf time.Time, w *Window) time.Time {
 	if t.DayAligned {
 		c = activities.DayStart(c)
 	}
+	if t.ModeOf() == policy.ModeDownsample {
+		c = policy.BucketStart(t.Bucket, c)
+	}
 	return c
 }
 

@@ -95,10 +95,7 @@ func ValidateBackfill(r BackfillRequest, now time.Time, pending []BackfillReques
 }
 
 func validateBackfill(r BackfillRequest, now time.Time, pending []BackfillRequest, checkCutoff bool) error {
-	t, err := policy.Lookup(r.Table)
-	if err != nil {
-		return err
-	}
+	var t policy.Table
 	if r.Policy != nil {
 		if r.Policy.Name != r.Table {
 			return fmt.Errorf("the request's policy is for %q, not %q", r.Policy.Name, r.Table)
@@ -106,7 +103,15 @@ func validateBackfill(r BackfillRequest, now time.Time, pending []BackfillReques
 		if err := r.Policy.Validate(); err != nil {
 			return fmt.Errorf("the request's policy: %w", err)
 		}
-		t = *r.Policy
+		if err := r.Policy.CheckNames(); err != nil {
+			return fmt.Errorf("the request's policy: %w", err)
+		}
+		t = policy.Normalize(*r.Policy)
+	} else {
+		var err error
+		if t, err = policy.Lookup(r.Table); err != nil {
+			return err
+		}
 	}
 	if r.Before.IsZero() {
 		return errors.New("--before is required")
@@ -123,6 +128,10 @@ func validateBackfill(r BackfillRequest, now time.Time, pending []BackfillReques
 	}
 	if t.DayAligned && (!r.Before.Equal(r.Before.UTC().Truncate(24*time.Hour)) || !r.After.Equal(r.After.UTC().Truncate(24*time.Hour))) {
 		return fmt.Errorf("%s windows must start and end at 00:00 UTC: days are aggregated whole", r.Table)
+	}
+	if t.ModeOf() == policy.ModeDownsample && !t.DayAligned &&
+		(!r.Before.Equal(policy.BucketStart(t.Bucket, r.Before)) || !r.After.IsZero() && !r.After.Equal(policy.BucketStart(t.Bucket, r.After))) {
+		return fmt.Errorf("%s windows must start and end on a %s boundary (UTC): buckets are aggregated whole", r.Table, t.Bucket)
 	}
 	for _, p := range pending {
 		if p.Table == r.Table && (p.After.IsZero() || p.After.Before(r.Before)) && (r.After.IsZero() || r.After.Before(p.Before)) {

@@ -189,7 +189,7 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 		if mv.MaxTS != nil && (r.Reached == nil || mv.MaxTS.After(*r.Reached)) {
 			r.Reached = mv.MaxTS
 		}
-		r.BatchSize = b.run.adapt(r.BatchSize, mv.TxMillis, b.limit())
+		r.BatchSize = b.run.adapt(r.BatchSize, mv.TxMillis, b.limit(), b.table.LockBudget)
 		if b.cursor {
 			switch {
 			case mv.More:

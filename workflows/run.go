@@ -158,11 +158,14 @@ func (s *runState) continueAsNew(ctx workflow.Context, in ArchiveInput, asOf tim
 // its locks for more than 80% of the budget, down in proportion to aim at
 // 70% (so that the slow tail stays under the budget); up by half when it
 // took less than half; always within [minBatch, maxBatch].
-func (s *runState) adapt(limit int, txMillis int64, tableMax int) int {
+func (s *runState) adapt(limit int, txMillis int64, tableMax int, tableBudget time.Duration) int {
 	if !s.ops || txMillis <= 0 {
 		return limit
 	}
 	budget := s.lockBudget.Milliseconds()
+	if tableBudget > 0 { // the entry's own (a declared policy's lock_budget)
+		budget = tableBudget.Milliseconds()
+	}
 	hi := s.maxBatch
 	if hi <= 0 {
 		hi = min(tableMax*5, 100000)
