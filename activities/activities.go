@@ -43,6 +43,9 @@ type Activities struct {
 	// its error fails the attempt. Fault tests use it to lose the answer of
 	// a committed batch, as a crash or a network cut would.
 	AfterCommit func(ctx context.Context, res MoveBatchResult) error
+	// AfterExchangeStep, when set, runs after each DDL step of a partition
+	// exchange (its name): fault tests stop the worker there.
+	AfterExchangeStep func(step string)
 }
 
 // ErrInvalidInput is the error type of activity failures that retrying

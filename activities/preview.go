@@ -37,6 +37,10 @@ type PreviewResult struct {
 	// make first (a declared entry's first run).
 	ArchiveToCreate string `json:",omitempty"`
 	ArchiveDDL      string `json:",omitempty"`
+	// PartitionsToExchange are the live partitions a run would move whole;
+	// ExchangeSkipped says why others in range would move by batches.
+	PartitionsToExchange []string `json:",omitempty"`
+	ExchangeSkipped      []string `json:",omitempty"`
 }
 
 // Preview reports the eligible rows, their bytes and time range, and the
@@ -64,6 +68,14 @@ func (a *Activities) Preview(ctx context.Context, in PreviewInput) (PreviewResul
 		}
 		out.ArchiveToCreate, out.ArchiveDDL = t.Archive, stmts[0]
 	}
+	ex, err := listExchangeable(ctx, tx, t, in.After, in.Cutoff)
+	if err != nil {
+		return out, err
+	}
+	for _, c := range ex.Candidates {
+		out.PartitionsToExchange = append(out.PartitionsToExchange, c.Partition)
+	}
+	out.ExchangeSkipped = ex.Skipped
 	w := newFilter(t, s.live)
 	sql := fmt.Sprintf(`
 		SELECT count(*), COALESCE(sum(pg_column_size(l.*)), 0)::bigint, min(l.%[1]s)::timestamptz, max(l.%[1]s)::timestamptz

@@ -83,6 +83,12 @@ func cmdPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			fmt.Fprintf(stdout, "  creates %s:\n    %s\n", p.ArchiveToCreate, strings.ReplaceAll(p.ArchiveDDL, "\n", "\n    "))
 		}
 		fmt.Fprintf(stdout, "  would move %d rows (%s), %s to %s, older than %s\n", p.Rows, humanBytes(p.Bytes), dayPtr(p.Oldest), dayPtr(p.Newest), t.Cutoff(asOf).Format(time.RFC3339))
+		if len(p.PartitionsToExchange) > 0 {
+			fmt.Fprintf(stdout, "  live partitions moved whole (%d): %s\n", len(p.PartitionsToExchange), shortList(p.PartitionsToExchange))
+		}
+		for _, s := range p.ExchangeSkipped {
+			fmt.Fprintf(stdout, "  by batches instead: %s\n", s)
+		}
 		if len(p.PartitionsToCreate) > 0 {
 			fmt.Fprintf(stdout, "  partitions to create (%d): %s\n", len(p.PartitionsToCreate), shortList(p.PartitionsToCreate))
 		}

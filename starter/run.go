@@ -296,6 +296,9 @@ func printSummary(w io.Writer, r workflows.ArchiveResult, verbose bool) {
 				if t.Preview != nil && len(t.Preview.PartitionsToCreate) > 0 {
 					fmt.Fprintf(w, "%s: would create %s\n", t.Table, strings.Join(t.Preview.PartitionsToCreate, ", "))
 				}
+				if t.Preview != nil && len(t.Preview.PartitionsToExchange) > 0 {
+					fmt.Fprintf(w, "%s: would move whole %s\n", t.Table, strings.Join(t.Preview.PartitionsToExchange, ", "))
+				}
 				if t.Preview != nil && len(t.Preview.PartitionsToDrop) > 0 {
 					fmt.Fprintf(w, "%s: retention would remove %s\n", t.Table, strings.Join(t.Preview.PartitionsToDrop, ", "))
 				}
@@ -304,6 +307,13 @@ func printSummary(w io.Writer, r workflows.ArchiveResult, verbose bool) {
 		return
 	}
 	fmt.Fprintln(tw, "TABLE\tSTATUS\tCUT-OFF\tBATCHES\tARCHIVED\tDELETED\tBYTES\tSECONDS\tRATE\tNEW PARTITIONS\tRETENTION\tERROR")
+	defer func() {
+		for _, t := range r.Tables {
+			if t.PartitionsExchanged > 0 {
+				fmt.Fprintf(w, "%s: %d live partitions moved whole (longest lock %d ms)\n", t.Table, t.PartitionsExchanged, t.LongestLockMillis)
+			}
+		}
+	}()
 	for _, t := range r.Tables {
 		archived := fmt.Sprint(t.RowsArchived)
 		if t.RowsMerged > 0 {

@@ -55,6 +55,9 @@ type ArchiveInput struct {
 	// is retried after it. Report uploads have their own, longer, timeout
 	// with heartbeats.
 	ActivityTimeout time.Duration `json:",omitempty"`
+	// RowByRow archives partitioned live tables by batches only, never
+	// exchanging a whole partition.
+	RowByRow bool `json:",omitempty"`
 	// Carry is the state a continued run picks up (set by the workflow).
 	Carry *Carry `json:",omitempty"`
 }
@@ -122,6 +125,12 @@ type TableResult struct {
 	PartitionsCreated int
 	// RowsMerged counts aggregates that late samples merged into (metrics).
 	RowsMerged int64 `json:",omitempty"`
+	// PartitionsExchanged counts live partitions moved whole, and
+	// LongestLockMillis is the longest any of their DDL steps held a lock.
+	PartitionsExchanged int   `json:",omitempty"`
+	LongestLockMillis   int64 `json:",omitempty"`
+	// ExchangeSkipped says why partitions in range moved by batches.
+	ExchangeSkipped []string `json:",omitempty"`
 	// Failures counts items that failed while the rest went on (reports).
 	Failures int64 `json:",omitempty"`
 	// Seconds is the branch's duration on the workflow's clock.
@@ -174,6 +183,9 @@ const (
 	changeCursor = "logs-keyset-cursor"
 	// changeMetricsCursor: metric batch loops carry the day they reached.
 	changeMetricsCursor = "metrics-day-cursor"
+	// changeExchange: a move branch first exchanges whole live partitions
+	// older than the cut-off, then moves the rest by batches.
+	changeExchange = "partition-exchange"
 )
 
 // ArchiveWorkflow archives the selected tables as of one instant, one

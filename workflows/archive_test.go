@@ -32,6 +32,7 @@ func mockLogsRun(env *testsuite.TestWorkflowEnvironment, total int64, batchIDs *
 	cursors = nil
 	env.OnActivity(a.StartJob, mock.Anything, mock.Anything).Return(activities.StartJobResult{Created: true}, nil)
 	oldest := testAsOf.AddDate(-3, 0, 0)
+	env.OnActivity(a.ListExchangeable, mock.Anything, mock.Anything).Return(activities.ListExchangeableResult{}, nil).Maybe()
 	env.OnActivity(a.EnsurePartitions, mock.Anything, mock.Anything).Return(activities.EnsurePartitionsResult{Created: []string{"p1", "p2"}, Oldest: &oldest}, nil)
 	left := total
 	env.OnActivity(a.MoveBatch, mock.Anything, mock.Anything).Return(

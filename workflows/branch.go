@@ -100,6 +100,12 @@ func (b *branch) archive(ctx workflow.Context) {
 // lock-time budget.
 func (b *branch) moveAll(ctx workflow.Context) error {
 	r := b.result
+	if b.run.ops && b.table.ModeOf() == policy.ModeMove && !b.run.rowByRow &&
+		workflow.GetVersion(ctx, changeExchange, workflow.DefaultVersion, 1) >= 1 {
+		if err := b.exchange(ctx); err != nil || b.incomplete {
+			return err
+		}
+	}
 	var parts activities.EnsurePartitionsResult
 	if err := workflow.ExecuteActivity(ctx, a.EnsurePartitions, activities.EnsurePartitionsInput{
 		Table: b.table.Name, Entry: b.entry(), Cutoff: r.Cutoff, After: b.window(),
@@ -205,6 +211,56 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 			return nil
 		}
 	}
+}
+
+// exchange moves whole live partitions older than the cut-off to the
+// archive, one exchange at a time, each its own ledger entry; the rows of
+// partitions that cannot be exchanged move by batches afterwards.
+func (b *branch) exchange(ctx workflow.Context) error {
+	r := b.result
+	var list activities.ListExchangeableResult
+	if err := workflow.ExecuteActivity(ctx, a.ListExchangeable, activities.ListExchangeableInput{
+		Table: b.table.Name, Entry: b.entry(), Cutoff: r.Cutoff, After: b.window(),
+	}).Get(ctx, &list); err != nil {
+		return err
+	}
+	if len(list.Skipped) > 0 {
+		r.ExchangeSkipped = list.Skipped[:min(len(list.Skipped), 3)]
+	}
+	info := workflow.GetInfo(ctx)
+	for _, c := range list.Candidates {
+		ok, err := b.run.gate(ctx)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			b.incomplete = true
+			return nil
+		}
+		batchID := c.BatchID
+		if batchID == "" {
+			batchID = runUUID(info, b.table.Name, fmt.Sprintf("exchange-%d", c.OID)).String()
+		}
+		var ex activities.ExchangeResult
+		if err := workflow.ExecuteActivity(ctx, a.ExchangePartition, activities.ExchangeInput{
+			Table: b.table.Name, Entry: b.entry(), JobID: r.JobID, BatchID: batchID, Partition: c,
+		}).Get(ctx, &ex); err != nil {
+			return err
+		}
+		r.Batches++
+		r.RowsArchived += ex.Rows
+		r.RowsDeleted += ex.Rows
+		r.Bytes += ex.Bytes
+		r.PartitionsExchanged++
+		r.LongestLockMillis = max(r.LongestLockMillis, ex.LongestLockMillis)
+		if ex.MaxTS != nil && (r.Reached == nil || ex.MaxTS.After(*r.Reached)) {
+			r.Reached = ex.MaxTS
+		}
+		if r.Oldest == nil || ex.MinTS != nil && ex.MinTS.Before(*r.Oldest) {
+			r.Oldest = ex.MinTS
+		}
+	}
+	return nil
 }
 
 func (b *branch) limit() int {

@@ -32,6 +32,7 @@ func (r *batchRecorder) mock() {
 			return activities.StartJobResult{Created: true}, nil
 		})
 	oldest := testAsOf.AddDate(-3, 0, 0)
+	r.env.OnActivity(a.ListExchangeable, mock.Anything, mock.Anything).Return(activities.ListExchangeableResult{}, nil).Maybe()
 	r.env.OnActivity(a.EnsurePartitions, mock.Anything, mock.Anything).Return(activities.EnsurePartitionsResult{Oldest: &oldest}, nil)
 	r.env.OnActivity(a.MoveBatch, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.MoveBatchInput) (activities.MoveBatchResult, error) {

@@ -44,6 +44,7 @@ type runState struct {
 	nextSlot time.Time
 
 	parallel         int
+	rowByRow         bool
 	lockBudget       time.Duration
 	minBatch         int
 	maxBatch         int
@@ -57,7 +58,7 @@ type runState struct {
 func newRunState(ctx workflow.Context, in ArchiveInput, res *ArchiveResult, ops bool) *runState {
 	s := &runState{
 		res: res, ops: ops,
-		parallel: max(in.Parallel, 1), lockBudget: in.LockBudget,
+		parallel: max(in.Parallel, 1), rowByRow: in.RowByRow, lockBudget: in.LockBudget,
 		minBatch: in.MinBatch, maxBatch: in.MaxBatch, maxBatchesPerRun: in.MaxBatchesPerRun,
 		pauseCh:    workflow.GetSignalChannel(ctx, SignalPause),
 		resumeCh:   workflow.GetSignalChannel(ctx, SignalResume),
