@@ -106,6 +106,7 @@ func run(logger *slog.Logger) error {
 		logger.Info("serving metrics", "addr", ln.Addr().String(), "path", "/metrics")
 	}
 
+	installFailpoints(acts)
 	w := temporalclient.NewWorker(c, cfg.TaskQueue, acts)
 	logger.Info("worker started", "temporal", cfg.TemporalAddress, "namespace", cfg.TemporalNamespace, "task_queue", cfg.TaskQueue)
 	return w.Run(worker.InterruptCh())

@@ -36,7 +36,8 @@ func buildWorker(t *testing.T) string {
 			t.Fatal(err)
 		}
 		workerBin = filepath.Join(dir, "worker")
-		out, err := exec.Command("go", "build", "-o", workerBin, "github.com/mockupaws/archiver/worker").CombinedOutput()
+		// -tags faults: with the failpoints (worker/failpoints_faults.go).
+		out, err := exec.Command("go", "build", "-tags", "faults", "-o", workerBin, "github.com/mockupaws/archiver/worker").CombinedOutput()
 		if err != nil {
 			t.Fatalf("build worker: %v\n%s", err, out)
 		}
@@ -46,10 +47,30 @@ func buildWorker(t *testing.T) string {
 
 // workerProc is a real worker process that the test kills and restarts.
 type workerProc struct {
-	t   *testing.T
-	env []string
-	cmd *exec.Cmd
-	out bytes.Buffer
+	t    *testing.T
+	env  []string
+	cmd  *exec.Cmd
+	out  syncBuffer
+	done chan struct{} // closed when the process has exited
+}
+
+// syncBuffer is the worker's output, written by the process and read by
+// the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func newWorker(t *testing.T, dbURL, queue string, extra ...string) *workerProc {
@@ -67,24 +88,28 @@ func (w *workerProc) start() {
 	if err := w.cmd.Start(); err != nil {
 		w.t.Fatalf("start worker: %v", err)
 	}
+	done, cmd := make(chan struct{}), w.cmd
+	w.done = done
+	go func() { _ = cmd.Wait(); close(done) }()
 }
 
 // kill ends the process at once (SIGKILL): no drain, no clean-up.
 func (w *workerProc) kill() {
 	_ = w.cmd.Process.Signal(syscall.SIGKILL)
-	_ = w.cmd.Wait()
+	<-w.done
 }
 
 func (w *workerProc) stop() {
-	if w.cmd != nil && w.cmd.ProcessState == nil {
-		_ = w.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = w.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			w.kill()
-		}
+	select {
+	case <-w.done:
+		return
+	default:
+	}
+	_ = w.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-w.done:
+	case <-time.After(10 * time.Second):
+		w.kill()
 	}
 }
 
