@@ -43,9 +43,7 @@ func archiveColumnsFor(t policy.Table, live catalog.Table) ([]archiveColumn, err
 			if !ok {
 				return nil, invalid("policy", fmt.Errorf("%s: downsample.aggregates: %s has no column %q", t.Name, t.Live, a.Column))
 			}
-			for _, ac := range aggregateColumns(a, c) {
-				cols = append(cols, ac)
-			}
+			cols = append(cols, aggregateColumns(a, c)...)
 		}
 	default:
 		for _, c := range live.Columns {

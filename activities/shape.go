@@ -163,7 +163,7 @@ func (s *shape) checkCopy(t policy.Table) error {
 			return invalid("schema drift", fmt.Errorf("%s has column %q that %s lacks: archived rows would lose it; add it to the archive table first: ALTER TABLE %s ADD COLUMN %s %s",
 				t.Live, lc.Name, t.Archive, catalog.QuoteName(t.Archive), catalog.Quote(lc.Name), lc.Type))
 		}
-		if slices.Contains(own, lc.Name) || lc.Name == "archive_info" && !t.Seed() && modeOf(t) == policy.ModeOffload {
+		if slices.Contains(own, lc.Name) {
 			return invalid("schema drift", fmt.Errorf("%s has a column %q, which the archiver fills in %s itself: rename it in one of the tables", t.Live, lc.Name, t.Archive))
 		}
 		if err := columnFits(t, lc, ac, lc.Name != t.TimeColumn); err != nil {

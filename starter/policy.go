@@ -114,7 +114,7 @@ func printPolicy(w io.Writer, pol []policy.Table) {
 func policyDetail(t policy.Table) string {
 	var parts []string
 	if !t.Seed() {
-		parts = append(parts, t.PartitionSpan()+"ly partitions")
+		parts = append(parts, map[string]string{policy.PartitionDay: "daily", policy.PartitionMonth: "monthly"}[t.PartitionSpan()]+" partitions")
 	}
 	switch t.ModeOf() {
 	case policy.ModeDownsample:

@@ -31,6 +31,7 @@ type bench struct {
 	worker   string // binary
 	seedDB   string
 	dbs      []string
+	roles    []string // dropped after the databases
 }
 
 func newBench(ctx context.Context, o options) (*bench, error) {
@@ -71,6 +72,9 @@ func (b *bench) close() {
 	if admin, err := pgx.Connect(ctx, b.adminURL); err == nil {
 		for _, db := range append(b.dbs, b.seedDB) {
 			_, _ = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{db}.Sanitize()+" WITH (FORCE)")
+		}
+		for _, role := range b.roles {
+			_, _ = admin.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{role}.Sanitize())
 		}
 		admin.Close(ctx)
 	}
@@ -198,6 +202,13 @@ func timed(f func() error) (float64, error) {
 // process on db, and returns seconds, the worker's peak RSS and the
 // workflow id.
 func (b *bench) ours(ctx context.Context, dbURL string, tables []string, reportsDir string) (float64, float64, string, error) {
+	secs, rss, id, _, err := b.runOurs(ctx, dbURL, workflows.ArchiveInput{Tables: tables, AsOf: asOf}, reportsDir)
+	return secs, rss, id, err
+}
+
+// runOurs runs one archive run with input in through a worker process.
+func (b *bench) runOurs(ctx context.Context, dbURL string, in workflows.ArchiveInput, reportsDir string) (float64, float64, string, workflows.ArchiveResult, error) {
+	tables := in.Tables
 	queue := fmt.Sprintf("bench-%d", time.Now().UnixNano())
 	w := exec.Command(b.worker)
 	w.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "ARCHIVE_TASK_QUEUE="+queue, "ARCHIVE_MAX_REPLICA_LAG=0",
@@ -206,14 +217,13 @@ func (b *bench) ours(ctx context.Context, dbURL string, tables []string, reports
 	defer logf.Close()
 	w.Stdout, w.Stderr = logf, logf
 	if err := w.Start(); err != nil {
-		return 0, 0, "", err
+		return 0, 0, "", workflows.ArchiveResult{}, err
 	}
 	defer func() { _ = w.Process.Signal(syscall.SIGTERM); _ = w.Wait() }()
 	id := "bench-" + queue
 	var res workflows.ArchiveResult
 	secs, err := timed(func() error {
-		run, err := b.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: queue}, workflows.ArchiveWorkflowName,
-			workflows.ArchiveInput{Tables: tables, AsOf: asOf})
+		run, err := b.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: queue}, workflows.ArchiveWorkflowName, in)
 		if err != nil {
 			return err
 		}
@@ -222,9 +232,9 @@ func (b *bench) ours(ctx context.Context, dbURL string, tables []string, reports
 	rss := peakRSS(w.Process.Pid)
 	if err != nil {
 		log, _ := os.ReadFile(logf.Name())
-		return 0, 0, "", fmt.Errorf("our run of %v: %w\n%s", tables, err, tail(string(log), 2000))
+		return 0, 0, "", res, fmt.Errorf("our run of %v: %w\n%s", tables, err, tail(string(log), 2000))
 	}
-	return secs, rss, id, nil
+	return secs, rss, id, res, nil
 }
 
 func tail(s string, n int) string {

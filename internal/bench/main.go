@@ -25,28 +25,33 @@ import (
 )
 
 type options struct {
-	logs, metrics, metricDays, reports, reportMB, bigReportMB int
-	keep, nightly                                             bool
+	logs, metrics, metricDays, reports, reportMB, bigReportMB, exchangeRows int
+	keep, nightly                                                           bool
 }
 
 // Result is one BENCH line.
 type Result struct {
-	Workload      string   `json:"workload"`
-	Rows          int64    `json:"rows,omitempty"`
-	Bytes         int64    `json:"bytes,omitempty"`
-	Seconds       float64  `json:"seconds"`
-	RowsPerS      float64  `json:"rows_per_s,omitempty"`
-	MBPerS        float64  `json:"mb_per_s,omitempty"`
-	BoundSingle   float64  `json:"bound_single,omitempty"`
-	BoundBatched  float64  `json:"bound_batched,omitempty"`
-	RatioSingle   float64  `json:"ratio_single,omitempty"`
-	RatioBatched  float64  `json:"ratio_batched,omitempty"`
-	P50BatchMS    float64  `json:"p50_batch_ms,omitempty"`
-	P99BatchMS    float64  `json:"p99_batch_ms,omitempty"`
-	PeakRSSMB     float64  `json:"worker_peak_rss_mb,omitempty"`
-	HistoryEvents int      `json:"history_events,omitempty"`
-	TemporalShare float64  `json:"temporal_overhead_share,omitempty"`
-	Notes         []string `json:"notes,omitempty"`
+	Workload      string  `json:"workload"`
+	Rows          int64   `json:"rows,omitempty"`
+	Bytes         int64   `json:"bytes,omitempty"`
+	Seconds       float64 `json:"seconds"`
+	RowsPerS      float64 `json:"rows_per_s,omitempty"`
+	MBPerS        float64 `json:"mb_per_s,omitempty"`
+	BoundSingle   float64 `json:"bound_single,omitempty"`
+	BoundBatched  float64 `json:"bound_batched,omitempty"`
+	RatioSingle   float64 `json:"ratio_single,omitempty"`
+	RatioBatched  float64 `json:"ratio_batched,omitempty"`
+	P50BatchMS    float64 `json:"p50_batch_ms,omitempty"`
+	P99BatchMS    float64 `json:"p99_batch_ms,omitempty"`
+	PeakRSSMB     float64 `json:"worker_peak_rss_mb,omitempty"`
+	HistoryEvents int     `json:"history_events,omitempty"`
+	TemporalShare float64 `json:"temporal_overhead_share,omitempty"`
+	// partition_exchange: the longest lock a step held, and the same
+	// partition archived row by row.
+	LongestLockMS   int64    `json:"longest_lock_ms,omitempty"`
+	RowByRowSeconds float64  `json:"row_by_row_seconds,omitempty"`
+	Speedup         float64  `json:"speedup,omitempty"`
+	Notes           []string `json:"notes,omitempty"`
 }
 
 func main() {
@@ -58,14 +63,15 @@ func main() {
 	flag.IntVar(&o.reports, "reports", 20, "report files")
 	flag.IntVar(&o.reportMB, "report-mb", 50, "size of each report file in MB")
 	flag.IntVar(&o.bigReportMB, "big-report-mb", 1024, "size of the single large report checked for memory (0: skip)")
+	flag.IntVar(&o.exchangeRows, "exchange-rows", 5_000_000, "rows in the live partition archived by partition exchange (0: skip)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the scratch databases and files")
 	flag.BoolVar(&o.nightly, "nightly", false, "only the whole nightly volume in one run (1M logs, 500K metrics, 100 reports of 50 MB)")
 	flag.Parse()
 	if o.nightly {
-		o.reports, o.bigReportMB = 100, 0
+		o.reports, o.bigReportMB, o.exchangeRows = 100, 0, 0
 	}
 	if *quick {
-		o.logs, o.metrics, o.metricDays, o.reports, o.reportMB, o.bigReportMB = 100_000, 50_000, 10, 3, 10, 0
+		o.logs, o.metrics, o.metricDays, o.reports, o.reportMB, o.bigReportMB, o.exchangeRows = 100_000, 50_000, 10, 3, 10, 0, 200_000
 	}
 	if err := run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -88,7 +94,7 @@ func run(ctx context.Context, o options) error {
 	if err := b.seed(ctx); err != nil {
 		return err
 	}
-	workloads := []func(context.Context) (Result, error){b.logs, b.metricsWorkload, b.reportsWorkload, b.bigReport}
+	workloads := []func(context.Context) (Result, error){b.logs, b.metricsWorkload, b.reportsWorkload, b.bigReport, b.exchangeWorkload}
 	if o.nightly {
 		workloads = []func(context.Context) (Result, error){b.nightlyWorkload}
 	}
