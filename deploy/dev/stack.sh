@@ -125,7 +125,7 @@ pg_up() {
     touch "$DEV/logs/postgres.log"
     [ "$(id -u)" = 0 ] && chown postgres "$DEV/logs/postgres.log"
     as_pg "$bin/pg_ctl" -D "$data" -l "$DEV/logs/postgres.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories='' -c max_connections=300 -c shared_buffers=256MB -c timezone=UTC" \
+      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories='' -c max_connections=300 -c shared_buffers=256MB -c timezone=UTC -c wal_keep_size=2GB" \
       start >/dev/null || die "PostgreSQL did not start: see $DEV/logs/postgres.log"
     log "PostgreSQL on 127.0.0.1:$PG_PORT"
   fi
@@ -191,6 +191,14 @@ replica_up() {
   bin=$(pg_bindir)
   data="$(dirname "$(pg_datadir)")/replica"
   pw=$(cat "$DEV/pg.password")
+  # A replica left behind (stopped while the primary recycled the WAL it
+  # needs) can never catch up: make it anew.
+  if [ -f "$data/PG_VERSION" ] && tail -n 5 "$DEV/logs/replica.log" 2>/dev/null | grep -q "has already been removed"; then
+    log "the replica cannot catch up (WAL it needs is gone): recreating it"
+    as_pg "$bin/pg_ctl" -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$data"
+    : > "$DEV/logs/replica.log"
+  fi
   if [ ! -f "$data/PG_VERSION" ]; then
     log "creating a streaming replica in $data"
     mkdir -p "$data"
