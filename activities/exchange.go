@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,7 +28,8 @@ import (
 //     bounds, so the attach below needs no validation scan;
 //  3. add the archive columns with constant defaults (archived_at, the
 //     batch id): no rewrite; give it the archive's name, schema and owner;
-//  4. ATTACH PARTITION to the archive;
+//     build the archive's indexes on it (only it is locked);
+//  4. ATTACH PARTITION to the archive (which then only links the indexes);
 //  5. complete the ledger row with the partition's rows and bytes.
 //
 // Each step is recognised from the catalogue (where the oid is attached,
@@ -283,6 +285,11 @@ func (a *Activities) ExchangePartition(ctx context.Context, in ExchangeInput) (E
 				sql += fmt.Sprintf(`ALTER TABLE %s RENAME TO %s; `, moved, catalog.Quote(target))
 			}
 			sql += fmt.Sprintf(`ALTER TABLE %s OWNER TO %s`, catalog.Quote(st.archiveSchema)+"."+catalog.Quote(target), WorkerRole)
+		case len(st.missingIndexes) > 0:
+			// The archive's own indexes, built on the detached table (which
+			// only this step locks) before ATTACH, which would otherwise
+			// build them holding the archive's partition list.
+			step, sql = "index", strings.Join(st.missingIndexes, "; ")
 		default:
 			if err := dropEmptyArchivePartition(ctx, conn, t, in.Partition.Lower, oid); err != nil {
 				return res, err
@@ -375,6 +382,9 @@ type exchangeStateOf struct {
 	ownedByWorker     bool
 	hasArchiveColumns bool
 	claimedAt         time.Time
+	// missingIndexes are CREATE INDEX statements for the archive's plain
+	// indexes the detached table has no equivalent of.
+	missingIndexes []string
 }
 
 func exchangeState(ctx context.Context, conn *pgxpool.Conn, t policy.Table, oid uint32, batchID string) (exchangeStateOf, error) {
@@ -399,6 +409,37 @@ func exchangeState(ctx context.Context, conn *pgxpool.Conn, t policy.Table, oid 
 		return st, fmt.Errorf("read the state of partition %d: %w", oid, err)
 	}
 	st.ident = catalog.Quote(st.schema) + "." + catalog.Quote(st.name)
+	if parent == nil && st.hasArchiveColumns {
+		// Plain (non-unique) indexes of the archive, by their columns; a
+		// unique one is the key, which the live partition brings.
+		rows, err := conn.Query(ctx, `
+			SELECT ai.indexrelid::int8, pg_get_indexdef(ai.indexrelid)
+			FROM pg_index ai
+			WHERE ai.indrelid = $2::regclass AND NOT ai.indisunique
+			  AND NOT EXISTS (SELECT 1 FROM pg_index pi WHERE pi.indrelid = $1::oid
+			                  AND pi.indkey::text = ai.indkey::text AND pi.indclass::text = ai.indclass::text
+			                  AND pi.indexprs IS NULL AND ai.indexprs IS NULL AND pi.indpred IS NULL AND ai.indpred IS NULL)`,
+			int64(oid), catalog.QuoteName(t.Archive))
+		if err != nil {
+			return st, fmt.Errorf("compare the indexes of %s: %w", st.ident, err)
+		}
+		defs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+			var id int64
+			var def string
+			if err := r.Scan(&id, &def); err != nil {
+				return "", err
+			}
+			i := strings.Index(def, " USING ")
+			if i < 0 {
+				return "", fmt.Errorf("index definition %q", def)
+			}
+			return fmt.Sprintf("CREATE INDEX %s ON %s%s", catalog.Quote(fmt.Sprintf("%s_ix%d", st.name, id)), st.ident, def[i:]), nil
+		})
+		if err != nil {
+			return st, fmt.Errorf("compare the indexes of %s: %w", st.ident, err)
+		}
+		st.missingIndexes = defs
+	}
 	if parent != nil {
 		var liveName, archiveName string
 		if err := conn.QueryRow(ctx, `SELECT $1::regclass::text, $2::regclass::text`, catalog.QuoteName(t.Live), catalog.QuoteName(t.Archive)).Scan(&liveName, &archiveName); err != nil {

@@ -48,10 +48,11 @@ type Result struct {
 	TemporalShare float64 `json:"temporal_overhead_share,omitempty"`
 	// partition_exchange: the longest lock a step held, and the same
 	// partition archived row by row.
-	LongestLockMS   int64    `json:"longest_lock_ms,omitempty"`
-	RowByRowSeconds float64  `json:"row_by_row_seconds,omitempty"`
-	Speedup         float64  `json:"speedup,omitempty"`
-	Notes           []string `json:"notes,omitempty"`
+	LongestLockMS   int64            `json:"longest_lock_ms,omitempty"`
+	RowByRowSeconds float64          `json:"row_by_row_seconds,omitempty"`
+	Steps           map[string]int64 `json:"step_ms,omitempty"`
+	Speedup         float64          `json:"speedup,omitempty"`
+	Notes           []string         `json:"notes,omitempty"`
 }
 
 func main() {

@@ -75,7 +75,7 @@ func TestWorkerKilledDuringPartitionExchange(t *testing.T) {
 	run := start(t, c, queue, workflows.ArchiveInput{Tables: []string{"logs"}, AsOf: asOf,
 		BatchSize: 2000, MinBatch: 2000, MaxBatch: 2000, ActivityTimeout: 3 * time.Second})
 
-	maxKills := 4 // short: after each step of the first partition
+	maxKills := 5 // short: after each step of the first partition
 	if long() {
 		maxKills = 1000 // after every step
 	}
@@ -108,7 +108,7 @@ func TestWorkerKilledDuringPartitionExchange(t *testing.T) {
 		}
 	}
 	t.Logf("FAULTS exchange: %d rows, %d eligible, worker SIGKILLed %d times, after steps %v", before.allN, before.eligibleN, kills, steps)
-	for _, step := range []string{"detach", "add-archive-columns", "rename", "attach"} {
+	for _, step := range []string{"detach", "add-archive-columns", "rename", "index", "attach"} {
 		if steps[step] == 0 {
 			t.Errorf("never killed after step %s (kills after %v)", step, steps)
 		}
