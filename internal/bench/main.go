@@ -51,6 +51,7 @@ type Result struct {
 	LongestLockMS   int64            `json:"longest_lock_ms,omitempty"`
 	RowByRowSeconds float64          `json:"row_by_row_seconds,omitempty"`
 	Steps           map[string]int64 `json:"step_ms,omitempty"`
+	SharedLockMS    int64            `json:"shared_lock_ms,omitempty"`
 	Speedup         float64          `json:"speedup,omitempty"`
 	Notes           []string         `json:"notes,omitempty"`
 }
