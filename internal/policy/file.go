@@ -44,6 +44,13 @@ type fileEntry struct {
 	Where            []fileCondition `yaml:"where"`
 	Downsample       *fileDownsample `yaml:"downsample"`
 	Offload          *fileOffload    `yaml:"offload"`
+	Export           *fileExport     `yaml:"export"`
+}
+
+type fileExport struct {
+	Bucket string `yaml:"bucket"`
+	Prefix string `yaml:"prefix"`
+	Format string `yaml:"format"`
 }
 
 type fileCondition struct {
@@ -351,6 +358,12 @@ func (e fileEntry) modeFields(t *Table) error {
 		}
 		t.PathColumn, t.Root, t.ObjectBucket, t.ObjectPrefix = o.PathColumn, o.Root, o.Bucket, o.Prefix
 	}
+	if x := e.Export; x != nil {
+		t.Export = &Export{Bucket: x.Bucket, Prefix: x.Prefix, Format: x.Format}
+		if err := t.Export.Validate(); err != nil {
+			return bad(strings.TrimPrefix(err.Error(), "export "), "export")
+		}
+	}
 	return nil
 }
 
@@ -449,6 +462,7 @@ func cleanYAMLError(path string, err error) error {
 			{" in type policy.fileDoc", " (want builtin or tables)"},
 			{" in type policy.fileDownsample", " (downsample takes group_by, bucket, aggregates)"},
 			{" in type policy.fileOffload", " (offload takes path_column, root, bucket, prefix)"},
+		{" in type policy.fileExport", " (export takes bucket, prefix, format)"},
 			{" in type policy.fileCondition", " (a condition takes column, op, value)"},
 		} {
 			msg = strings.ReplaceAll(msg, r[0], r[1])

@@ -9,8 +9,10 @@ import (
 
 // Override applies configuration to the default policy. For each table NAME
 // (LOGS, METRICS, REPORTS) it reads ARCHIVE_<NAME>_AFTER_DAYS,
-// ARCHIVE_<NAME>_RETENTION_DAYS and ARCHIVE_<NAME>_BATCH_SIZE; unset keeps
-// the default. Errors name the variable.
+// ARCHIVE_<NAME>_RETENTION_DAYS and ARCHIVE_<NAME>_BATCH_SIZE, and
+// ARCHIVE_<NAME>_EXPORT_BUCKET, _EXPORT_PREFIX, _EXPORT_FORMAT (export before
+// retention drops; "-" as the bucket turns a declared export off); unset
+// keeps the default. Errors name the variable.
 //
 // With ARCHIVE_POLICY_FILE set, the file's entries replace the built-in
 // policy (LoadFile), and the same variables apply to each entry by its
@@ -44,6 +46,9 @@ func Override(getenv func(string) string) ([]Table, error) {
 			}
 			t.BatchSize = n
 		}
+		if err := exportFromEnv(getenv, prefix, t); err != nil {
+			return nil, err
+		}
 		if err := t.Validate(); err != nil {
 			return nil, fmt.Errorf("policy from %s*: %w", prefix, err)
 		}
@@ -61,5 +66,41 @@ func days(getenv func(string) string, name string, into *time.Duration) error {
 		return fmt.Errorf("%s=%q: want a whole number of days from 1 to 36500", name, v)
 	}
 	*into = time.Duration(n) * Day
+	return nil
+}
+
+// exportFromEnv sets (or, with bucket "-", removes) t's export from
+// ARCHIVE_<NAME>_EXPORT_*. A prefix or format alone applies to the entry's
+// export and needs one.
+func exportFromEnv(getenv func(string) string, prefix string, t *Table) error {
+	bucket := strings.TrimSpace(getenv(prefix + "EXPORT_BUCKET"))
+	keyPrefix, keySet := strings.TrimSpace(getenv(prefix+"EXPORT_PREFIX")), getenv(prefix+"EXPORT_PREFIX") != ""
+	format := strings.TrimSpace(getenv(prefix + "EXPORT_FORMAT"))
+	switch {
+	case bucket == "-":
+		t.Export = nil
+		return nil
+	case bucket != "":
+		e := Export{}
+		if t.Export != nil {
+			e = *t.Export
+		}
+		e.Bucket = bucket
+		t.Export = &e
+	case (keySet || format != "") && t.Export == nil:
+		return fmt.Errorf("%sEXPORT_PREFIX/FORMAT given without %sEXPORT_BUCKET: say which bucket the export goes to", prefix, prefix)
+	}
+	if t.Export == nil {
+		return nil
+	}
+	if keySet {
+		t.Export.Prefix = keyPrefix
+	}
+	if format != "" {
+		t.Export.Format = strings.ToLower(format)
+	}
+	if err := t.Export.Validate(); err != nil {
+		return fmt.Errorf("%sEXPORT_*: %w", prefix, err)
+	}
 	return nil
 }

@@ -79,6 +79,48 @@ type Table struct {
 	Root         string `json:",omitempty"`
 	ObjectBucket string `json:",omitempty"`
 	ObjectPrefix string `json:",omitempty"`
+	// Export, when set, streams each archive partition past retention to
+	// S3 (Parquet or gzip CSV) and verifies it before retention drops or
+	// detaches the partition.
+	Export *Export `json:",omitempty"`
+}
+
+// Export says where and how archive partitions are exported before they
+// are dropped: s3://Bucket/Prefix<table>/year=YYYY/month=MM/... ("" bucket:
+// the worker's REPORTS_ARCHIVE_BUCKET).
+type Export struct {
+	Bucket string `json:",omitempty"`
+	Prefix string `json:",omitempty"`
+	// Format is ExportParquet (default) or ExportCSV.
+	Format string `json:",omitempty"`
+}
+
+// Export formats.
+const (
+	ExportParquet = "parquet"
+	ExportCSV     = "csv"
+)
+
+// FormatOf is the export's format (Parquet when empty).
+func (e Export) FormatOf() string {
+	if e.Format == "" {
+		return ExportParquet
+	}
+	return e.Format
+}
+
+// Validate checks an export's bucket, prefix and format.
+func (e Export) Validate() error {
+	if e.Bucket != "" && !bucketName.MatchString(e.Bucket) {
+		return fmt.Errorf("export bucket %q is not an S3 bucket name", e.Bucket)
+	}
+	if strings.HasPrefix(e.Prefix, "/") || strings.Contains(e.Prefix, "..") {
+		return fmt.Errorf("export prefix %q: a key prefix such as cold/ (no leading /, no ..)", e.Prefix)
+	}
+	if !slices.Contains([]string{"", ExportParquet, ExportCSV}, e.Format) {
+		return fmt.Errorf("export format %q: want parquet or csv", e.Format)
+	}
+	return nil
 }
 
 // LayoutSeed marks the built-in tables' archive layouts.
@@ -272,6 +314,11 @@ func (t Table) Validate() error {
 	if err := ValidateBatchSize(t.BatchSize); err != nil {
 		return fmt.Errorf("%s: %w", t.Name, err)
 	}
+	if t.Export != nil {
+		if err := t.Export.Validate(); err != nil {
+			return fmt.Errorf("%s: %w", t.Name, err)
+		}
+	}
 	return nil
 }
 
@@ -305,6 +352,11 @@ func Normalize(t Table) Table {
 func (t Table) CheckNames() error {
 	if !ValidName(t.Live) || !ValidName(t.Archive) {
 		return fmt.Errorf("%s: %q or %q is not a table name", t.Name, t.Live, t.Archive)
+	}
+	if t.Export != nil {
+		if err := t.Export.Validate(); err != nil {
+			return fmt.Errorf("%s: %w", t.Name, err)
+		}
 	}
 	cols := append([]string{t.TimeColumn}, t.GroupBy...)
 	if t.Value != "" {

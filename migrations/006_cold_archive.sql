@@ -1,0 +1,46 @@
+-- The cold archive (README "The cold archive"): every archive partition
+-- past retention is exported to S3 and verified before it is dropped. A
+-- manifest row is committed before the upload (state 'uploading', with the
+-- object's key, size and SHA-256 and the rows' count and content checksum),
+-- marked 'verified' once the object read back from S3 matches, and
+-- 'dropped' once the partition is gone; a crash anywhere in between
+-- resumes from this row: the object is reused, never uploaded twice, and
+-- the partition never dropped unverified. A restore brings an export's
+-- rows back to the live table and marks it 'restored'.
+CREATE TABLE archive_exports (
+    id               BIGSERIAL PRIMARY KEY,
+    table_name       TEXT NOT NULL,          -- the archive table
+    partition_name   TEXT NOT NULL,
+    lower_bound      TIMESTAMPTZ NOT NULL,
+    upper_bound      TIMESTAMPTZ NOT NULL,
+    format           TEXT NOT NULL CHECK (format IN ('parquet', 'csv')),
+    bucket           TEXT NOT NULL,
+    object_key       TEXT NOT NULL,
+    rows             BIGINT NOT NULL,
+    bytes            BIGINT NOT NULL,
+    sha256           TEXT NOT NULL,          -- hex, of the whole object
+    content_checksum TEXT NOT NULL,          -- order-independent, of the rows (see activities/export.go)
+    columns          JSONB NOT NULL,         -- [{name, type}] as exported
+    state            TEXT NOT NULL DEFAULT 'uploading'
+                     CHECK (state IN ('uploading', 'verified', 'dropped', 'restored')),
+    created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+    verified_at      TIMESTAMPTZ,
+    dropped_at       TIMESTAMPTZ,
+    restored_at      TIMESTAMPTZ
+);
+-- One live export per partition; a partition made again later (rows
+-- restored and archived anew) gets a new one.
+CREATE UNIQUE INDEX archive_exports_partition_idx ON archive_exports (table_name, partition_name)
+    WHERE state IN ('uploading', 'verified');
+CREATE INDEX archive_exports_bounds_idx ON archive_exports (table_name, lower_bound);
+
+-- A restore moves rows back under the same ledger protocol as a batch:
+-- kind 'restore' (rows from archive partitions or from an export).
+ALTER TABLE archive_batches DROP CONSTRAINT archive_batches_kind_check;
+ALTER TABLE archive_batches ADD CONSTRAINT archive_batches_kind_check
+    CHECK (kind IN ('rows', 'partition', 'restore'));
+-- The export a restore read from.
+ALTER TABLE archive_batches ADD COLUMN export_id BIGINT REFERENCES archive_exports (id);
+
+GRANT SELECT, INSERT, UPDATE ON archive_exports TO archiver_worker;
+GRANT USAGE ON SEQUENCE archive_exports_id_seq TO archiver_worker;
