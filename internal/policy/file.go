@@ -462,7 +462,7 @@ func cleanYAMLError(path string, err error) error {
 			{" in type policy.fileDoc", " (want builtin or tables)"},
 			{" in type policy.fileDownsample", " (downsample takes group_by, bucket, aggregates)"},
 			{" in type policy.fileOffload", " (offload takes path_column, root, bucket, prefix)"},
-		{" in type policy.fileExport", " (export takes bucket, prefix, format)"},
+			{" in type policy.fileExport", " (export takes bucket, prefix, format)"},
 			{" in type policy.fileCondition", " (a condition takes column, op, value)"},
 		} {
 			msg = strings.ReplaceAll(msg, r[0], r[1])
