@@ -46,6 +46,14 @@ type Activities struct {
 	// AfterExchangeStep, when set, runs after each DDL step of a partition
 	// exchange (its name): fault tests stop the worker there.
 	AfterExchangeStep func(step string)
+	// AfterExportStep, when set, runs after each step of a partition's
+	// export (manifest, uploaded, verified, dropped): fault tests stop the
+	// worker there.
+	AfterExportStep func(step string)
+	// ExportDir is where export files are written before their upload and
+	// read back for verification (the system's temporary directory when
+	// empty); it needs room for the largest partition's compressed file.
+	ExportDir string
 }
 
 // ErrInvalidInput is the error type of activity failures that retrying

@@ -51,26 +51,31 @@ func (a *Activities) offloadFor(ctx context.Context, t policy.Table) (offload, e
 }
 
 // storeFor is the bucket of an entry: the worker's (REPORTS_ARCHIVE_BUCKET)
-// unless the entry names another, opened once with the same endpoint and
-// encryption settings.
+// unless the entry names another.
 func (a *Activities) storeFor(ctx context.Context, t policy.Table) (*objectstore.Store, error) {
-	if t.ObjectBucket == "" || a.Store != nil && a.Store.Bucket() == t.ObjectBucket {
+	return a.bucketStore(ctx, t.ObjectBucket)
+}
+
+// bucketStore opens a bucket ("" : the worker's REPORTS_ARCHIVE_BUCKET)
+// once, with the same endpoint and encryption settings as the worker's.
+func (a *Activities) bucketStore(ctx context.Context, bucket string) (*objectstore.Store, error) {
+	if bucket == "" || a.Store != nil && a.Store.Bucket() == bucket {
 		if a.Store == nil {
 			return nil, temporal.NewNonRetryableApplicationError(
-				"reports archiving is not configured: set REPORTS_ARCHIVE_BUCKET (and the AWS_* variables)", ErrStorageConfig, nil)
+				"no bucket configured: set REPORTS_ARCHIVE_BUCKET (and the AWS_* variables), or name one in the policy entry", ErrStorageConfig, nil)
 		}
 		return a.Store, nil
 	}
 	a.storesMu.Lock()
 	defer a.storesMu.Unlock()
-	if s, ok := a.stores[t.ObjectBucket]; ok {
+	if s, ok := a.stores[bucket]; ok {
 		return s, nil
 	}
 	opts := a.StoreOptions
 	if a.Store != nil && opts.Endpoint == "" && opts.Region == "" {
 		opts = a.Store.Options()
 	}
-	opts.Bucket = t.ObjectBucket
+	opts.Bucket = bucket
 	s, err := objectstore.New(ctx, opts)
 	if err != nil {
 		return nil, storageError(err)
@@ -78,7 +83,7 @@ func (a *Activities) storeFor(ctx context.Context, t policy.Table) (*objectstore
 	if a.stores == nil {
 		a.stores = map[string]*objectstore.Store{}
 	}
-	a.stores[t.ObjectBucket] = s
+	a.stores[bucket] = s
 	return s, nil
 }
 

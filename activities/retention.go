@@ -33,10 +33,16 @@ type RetentionInput struct {
 }
 
 // RetentionResult names the partitions removed (or, in a dry run, that
-// would be).
+// would be), and the exports made of them first.
 type RetentionResult struct {
 	Mode       string
 	Partitions []string `json:",omitempty"`
+	// Exports are the s3:// locations the partitions were exported to
+	// (entries with an export), in the order of Partitions; "" for an
+	// empty partition. ExportedRows and ExportedBytes total them.
+	Exports       []string `json:",omitempty"`
+	ExportedRows  int64    `json:",omitempty"`
+	ExportedBytes int64    `json:",omitempty"`
 }
 
 // lockTimeout bounds how long a detach waits for its lock; on timeout it
@@ -85,6 +91,11 @@ func (a *Activities) ApplyRetention(ctx context.Context, in RetentionInput) (Ret
 		return out, fmt.Errorf("apply retention to %s: %w", t.Archive, err)
 	}
 	defer conn.Exec(context.Background(), `RESET lock_timeout; RESET ROLE`) //nolint:errcheck // the connection goes back to the pool either way
+	if t.Export != nil {
+		if err := settleDropped(ctx, conn, t); err != nil {
+			return out, err
+		}
+	}
 	for _, p := range parts {
 		if !p.orphan { // an orphan is detached already
 			how := "CONCURRENTLY"
@@ -96,10 +107,31 @@ func (a *Activities) ApplyRetention(ctx context.Context, in RetentionInput) (Ret
 				return out, fmt.Errorf("detach %s: %w", p.name, err)
 			}
 		}
+		// Exported after the detach: no row can reach the table any more,
+		// so the export holds exactly what the drop removes.
+		var exp *Export
+		if t.Export != nil {
+			if exp, err = a.exportPartition(ctx, t, p); err != nil {
+				return out, fmt.Errorf("export %s before retention (detached and kept; the next run goes on): %w", p.name, err)
+			}
+			loc := ""
+			if exp != nil {
+				loc = exp.Location()
+				out.ExportedRows += exp.Rows
+				out.ExportedBytes += exp.Bytes
+			}
+			out.Exports = append(out.Exports, loc)
+		}
 		if mode == RetentionDrop {
 			drop := fmt.Sprintf(`DROP TABLE IF EXISTS %s`, partitionIdent(t, p.name))
 			if err := withLockRetries(ctx, func() error { _, err := conn.Exec(ctx, drop); return err }); err != nil {
 				return out, fmt.Errorf("drop %s (detached; the next run drops it): %w", p.name, err)
+			}
+			if exp != nil {
+				if err := markDropped(ctx, conn, exp.ID); err != nil {
+					return out, fmt.Errorf("record the drop of %s: %w", p.name, err)
+				}
+				a.exportStep("dropped")
 			}
 		} else {
 			// Kept on purpose: not an orphan for later runs to finish.

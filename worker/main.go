@@ -79,7 +79,7 @@ func run(logger *slog.Logger) error {
 	if err := temporalclient.EnsureSearchAttributes(ctx, c, cfg.TemporalNamespace); err != nil {
 		return err
 	}
-	acts := &activities.Activities{DB: pool, ReportsDir: cfg.ReportsDir, Compression: cfg.ReportsCompression, StoreOptions: cfg.StoreOptions(),
+	acts := &activities.Activities{DB: pool, ReportsDir: cfg.ReportsDir, ExportDir: cfg.ExportDir, Compression: cfg.ReportsCompression, StoreOptions: cfg.StoreOptions(),
 		MaxReplicaLag: cfg.MaxReplicaLag, Metrics: tel.Metrics, Tracer: tel.TracerProvider.Tracer("github.com/mockupaws/archiver")}
 	if cfg.ReportsBucket != "" {
 		if acts.Store, err = objectstore.New(ctx, cfg.StoreOptions()); err != nil {

@@ -186,6 +186,10 @@ const (
 	// changeExchange: a move branch first exchanges whole live partitions
 	// older than the cut-off, then moves the rest by batches.
 	changeExchange = "partition-exchange"
+	// changeColdExport: the retention step of an entry with an export runs
+	// with the upload's timeouts (it writes, uploads and verifies each
+	// partition before dropping it) and heartbeats.
+	changeColdExport = "cold-export"
 )
 
 // ArchiveWorkflow archives the selected tables as of one instant, one

@@ -273,6 +273,9 @@ func (b *branch) limit() int {
 // retention drops (or detaches) the archive partitions past retention.
 func (b *branch) retention(ctx workflow.Context) error {
 	var rr activities.RetentionResult
+	if b.table.Export != nil && workflow.GetVersion(ctx, changeColdExport, workflow.DefaultVersion, 1) >= 1 {
+		ctx = workflow.WithActivityOptions(ctx, uploadOptions(ctx))
+	}
 	err := workflow.ExecuteActivity(ctx, a.ApplyRetention, activities.RetentionInput{
 		Table: b.table.Name, Entry: b.entry(), Before: b.table.RetentionLimit(b.asOf), Mode: b.retentionMode,
 	}).Get(ctx, &rr)

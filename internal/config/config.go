@@ -22,7 +22,9 @@ type Config struct {
 	TaskQueue         string
 	TemporalUIURL     string
 	ReportsDir        string
-	ReportsBucket     string
+	// ExportDir (ARCHIVE_EXPORT_DIR) holds export files before their upload.
+	ExportDir     string
+	ReportsBucket string
 	// ReportsCompression is gzip (default) or zstd; ReportsSSE is AES256
 	// (default), aws:kms (with ReportsKMSKeyID) or none.
 	ReportsCompression string
@@ -69,6 +71,7 @@ func LoadFrom(getenv Getenv) (Config, error) {
 		TaskQueue:             get("ARCHIVE_TASK_QUEUE", "archive"),
 		TemporalUIURL:         get("TEMPORAL_UI_URL", "http://localhost:8233"),
 		ReportsDir:            get("REPORTS_DIR", ""),
+		ExportDir:             get("ARCHIVE_EXPORT_DIR", ""),
 		ReportsBucket:         get("REPORTS_ARCHIVE_BUCKET", ""),
 		ReportsCompression:    get("REPORTS_COMPRESSION", "gzip"),
 		ReportsSSE:            get("REPORTS_SSE", "AES256"),

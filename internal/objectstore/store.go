@@ -174,3 +174,48 @@ func IsConfigError(err error) bool {
 	}
 	return false
 }
+
+// ReaderAt reads an object of a known size by ranged GETs: a Parquet
+// footer is checked on S3 without downloading the object.
+func (s *Store) ReaderAt(ctx context.Context, key string, size int64) io.ReaderAt {
+	return rangeReader{ctx: ctx, s: s, key: key, size: size}
+}
+
+type rangeReader struct {
+	ctx  context.Context
+	s    *Store
+	key  string
+	size int64
+}
+
+func (r rangeReader) ReadAt(p []byte, off int64) (int, error) {
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	end := off + int64(len(p)) - 1
+	if end >= r.size {
+		end = r.size - 1
+	}
+	out, err := r.s.Client.GetObject(r.ctx, &s3.GetObjectInput{
+		Bucket: aws.String(r.s.opts.Bucket), Key: aws.String(r.key), Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, end)),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("get %s bytes %d-%d: %w", r.s.Location(r.key), off, end, err)
+	}
+	defer out.Body.Close()
+	n, err := io.ReadFull(out.Body, p[:end-off+1])
+	if err == nil && n < len(p) {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// Delete removes an object (tests, and an export's object replaced before
+// its manifest was verified).
+func (s *Store) Delete(ctx context.Context, key string) error {
+	_, err := s.Client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.opts.Bucket), Key: aws.String(key)})
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", s.Location(key), err)
+	}
+	return nil
+}

@@ -1,0 +1,452 @@
+package activities
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+		"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/klauspost/compress/gzip"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/mockupaws/archiver/internal/catalog"
+	"github.com/mockupaws/archiver/internal/coldstore"
+	"github.com/mockupaws/archiver/internal/objectstore"
+	"github.com/mockupaws/archiver/internal/policy"
+)
+
+// Export states (archive_exports.state).
+const (
+	ExportUploading = "uploading"
+	ExportVerified  = "verified"
+	ExportDropped   = "dropped"
+	ExportRestored  = "restored"
+)
+
+// Export is one archive_exports row: an archive partition written to S3.
+type Export struct {
+	ID           int64
+	Table        string // the archive table
+	Partition    string
+	Lower, Upper time.Time
+	Format       string
+	Bucket, Key  string
+	Rows, Bytes  int64
+	SHA256       string
+	Checksum     string
+	Columns      []coldstore.Column
+	State        string
+}
+
+// Location is the export's s3:// URL.
+func (e Export) Location() string { return "s3://" + e.Bucket + "/" + e.Key }
+
+const exportColumns = `id, table_name, partition_name, lower_bound, upper_bound, format, bucket, object_key,
+	rows, bytes, sha256, content_checksum, columns, state`
+
+func scanExport(r pgx.Row) (Export, error) {
+	var e Export
+	var cols []byte
+	err := r.Scan(&e.ID, &e.Table, &e.Partition, &e.Lower, &e.Upper, &e.Format, &e.Bucket, &e.Key,
+		&e.Rows, &e.Bytes, &e.SHA256, &e.Checksum, &cols, &e.State)
+	if err != nil {
+		return e, err
+	}
+	e.Lower, e.Upper = e.Lower.UTC(), e.Upper.UTC()
+	return e, json.Unmarshal(cols, &e.Columns)
+}
+
+// Exports lists the manifests of archive (all tables when ""), oldest
+// bounds first.
+func Exports(ctx context.Context, db catalog.Querier, archive string) ([]Export, error) {
+	rows, err := db.Query(ctx, `SELECT `+exportColumns+` FROM archive_exports
+		WHERE $1 = '' OR table_name = $1 ORDER BY table_name, lower_bound, id`, archive)
+	if err != nil {
+		return nil, fmt.Errorf("read archive_exports: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Export, error) { return scanExport(r) })
+}
+
+// pendingExport is the partition's export not yet dropped or restored.
+func pendingExport(ctx context.Context, db catalog.Querier, archive, partition string) (*Export, error) {
+	e, err := scanExport(db.QueryRow(ctx, `SELECT `+exportColumns+` FROM archive_exports
+		WHERE table_name = $1 AND partition_name = $2 AND state IN ('uploading', 'verified')`, archive, partition))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the export of %s: %w", partition, err)
+	}
+	return &e, nil
+}
+
+// exportStore is the bucket an entry exports to.
+func (a *Activities) exportStore(ctx context.Context, t policy.Table) (*objectstore.Store, error) {
+	return a.bucketStore(ctx, t.Export.Bucket)
+}
+
+// ExportKey is where a partition's export goes, Hive-style so that Athena,
+// DuckDB, Spark or Trino read the prefix as one table partitioned by year
+// and month: <prefix><archive table>/year=YYYY/month=MM/[day=DD/]
+// part-<partition>-<first 8 hex of the file's SHA-256>.<ext>.
+func ExportKey(t policy.Table, partition string, lower time.Time, sha string, format string) string {
+	prefix := t.Export.Prefix
+	if prefix != "" && !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	_, base := policy.SplitName(t.Archive)
+	dir := fmt.Sprintf("%s%s/year=%04d/month=%02d/", prefix, base, lower.Year(), int(lower.Month()))
+	if t.PartitionSpan() == policy.PartitionDay {
+		dir += fmt.Sprintf("day=%02d/", lower.Day())
+	}
+	return dir + "part-" + partition + "-" + sha[:8] + coldstore.Ext(format)
+}
+
+// exportFile is a partition written to a local file, with what the
+// manifest records of it.
+type exportFile struct {
+	path            string
+	rows, bytes     int64
+	sha256, content string
+	columns         []coldstore.Column
+}
+
+// exportDir is where export files are written before their upload.
+func (a *Activities) exportDir() string {
+	if a.ExportDir != "" {
+		return a.ExportDir
+	}
+	return os.TempDir()
+}
+
+// writeExportFile reads the detached partition rel in one REPEATABLE READ
+// snapshot: its count and content checksum, then every row streamed into a
+// file of format (the same rows the checksum covered). Memory stays one
+// Parquet row group whatever the partition's size.
+func (a *Activities) writeExportFile(ctx context.Context, t policy.Table, rel string, p partition, format string) (out exportFile, err error) {
+	defer func() {
+		if err != nil && out.path != "" {
+			os.Remove(out.path)
+		}
+	}()
+	tx, err := a.DB.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return out, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	// A synchronized scan may start mid-table: the same partition must
+	// give the same file when an export is written again.
+	if _, err := tx.Exec(ctx, `SET LOCAL synchronize_seqscans = off`); err != nil {
+		return out, err
+	}
+	desc, err := catalog.Describe(ctx, tx, catalog.Sibling(t.Archive, p.name))
+	if err != nil {
+		return out, err
+	}
+	if !desc.Exists() {
+		return out, fmt.Errorf("partition %s is gone before its export", p.name)
+	}
+	out.columns = coldstore.Columns(desc)
+	if err := tx.QueryRow(ctx, coldstore.ChecksumSQL("ONLY "+rel, out.columns)).Scan(&out.rows, &out.content); err != nil {
+		return out, fmt.Errorf("checksum %s: %w", p.name, err)
+	}
+	if out.rows == 0 {
+		return out, nil
+	}
+	f, err := os.CreateTemp(a.exportDir(), "archiver-export-"+p.name+"-*"+coldstore.Ext(format))
+	if err != nil {
+		return out, fmt.Errorf("export %s: %w", p.name, err)
+	}
+	out.path = f.Name()
+	defer f.Close()
+	h := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
+	rows, err := tx.Query(ctx, `SELECT `+coldstore.SelectList(out.columns)+` FROM ONLY `+rel)
+	if err != nil {
+		return out, fmt.Errorf("read %s: %w", p.name, err)
+	}
+	n, err := coldstore.Write(format, bw, out.columns, rows, func(n int64) {
+		if activity.IsActivity(ctx) {
+			activity.RecordHeartbeat(ctx, fmt.Sprintf("export %s: %d of %d rows", p.name, n, out.rows))
+		}
+	})
+	rows.Close()
+	if err != nil {
+		return out, fmt.Errorf("export %s: %w", p.name, err)
+	}
+	if n != out.rows {
+		return out, fmt.Errorf("export %s: wrote %d rows, the snapshot holds %d", p.name, n, out.rows)
+	}
+	if err := bw.Flush(); err != nil {
+		return out, err
+	}
+	if err := f.Sync(); err != nil {
+		return out, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return out, err
+	}
+	out.bytes, out.sha256 = st.Size(), hex.EncodeToString(h.Sum(nil))
+	return out, nil
+}
+
+// exportPartition makes sure the detached partition p of t has a verified
+// export on S3 before retention drops it, and returns its manifest (nil
+// when the partition holds no rows: nothing to keep). The protocol
+// survives a crash anywhere:
+//  1. write the file locally; commit the manifest (state uploading) with
+//     the object's key, size, SHA-256 and the rows' count and checksum;
+//  2. upload, unless the object is there already with that SHA-256 (an
+//     earlier attempt uploaded it): never uploaded twice;
+//  3. read the object back from S3: its SHA-256 and size, and the Parquet
+//     footer's row count (a CSV's records), against the manifest;
+//  4. mark the manifest verified. Only then may the partition be dropped.
+func (a *Activities) exportPartition(ctx context.Context, t policy.Table, p partition) (*Export, error) {
+	rel := partitionIdent(t, p.name)
+	m, err := pendingExport(ctx, a.DB, t.Archive, p.name)
+	if err != nil {
+		return nil, err
+	}
+	if m != nil && m.State == ExportVerified {
+		return m, nil
+	}
+	store, err := a.exportStore(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	format := t.Export.FormatOf()
+	uploaded := false
+	if m != nil {
+		obj, err := store.Head(ctx, m.Key)
+		switch {
+		case err == nil && obj.Metadata["sha256"] == m.SHA256 && obj.Size == m.Bytes:
+			uploaded = true // the attempt before uploaded it; it is checked below
+		case err != nil && !errors.Is(err, objectstore.ErrNotFound):
+			return nil, storageError(err)
+		}
+	}
+	var file exportFile
+	if !uploaded {
+		if file, err = a.writeExportFile(ctx, t, rel, p, format); err != nil {
+			return nil, err
+		}
+		if file.path != "" {
+			defer os.Remove(file.path)
+		}
+		if file.rows == 0 {
+			return nil, nil
+		}
+		if m, err = a.recordExport(ctx, t, p, store.Bucket(), format, file, m); err != nil {
+			return nil, err
+		}
+		a.exportStep("manifest")
+		f, err := os.Open(file.path)
+		if err != nil {
+			return nil, err
+		}
+		_, err = store.Put(ctx, m.Key, &progressReader{r: f, ctx: ctx, at: time.Now()}, coldstore.ContentType(format), map[string]string{
+			"sha256": m.SHA256, "rows": strconv.FormatInt(m.Rows, 10), "partition": p.name, "content-checksum": m.Checksum,
+		})
+		f.Close()
+		if err != nil {
+			return nil, storageError(err)
+		}
+		a.exportStep("uploaded")
+	}
+	if err := VerifyExport(ctx, store, *m, false, a.exportDir()); err != nil {
+		// The object on S3 is not what was written: it is replaced by the
+		// next attempt (the manifest stays uploading), never trusted.
+		if derr := store.Delete(ctx, m.Key); derr != nil {
+			return nil, fmt.Errorf("%w (and removing it failed: %v)", err, derr)
+		}
+		return nil, err
+	}
+	if _, err := a.DB.Exec(ctx, `UPDATE archive_exports SET state = 'verified', verified_at = now() WHERE id = $1 AND state = 'uploading'`, m.ID); err != nil {
+		return nil, fmt.Errorf("mark the export of %s verified: %w", p.name, err)
+	}
+	m.State = ExportVerified
+	a.exportStep("verified")
+	return m, nil
+}
+
+// recordExport commits the manifest of a file about to be uploaded: a new
+// row, or the row of an earlier attempt whose object never reached S3
+// (the file written again may differ in its bytes, so its key and
+// checksum are updated).
+func (a *Activities) recordExport(ctx context.Context, t policy.Table, p partition, bucket, format string, f exportFile, prev *Export) (*Export, error) {
+	cols, err := json.Marshal(f.columns)
+	if err != nil {
+		return nil, err
+	}
+	lower, upper := time.Time{}, time.Time{}
+	if p.lower != nil {
+		lower, upper = *p.lower, *p.upper
+	}
+	key := ExportKey(t, p.name, lower, f.sha256, format)
+	var row pgx.Row
+	if prev == nil {
+		row = a.DB.QueryRow(ctx, `INSERT INTO archive_exports
+			(table_name, partition_name, lower_bound, upper_bound, format, bucket, object_key, rows, bytes, sha256, content_checksum, columns)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+			RETURNING `+exportColumns, t.Archive, p.name, lower, upper, format, bucket, key, f.rows, f.bytes, f.sha256, f.content, cols)
+	} else {
+		row = a.DB.QueryRow(ctx, `UPDATE archive_exports
+			SET bucket = $2, object_key = $3, rows = $4, bytes = $5, sha256 = $6, content_checksum = $7, columns = $8, format = $9
+			WHERE id = $1 AND state = 'uploading'
+			RETURNING `+exportColumns, prev.ID, bucket, key, f.rows, f.bytes, f.sha256, f.content, cols, format)
+	}
+	m, err := scanExport(row)
+	if err != nil {
+		return nil, fmt.Errorf("record the export of %s: %w", p.name, err)
+	}
+	return &m, nil
+}
+
+func (a *Activities) exportStep(step string) {
+	if a.AfterExportStep != nil {
+		a.AfterExportStep(step)
+	}
+}
+
+// ErrExportMismatch: an exported object is not what its manifest says.
+const ErrExportMismatch = "ExportMismatch"
+
+// VerifyExport reads an export's object back from S3 into dir: its size
+// and SHA-256 must be the manifest's, and its row count too: from the
+// Parquet footer, or, deep, by reading every page (a CSV's records are
+// always counted). A mismatch is an ErrExportMismatch application error.
+func VerifyExport(ctx context.Context, store *objectstore.Store, m Export, deep bool, dir string) error {
+	mismatch := func(format string, args ...any) error {
+		msg := fmt.Sprintf("export %s of %s (%s): ", m.Partition, m.Table, m.Location()) + fmt.Sprintf(format, args...)
+		return temporal.NewApplicationError(msg, ErrExportMismatch)
+	}
+	body, err := store.Get(ctx, m.Key)
+	if err != nil {
+		if strings.Contains(err.Error(), "NoSuchKey") {
+			return mismatch("the object is missing")
+		}
+		return storageError(err)
+	}
+	defer body.Close()
+	f, err := os.CreateTemp(dir, "archiver-verify-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), &progressReader{r: body, ctx: ctx, at: time.Now()})
+	if err != nil {
+		return fmt.Errorf("download %s: %w", m.Location(), err)
+	}
+	if n != m.Bytes {
+		return mismatch("%d bytes, the manifest says %d", n, m.Bytes)
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); sum != m.SHA256 {
+		return mismatch("SHA-256 %s, the manifest says %s", sum[:12], m.SHA256[:12])
+	}
+	var rows int64
+	switch m.Format {
+	case coldstore.Parquet:
+		var cols []string
+		rows, cols, err = coldstore.Footer(f, n)
+		if err == nil {
+			err = coldstore.CheckSame(cols, m.Columns)
+		}
+		if err == nil && deep {
+			rows, err = coldstore.CountRows(f, n)
+		}
+	default:
+		rows, err = countCSV(f)
+	}
+	if err != nil {
+		return mismatch("%v", err)
+	}
+	if rows != m.Rows {
+		return mismatch("%d rows, the manifest says %d", rows, m.Rows)
+	}
+	return nil
+}
+
+// countCSV counts the records of a gzip CSV export (after its header).
+func countCSV(f *os.File) (int64, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
+	gz, err := gzip.NewReader(bufio.NewReader(f))
+	if err != nil {
+		return 0, err
+	}
+	r := csv.NewReader(gz)
+	r.ReuseRecord = true
+	r.FieldsPerRecord = -1
+	var n int64
+	for {
+		_, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n - 1, nil // the header
+}
+
+// execQuerier is a pool or a connection.
+type execQuerier interface {
+	catalog.Querier
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// markDropped records that an export's partition is gone.
+func markDropped(ctx context.Context, db execQuerier, id int64) error {
+	_, err := db.Exec(ctx, `UPDATE archive_exports SET state = 'dropped', dropped_at = now() WHERE id = $1 AND state = 'verified'`, id)
+	return err
+}
+
+// settleDropped marks verified exports whose partition no longer exists as
+// dropped: a crash between the DROP and its record.
+func settleDropped(ctx context.Context, db execQuerier, t policy.Table) error {
+	rows, err := db.Query(ctx, `SELECT id, partition_name FROM archive_exports WHERE table_name = $1 AND state = 'verified'`, t.Archive)
+	if err != nil {
+		return fmt.Errorf("read archive_exports: %w", err)
+	}
+	type pending struct {
+		id   int64
+		name string
+	}
+	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (pending, error) {
+		var p pending
+		return p, r.Scan(&p.id, &p.name)
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range list {
+		var exists bool
+		if err := db.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, partitionIdent(t, p.name)).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			if err := markDropped(ctx, db, p.id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
