@@ -31,6 +31,7 @@ commands:
             [--reports N] [--report-kb N] [--years N]
   bucket    the reports bucket's lifecycle: bucket apply [--glacier-after-days N]
             [--expire-after-days N] | bucket show
+  estimate  storage estimate from the database: estimate [--json] [--table NAME ...]
 
 environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, ARCHIVE_TASK_QUEUE,
              TEMPORAL_UI_URL, ARCHIVE_POLICY_FILE (see README.md)
@@ -87,6 +88,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdDemo(ctx, args[1:], stdout)
 	case "bucket":
 		return cmdBucket(ctx, args[1:], stdout, stderr)
+	case "estimate":
+		return cmdEstimate(ctx, args[1:], stdout, stderr)
 	case "schedule":
 		return cmdSchedule(ctx, args[1:], stdout, stderr, logger)
 	case "backfill":
