@@ -70,7 +70,7 @@ const ErrReportUnavailable = "ReportUnavailable"
 const ErrStorageConfig = "StorageMisconfigured"
 
 // NonRetryable lists the error types above, for the workflow's retry policy.
-var NonRetryable = []string{ErrInvalidInput, ErrReportUnavailable, ErrStorageConfig}
+var NonRetryable = []string{ErrInvalidInput, ErrReportUnavailable, ErrStorageConfig, ErrCannotRestore}
 
 func invalid(format string, err error) error {
 	return temporal.NewNonRetryableApplicationError(format+": "+err.Error(), ErrInvalidInput, nil)

@@ -59,7 +59,7 @@ func (b *batchSQL) selectBatch() string {
 			where = append(where, fmt.Sprintf("%s >= %s::timestamptz", b.ts, b.arg(c.TS)))
 		}
 	}
-	cond := strings.Join(where, " AND ") + b.where("")
+	cond := strings.Join(where, " AND ") + b.where("") + b.holdsSQL()
 	cols := "ctid"
 	if !b.s.live.RowAddressUnique() {
 		cols = "tableoid, ctid, " + b.ts

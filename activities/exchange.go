@@ -157,6 +157,10 @@ func listExchangeable(ctx context.Context, db catalog.Querier, t policy.Table, a
 	if err != nil {
 		return out, err
 	}
+	holds, err := activeHolds(ctx, db, t)
+	if err != nil {
+		return out, err
+	}
 	for _, p := range parts {
 		if slices.ContainsFunc(resumed, func(c ExchangeCandidate) bool { return int64(c.OID) == p.oid }) {
 			continue
@@ -166,6 +170,9 @@ func listExchangeable(ctx context.Context, db catalog.Querier, t policy.Table, a
 		}
 		lo, hi := p.lower.UTC(), p.upper.UTC()
 		switch {
+		case overlapsHold(holds, lo, hi):
+			out.Skipped = append(out.Skipped, p.name+": a restore holds part of it (its other rows move by batches)")
+			continue
 		case p.sub:
 			out.Skipped = append(out.Skipped, p.name+": sub-partitioned")
 			continue

@@ -11,7 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-		"strconv"
+	"strconv"
 	"strings"
 	"time"
 
@@ -121,6 +121,9 @@ type exportFile struct {
 	rows, bytes     int64
 	sha256, content string
 	columns         []coldstore.Column
+	// batches counts the rows of each archive batch the file holds
+	// (nil when the table has no archive_batch_id column).
+	batches []byte
 }
 
 // exportDir is where export files are written before their upload.
@@ -164,6 +167,11 @@ func (a *Activities) writeExportFile(ctx context.Context, t policy.Table, rel st
 	}
 	if out.rows == 0 {
 		return out, nil
+	}
+	if _, ok := desc.Column("archive_batch_id"); ok {
+		if err := tx.QueryRow(ctx, `SELECT jsonb_object_agg(b, n) FROM (SELECT archive_batch_id::text AS b, count(*) AS n FROM ONLY `+rel+` GROUP BY 1) s`).Scan(&out.batches); err != nil {
+			return out, fmt.Errorf("count the batches in %s: %w", p.name, err)
+		}
 	}
 	f, err := os.CreateTemp(a.exportDir(), "archiver-export-"+p.name+"-*"+coldstore.Ext(format))
 	if err != nil {
@@ -299,14 +307,14 @@ func (a *Activities) recordExport(ctx context.Context, t policy.Table, p partiti
 	var row pgx.Row
 	if prev == nil {
 		row = a.DB.QueryRow(ctx, `INSERT INTO archive_exports
-			(table_name, partition_name, lower_bound, upper_bound, format, bucket, object_key, rows, bytes, sha256, content_checksum, columns)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-			RETURNING `+exportColumns, t.Archive, p.name, lower, upper, format, bucket, key, f.rows, f.bytes, f.sha256, f.content, cols)
+			(table_name, partition_name, lower_bound, upper_bound, format, bucket, object_key, rows, bytes, sha256, content_checksum, columns, batches)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+			RETURNING `+exportColumns, t.Archive, p.name, lower, upper, format, bucket, key, f.rows, f.bytes, f.sha256, f.content, cols, f.batches)
 	} else {
 		row = a.DB.QueryRow(ctx, `UPDATE archive_exports
-			SET bucket = $2, object_key = $3, rows = $4, bytes = $5, sha256 = $6, content_checksum = $7, columns = $8, format = $9
+			SET bucket = $2, object_key = $3, rows = $4, bytes = $5, sha256 = $6, content_checksum = $7, columns = $8, format = $9, batches = $10
 			WHERE id = $1 AND state = 'uploading'
-			RETURNING `+exportColumns, prev.ID, bucket, key, f.rows, f.bytes, f.sha256, f.content, cols, format)
+			RETURNING `+exportColumns, prev.ID, bucket, key, f.rows, f.bytes, f.sha256, f.content, cols, format, f.batches)
 	}
 	m, err := scanExport(row)
 	if err != nil {

@@ -19,6 +19,8 @@ type StartJobInput struct {
 	// Forced: a backfill window the operator forced into rows younger than
 	// the policy's cut-off.
 	Forced bool `json:",omitempty"`
+	// Restore marks a restore's job: its job_type is "restore:<table>".
+	Restore bool `json:",omitempty"`
 	// Entry is the table's policy entry in force (nil: the built-in table
 	// of that name).
 	Entry *policy.Table `json:",omitempty"`
@@ -36,11 +38,15 @@ func (a *Activities) StartJob(ctx context.Context, in StartJobInput) (StartJobRe
 	if _, err := entryFor(in.Table, in.Entry); err != nil {
 		return StartJobResult{}, err
 	}
+	jobType := in.Table
+	if in.Restore {
+		jobType = "restore:" + in.Table
+	}
 	tag, err := a.DB.Exec(ctx, `
 		INSERT INTO archive_jobs (id, job_type, status, workflow_id, run_id, as_of, cutoff, started_at, forced)
 		VALUES ($1, $2, 'running', $3, $4, $5, $6, now(), $7)
 		ON CONFLICT (id) DO NOTHING`,
-		in.JobID, in.Table, in.WorkflowID, in.RunID, in.AsOf, in.Cutoff, in.Forced)
+		in.JobID, jobType, in.WorkflowID, in.RunID, in.AsOf, in.Cutoff, in.Forced)
 	if err != nil {
 		return StartJobResult{}, fmt.Errorf("start job %s for %s: %w", in.JobID, in.Table, err)
 	}

@@ -176,6 +176,9 @@ func (a *Activities) moveOnce(ctx context.Context, t policy.Table, move mover, i
 	if s.planned {
 		return res, invalid("move batch", fmt.Errorf("the archive table %s does not exist (dropped during the run?)", t.Archive))
 	}
+	if s.holds, err = activeHolds(ctx, tx, t); err != nil {
+		return res, err
+	}
 	m, err := move(ctx, tx, s, in)
 	if err != nil {
 		return res, err

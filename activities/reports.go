@@ -74,6 +74,14 @@ func (a *Activities) ListReports(ctx context.Context, in ListReportsInput) (List
 	w := newFilter(t, s.live)
 	cond := w.sql("l.", len(args)+1)
 	args = append(args, w.args...)
+	holds, err := activeHolds(ctx, a.DB, t)
+	if err != nil {
+		return ListReportsResult{}, err
+	}
+	for _, h := range holds { // reports a restore brought back stay
+		cond += fmt.Sprintf(" AND NOT (l.%[1]s >= $%[2]d::timestamptz AND l.%[1]s < $%[3]d::timestamptz)", ts, len(args)+1, len(args)+2)
+		args = append(args, h.After, h.Before)
+	}
 	rows, err := a.DB.Query(ctx, fmt.Sprintf(`
 		SELECT l.%[1]s::text, l.%[2]s::timestamptz FROM %[3]s l
 		WHERE l.%[2]s < $1::timestamptz AND l.%[2]s >= $2::timestamptz %[4]s%[5]s

@@ -29,6 +29,9 @@ type shape struct {
 	// planned: the archive table does not exist yet; archive is the
 	// definition it will be made with.
 	planned bool
+	// holds are the windows restores hold in the live table (read by
+	// batches, not by inspect).
+	holds []Hold
 }
 
 // ownColumns are the columns the archiver itself fills in an archive

@@ -21,6 +21,7 @@ CREATE TABLE archive_exports (
     sha256           TEXT NOT NULL,          -- hex, of the whole object
     content_checksum TEXT NOT NULL,          -- order-independent, of the rows (see activities/export.go)
     columns          JSONB NOT NULL,         -- [{name, type}] as exported
+    batches          JSONB,                  -- {archive batch id: rows} in the export
     state            TEXT NOT NULL DEFAULT 'uploading'
                      CHECK (state IN ('uploading', 'verified', 'dropped', 'restored')),
     created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
@@ -39,8 +40,28 @@ CREATE INDEX archive_exports_bounds_idx ON archive_exports (table_name, lower_bo
 ALTER TABLE archive_batches DROP CONSTRAINT archive_batches_kind_check;
 ALTER TABLE archive_batches ADD CONSTRAINT archive_batches_kind_check
     CHECK (kind IN ('rows', 'partition', 'restore'));
--- The export a restore read from.
+-- The export a restore read from, and how many rows of each archive batch
+-- a restore took back ({batch id: rows}), so that `starter verify` can still
+-- account for every batch's rows.
 ALTER TABLE archive_batches ADD COLUMN export_id BIGINT REFERENCES archive_exports (id);
+ALTER TABLE archive_batches ADD COLUMN restored_from JSONB;
 
 GRANT SELECT, INSERT, UPDATE ON archive_exports TO archiver_worker;
 GRANT USAGE ON SEQUENCE archive_exports_id_seq TO archiver_worker;
+
+-- A restore holds its window: archive runs leave the live rows of an active
+-- hold where they are until it ends, so rows brought back stay back.
+CREATE TABLE archive_holds (
+    id           BIGSERIAL PRIMARY KEY,
+    table_name   TEXT NOT NULL,              -- the live table
+    after_ts     TIMESTAMPTZ NOT NULL,
+    before_ts    TIMESTAMPTZ NOT NULL,
+    hold_until   TIMESTAMPTZ NOT NULL,
+    workflow_id  TEXT NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    UNIQUE (workflow_id, table_name),
+    CHECK (after_ts < before_ts)
+);
+CREATE INDEX archive_holds_table_idx ON archive_holds (table_name, hold_until);
+GRANT SELECT, INSERT, UPDATE ON archive_holds TO archiver_worker;
+GRANT USAGE ON SEQUENCE archive_holds_id_seq TO archiver_worker;

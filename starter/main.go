@@ -24,6 +24,9 @@ commands:
   schedule  the nightly schedule: schedule apply [--timezone Z] [--cron C] [--catchup-window D]
             | describe | pause [--note N] | unpause | trigger | backfill --from T --to T | delete
   backfill  queue a manual window: backfill --table NAME --before T [--after T] [--force]
+  restore   bring a window back to the live table: restore --table NAME --after T --before T
+            [--dry-run] [--hold 720h] [--batch-size N] [--no-wait]
+  verify    recount the ledger, the exports and the offloaded objects: verify [--table NAME] [--deep]
   pause     pause running archive runs between batches [--workflow-id ID] [--reason R]
   resume    resume them [--workflow-id ID]
   throttle  cap batches per second: throttle N [--workflow-id ID] (0 lifts the cap)
@@ -94,6 +97,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdSchedule(ctx, args[1:], stdout, stderr, logger)
 	case "backfill":
 		return cmdBackfill(ctx, args[1:], stdout, stderr, logger)
+	case "restore":
+		return cmdRestore(ctx, args[1:], stdout, stderr, logger)
+	case "verify":
+		return cmdVerify(ctx, args[1:], stdout, stderr)
 	case "pause", "resume", "throttle":
 		return cmdControl(ctx, args[0], args[1:], stdout, stderr, logger)
 	case "help", "-h", "--help":

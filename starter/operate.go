@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
@@ -341,6 +342,11 @@ func busyTables(ctx context.Context, c client.Client, tables []string) ([]string
 		}
 		if ex := resp.GetExecutions(); len(ex) > 0 {
 			busy = append(busy, fmt.Sprintf("%s is already being archived by run %s", t, ex[0].GetExecution().GetWorkflowId()))
+			continue
+		}
+		d, err := c.DescribeWorkflowExecution(ctx, workflows.RestoreWorkflowID(t), "")
+		if err == nil && d.GetWorkflowExecutionInfo().GetStatus() == enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
+			busy = append(busy, fmt.Sprintf("%s is being restored by %s", t, workflows.RestoreWorkflowID(t)))
 		}
 	}
 	return busy, nil
