@@ -152,6 +152,9 @@ func (a *Activities) verifyLedger(ctx context.Context, t policy.Table) (VerifyCh
 			return c, err
 		}
 		c.Items++
+		if activity.IsActivity(ctx) && c.Items%1000 == 0 {
+			activity.RecordHeartbeat(ctx, c.Items)
+		}
 		// Rows of a restored export count as restored (the restore's
 		// ledger row), not as exported.
 		want := moved - restored - exported
@@ -221,6 +224,14 @@ func (a *Activities) verifyExports(ctx context.Context, t policy.Table, deep boo
 
 func (a *Activities) verifyObjects(ctx context.Context, t policy.Table, deep bool) (VerifyCheck, error) {
 	c := VerifyCheck{Table: t.Name, Check: "objects"}
+	var found bool
+	if err := a.DB.QueryRow(ctx, fmt.Sprintf(`SELECT EXISTS (SELECT 1 FROM %s WHERE s3_location IS NOT NULL)`, catalog.QuoteName(t.Archive))).Scan(&found); err != nil {
+		return c, fmt.Errorf("look for %s's objects: %w", t.Archive, err)
+	}
+	if !found {
+		c.Note = "no offloaded objects yet"
+		return c, nil
+	}
 	o, err := a.offloadFor(ctx, t)
 	if err != nil {
 		return c, err
@@ -241,6 +252,9 @@ func (a *Activities) verifyObjects(ctx context.Context, t policy.Table, deep boo
 	}
 	for _, i := range items {
 		c.Items++
+		if activity.IsActivity(ctx) {
+			activity.RecordHeartbeat(ctx, c.Items)
+		}
 		key, ok := trimLocation(i.location, o.prefix())
 		if !ok {
 			c.fail("%s: %s is not in the entry's bucket %s", i.key, i.location, o.prefix())

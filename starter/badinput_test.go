@@ -82,6 +82,16 @@ func TestBadInput(t *testing.T) {
 		{"unparsable batch size setting", []string{"run", "--logs", "--dry-run"}, map[string]string{"ARCHIVE_LOGS_BATCH_SIZE": "lots"}, `ARCHIVE_LOGS_BATCH_SIZE="lots" is not a whole number`},
 		{"unparsable compression setting", []string{"run", "--logs", "--dry-run"}, map[string]string{"REPORTS_COMPRESSION": "lz4"}, `REPORTS_COMPRESSION="lz4"`},
 		{"unparsable replica lag setting", []string{"run", "--logs", "--dry-run"}, map[string]string{"ARCHIVE_MAX_REPLICA_LAG": "soon"}, `ARCHIVE_MAX_REPLICA_LAG="soon"`},
+		{"restore of a downsampled table", []string{"restore", "--table", "metrics", "--after", "2023-01-01", "--before", "2023-02-01"}, nil, "an aggregate cannot be turned back into its samples"},
+		{"restore window inverted", []string{"restore", "--table", "logs", "--after", "2024-02-01", "--before", "2024-01-01"}, nil, "is not before --before"},
+		{"restore without a window", []string{"restore", "--table", "logs", "--after", "2024-02-01"}, nil, "--table, --after and --before are required"},
+		{"restore unknown table", []string{"restore", "--table", "users", "--after", "2024-01-01", "--before", "2024-02-01"}, nil, `unknown table "users"`},
+		{"restore hold not positive", []string{"restore", "--table", "logs", "--after", "2024-01-01", "--before", "2024-02-01", "--hold", "-1h"}, nil, "want a positive duration"},
+		{"restore on a table being archived", []string{"restore", "--table", "logs", "--after", "2024-01-01", "--before", "2024-02-01"}, nil, "logs is already being archived by run " + busy.GetID()},
+		{"verify unknown table", []string{"verify", "--table", "users"}, nil, `unknown table "users"`},
+		{"export format unknown", []string{"run", "--logs", "--dry-run"}, map[string]string{"ARCHIVE_LOGS_EXPORT_BUCKET": "cold-bucket", "ARCHIVE_LOGS_EXPORT_FORMAT": "orc"}, `export format "orc": want parquet or csv`},
+		{"export prefix without a bucket", []string{"run", "--logs", "--dry-run"}, map[string]string{"ARCHIVE_LOGS_EXPORT_PREFIX": "cold/"}, "ARCHIVE_LOGS_EXPORT_PREFIX/FORMAT given without ARCHIVE_LOGS_EXPORT_BUCKET"},
+		{"export bucket malformed", []string{"run", "--logs", "--dry-run"}, map[string]string{"ARCHIVE_LOGS_EXPORT_BUCKET": "Not_A_Bucket"}, `export bucket "Not_A_Bucket" is not an S3 bucket name`},
 		{"unknown command", []string{"archive-everything"}, nil, `unknown command "archive-everything"`},
 	}
 	for _, tc := range cases {

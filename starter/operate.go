@@ -62,6 +62,8 @@ func cmdSchedule(ctx context.Context, args []string, stdout, stderr io.Writer, l
 	note := fs.String("note", "", "pause/unpause: why")
 	from := fs.String("from", "", "backfill: first nominal time (RFC3339 or date)")
 	to := fs.String("to", "", "backfill: last nominal time")
+	verifyWeekly := fs.Bool("verify-weekly", false, "apply: also run `verify` every Sunday at 05:00 (schedule <id>-verify-weekly); a mismatch fails that run")
+	verifyDeep := fs.Bool("verify-deep", false, "apply: the weekly verification downloads every object (verify --deep)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return usageErr("schedule %s: %v", verb, err)
 	}
@@ -109,6 +111,16 @@ func cmdSchedule(ctx context.Context, args []string, stdout, stderr io.Writer, l
 			verb = "created"
 		}
 		fmt.Fprintf(stdout, "schedule %s %s\n", *id, verb)
+		if *verifyWeekly {
+			vid := schedule.VerifyID(*id)
+			created, err := schedule.Apply(ctx, c, schedule.Options{ID: vid, TaskQueue: cfg.TaskQueue, Cron: schedule.VerifyCron, TimeZone: *tz,
+				CatchupWindow: *catchup, Verify: &workflows.VerifyRequest{Policy: pol, Deep: *verifyDeep}})
+			if err != nil {
+				return err
+			}
+			verb := map[bool]string{true: "created", false: "updated"}[created]
+			fmt.Fprintf(stdout, "schedule %s %s (verify every Sunday 05:00 %s)\n", vid, verb, *tz)
+		}
 		return describeSchedule(ctx, c, cfg, *id, stdout)
 	case "describe":
 		return describeSchedule(ctx, c, cfg, *id, stdout)

@@ -36,7 +36,18 @@ type Options struct {
 	Input workflows.ArchiveInput
 	// Memo is shown in the Web UI (the policy in force).
 	Memo map[string]any
+	// Verify, when set, makes this a verification schedule: it starts a
+	// VerifyWorkflow with this request instead of an archive run.
+	Verify *workflows.VerifyRequest
 }
+
+// VerifyID is the id of the weekly verification schedule beside the
+// nightly one.
+func VerifyID(nightly string) string { return nightly + "-verify-weekly" }
+
+// VerifyCron is when the weekly verification runs: Sundays at 05:00, after
+// the night's run.
+const VerifyCron = "0 5 * * 0"
 
 func (o *Options) defaults() error {
 	if o.ID == "" {
@@ -64,6 +75,11 @@ func (o *Options) defaults() error {
 }
 
 func (o Options) action() *client.ScheduleWorkflowAction {
+	if o.Verify != nil {
+		return &client.ScheduleWorkflowAction{
+			ID: o.ID + "-run", Workflow: workflows.VerifyWorkflowName, Args: []any{*o.Verify}, TaskQueue: o.TaskQueue, Memo: o.Memo,
+		}
+	}
 	return &client.ScheduleWorkflowAction{
 		ID:        o.ID + "-run",
 		Workflow:  workflows.ArchiveWorkflowName,

@@ -18,6 +18,7 @@ func NewWorker(c client.Client, taskQueue string, acts *activities.Activities) w
 	w.RegisterWorkflowWithOptions(workflows.ArchiveWorkflow, workflow.RegisterOptions{Name: workflows.ArchiveWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.BackfillWorkflow, workflow.RegisterOptions{Name: workflows.BackfillWorkflowName})
 	w.RegisterWorkflowWithOptions(workflows.RestoreWorkflow, workflow.RegisterOptions{Name: workflows.RestoreWorkflowName})
+	w.RegisterWorkflowWithOptions(workflows.VerifyWorkflow, workflow.RegisterOptions{Name: workflows.VerifyWorkflowName})
 	w.RegisterActivityWithOptions(acts, activity.RegisterOptions{})
 	return w
 }
