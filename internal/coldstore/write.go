@@ -159,7 +159,7 @@ func Schema(name string, cols []Column) *parquet.Schema {
 }
 
 type parquetWriter struct {
-	w     *parquet.Writer
+	w     *parquet.GenericWriter[any]
 	kinds []kind
 	opt   []bool
 	buf   []parquet.Row
@@ -172,7 +172,7 @@ func newParquetWriter(w io.Writer, cols []Column, kinds []kind) (*parquetWriter,
 	for _, c := range cols {
 		pw.opt = append(pw.opt, !c.NotNull)
 	}
-	pw.w = parquet.NewWriter(w, Schema("archive", cols),
+	pw.w = parquet.NewGenericWriter[any](w, Schema("archive", cols),
 		parquet.Compression(&zstd.Codec{Level: zstd.SpeedDefault}),
 		parquet.MaxRowsPerRowGroup(RowGroupRows),
 		parquet.CreatedBy("archiver", "1", ""))
