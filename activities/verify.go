@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/mockupaws/archiver/internal/catalog"
 	"github.com/mockupaws/archiver/internal/objectstore"
@@ -195,7 +196,11 @@ func (a *Activities) verifyExports(ctx context.Context, t policy.Table, deep boo
 		}
 		if deep {
 			if err := VerifyExport(ctx, store, e, true, a.exportDir()); err != nil {
-				c.fail("%s: %v", e.Location(), err)
+				var appErr *temporal.ApplicationError
+				if !errors.As(err, &appErr) || appErr.Type() != ErrExportMismatch {
+					return c, err // not a finding: S3 or the disk failed
+				}
+				c.fail("%s", appErr.Message())
 				continue
 			}
 		} else {
