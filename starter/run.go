@@ -322,6 +322,9 @@ func printSummary(w io.Writer, r workflows.ArchiveResult, verbose bool) {
 		retention := "-"
 		if t.Retention != nil {
 			retention = fmt.Sprintf("%d %s", len(t.Retention.Partitions), t.Retention.Mode)
+			if t.Retention.ExportedRows > 0 {
+				retention += fmt.Sprintf(" (%d rows exported, %s)", t.Retention.ExportedRows, humanBytes(t.Retention.ExportedBytes))
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%s\t%.1f\t%s\t%d\t%s\t%s\n", t.Table, t.Status, day(t.Cutoff), t.Batches,
 			archived, t.RowsDeleted, humanBytes(t.Bytes), t.Seconds, tableRate(t), t.PartitionsCreated, retention, t.Error)
