@@ -65,3 +65,19 @@ CREATE TABLE archive_holds (
 CREATE INDEX archive_holds_table_idx ON archive_holds (table_name, hold_until);
 GRANT SELECT, INSERT, UPDATE ON archive_holds TO archiver_worker;
 GRANT USAGE ON SEQUENCE archive_holds_id_seq TO archiver_worker;
+
+-- Archive growth counts what was archived, not what restores took back.
+CREATE OR REPLACE VIEW v_archive_growth AS
+SELECT date_trunc('month', b.committed_at, 'UTC') AS archive_month,
+       CASE b.table_name
+           WHEN 'scenario_logs' THEN 'logs'
+           WHEN 'scenario_metrics' THEN 'metrics'
+           WHEN 'reports' THEN 'reports'
+           ELSE b.table_name
+       END AS archive_type,
+       COUNT(*) AS batches,
+       SUM(b.rows_moved)::bigint AS records_archived,
+       SUM(b.bytes)::bigint AS bytes_archived
+FROM archive_batches b
+WHERE b.kind <> 'restore'
+GROUP BY 1, 2;
