@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -457,4 +458,30 @@ func settleDropped(ctx context.Context, db execQuerier, t policy.Table) error {
 		}
 	}
 	return nil
+}
+
+// CleanExportDir removes the export, restore and verification files a
+// killed worker left in dir (older than age: a running worker's files are
+// younger than its activities' timeouts). It returns how many it removed.
+func CleanExportDir(dir string, age time.Duration) (int, error) {
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	n := 0
+	for _, pattern := range []string{"archiver-export-*", "archiver-restore-*", "archiver-verify-*"} {
+		files, err := filepath.Glob(filepath.Join(dir, pattern))
+		if err != nil {
+			return n, err
+		}
+		for _, f := range files {
+			st, err := os.Lstat(f)
+			if err != nil || !st.Mode().IsRegular() || time.Since(st.ModTime()) < age {
+				continue
+			}
+			if os.Remove(f) == nil {
+				n++
+			}
+		}
+	}
+	return n, nil
 }

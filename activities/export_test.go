@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -215,5 +216,37 @@ func TestVerifyCatchesCorruption(t *testing.T) {
 		if !errors.As(err, &appErr) || appErr.Type() != activities.ErrExportMismatch {
 			t.Fatalf("deep=%v: verify of a corrupted object: %v, want %s", deep, err, activities.ErrExportMismatch)
 		}
+	}
+}
+
+// TestRestoreRefusals: a restored row whose key is live again, or whose
+// live partition is gone, fails the batch at once (non-retryable, saying
+// what to do) and moves nothing.
+func TestRestoreRefusals(t *testing.T) {
+	b := setup(t)
+	ctx := context.Background()
+	times := testenv.SpreadTimes(50, cutoff.Add(-24*time.Hour), time.Hour)
+	ids := testenv.InsertLogs(t, b.db, times)
+	b.ensure(t)
+	b.move(t, "00000000-0000-4000-8000-000000000001", 1000)
+	if _, err := b.db.Exec(ctx, `GRANT INSERT ON scenario_logs TO archiver_worker`); err != nil {
+		t.Fatal(err)
+	}
+	// A row with an archived row's id is live again.
+	if _, err := b.db.Exec(ctx, `INSERT INTO scenario_logs SELECT id, scenario_id, received_at, message_hash, message_preview, source, size_bytes, has_pii, token_count, sqs_blocks
+		FROM scenario_logs_archive WHERE id = $1`, ids[7]); err != nil {
+		t.Fatal(err)
+	}
+	_, err := b.acts.RestoreBatch(ctx, activities.RestoreBatchInput{Table: "logs", JobID: b.jobID, BatchID: "00000000-0000-4000-8000-0000000000f1",
+		After: times[0].Add(-time.Hour), Before: cutoff, Limit: 1000})
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || !appErr.NonRetryable() || appErr.Type() != activities.ErrCannotRestore || !strings.Contains(err.Error(), "already holds a row with the key") {
+		t.Fatalf("restore over a live key: %v, want a non-retryable %s", err, activities.ErrCannotRestore)
+	}
+	if strings.Contains(err.Error(), ids[7].String()) {
+		t.Fatal("the key's value is in the error")
+	}
+	if n := testenv.Count(t, b.db, `SELECT count(*) FROM scenario_logs_archive`); n != 50 {
+		t.Fatalf("%d rows archived after the refused restore, want all 50", n)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/klauspost/compress/gzip"
 	"go.temporal.io/sdk/temporal"
 
@@ -237,7 +238,7 @@ func (a *Activities) restoreOnce(ctx context.Context, t policy.Table, in MoveBat
 	}
 	m, err := step(ctx, tx, s)
 	if err != nil {
-		return res, err
+		return res, restoreError(t, err)
 	}
 	if m.inserted != m.expected {
 		return res, fmt.Errorf("%w (restored %d, expected %d)", errCountMismatch, m.inserted, m.expected)
@@ -458,6 +459,29 @@ RETURNING rows_moved, min_ts, max_ts`,
 	}
 	m.expected, m.deleted, m.bytes = e.Rows, e.Rows, e.Bytes
 	return m, nil
+}
+
+// restoreError turns what the live table refuses into a non-retryable
+// error that says what to do: retrying cannot create a partition or remove
+// a conflicting row.
+func restoreError(t policy.Table, err error) error {
+	var pgErr *pgconn.PgError
+	switch {
+	case isMissingPartition(err):
+		return cannotRestore("%s has no partition for some restored rows (%s): create the live partitions of the window (or a DEFAULT partition) and restore again", t.Live, pgErr2(err))
+	case errors.As(err, &pgErr) && pgErr.Code == "23505":
+		// The key's values stay out of the message (and the history).
+		return cannotRestore("%s already holds a row with the key of a restored row (constraint %s): the live row was made anew since; remove one of them and restore again", t.Live, pgErr.ConstraintName)
+	}
+	return err
+}
+
+func pgErr2(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Message
+	}
+	return err.Error()
 }
 
 func columnIn(cols []coldstore.Column, name string) bool {

@@ -88,6 +88,13 @@ func run(logger *slog.Logger) error {
 	} else {
 		logger.Warn("REPORTS_ARCHIVE_BUCKET is not set: reports runs will fail until it is")
 	}
+	// Files a killed worker left half written (a day old: no activity runs
+	// that long).
+	if n, err := activities.CleanExportDir(cfg.ExportDir, 24*time.Hour); err != nil {
+		logger.Warn("clean ARCHIVE_EXPORT_DIR", "error", err)
+	} else if n > 0 {
+		logger.Info("removed files a killed worker left", "files", n, "dir", cfg.ExportDir)
+	}
 
 	if cfg.MetricsAddr != "" {
 		ln, err := net.Listen("tcp", cfg.MetricsAddr)
