@@ -124,7 +124,7 @@ func run(logger *slog.Logger) error {
 func seedLastSuccess(ctx context.Context, db *pgxpool.Pool, m *telemetry.Metrics) error {
 	rows, err := db.Query(ctx, `
 		SELECT job_type, max(completed_at) FROM archive_jobs
-		WHERE status = 'completed' AND NOT dry_run AND completed_at IS NOT NULL GROUP BY 1`)
+		WHERE status = 'completed' AND NOT dry_run AND completed_at IS NOT NULL AND job_type NOT LIKE 'restore:%' GROUP BY 1`)
 	if err != nil {
 		return err
 	}
