@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/mockupaws/archiver/internal/objectstore"
@@ -114,4 +115,25 @@ func (a *Activities) tracer() trace.Tracer {
 		return noop.NewTracerProvider().Tracer("")
 	}
 	return a.Tracer
+}
+
+// beatKey carries, in an activity's context, how it heartbeats: an
+// activity whose heartbeat details record its progress for a retry
+// (retention) wraps what steps deeper down report.
+type beatKey struct{}
+
+// withBeat makes heartbeat(ctx, note) record beat(note) instead of note.
+func withBeat(ctx context.Context, beat func(note any) any) context.Context {
+	return context.WithValue(ctx, beatKey{}, beat)
+}
+
+// heartbeat records progress if ctx is an activity's.
+func heartbeat(ctx context.Context, note any) {
+	if !activity.IsActivity(ctx) {
+		return
+	}
+	if beat, ok := ctx.Value(beatKey{}).(func(any) any); ok {
+		note = beat(note)
+	}
+	activity.RecordHeartbeat(ctx, note)
 }

@@ -19,7 +19,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/klauspost/compress/gzip"
-	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/mockupaws/archiver/internal/catalog"
@@ -187,9 +186,7 @@ func (a *Activities) writeExportFile(ctx context.Context, t policy.Table, rel st
 		return out, fmt.Errorf("read %s: %w", p.name, err)
 	}
 	n, err := coldstore.Write(format, bw, out.columns, rows, func(n int64) {
-		if activity.IsActivity(ctx) {
-			activity.RecordHeartbeat(ctx, fmt.Sprintf("export %s: %d of %d rows", p.name, n, out.rows))
-		}
+		heartbeat(ctx, fmt.Sprintf("export %s: %d of %d rows", p.name, n, out.rows))
 	})
 	rows.Close()
 	if err != nil {
@@ -275,9 +272,23 @@ func (a *Activities) exportPartition(ctx context.Context, t policy.Table, p part
 		}
 		a.exportStep("uploaded")
 	}
+	// The local file is not needed any more: verification downloads the
+	// object into the same directory.
+	if file.path != "" {
+		os.Remove(file.path)
+	}
 	if err := VerifyExport(ctx, store, *m, false, a.exportDir()); err != nil {
+		var appErr *temporal.ApplicationError
+		if !errors.As(err, &appErr) || appErr.Type() != ErrExportMismatch {
+			return nil, err // S3 or the disk failed, not the object: retried as it is
+		}
 		// The object on S3 is not what was written: it is replaced by the
-		// next attempt (the manifest stays uploading), never trusted.
+		// next attempt (the manifest stays uploading), never trusted. Only
+		// an unverified manifest's object is ever removed.
+		var state string
+		if qerr := a.DB.QueryRow(ctx, `SELECT state FROM archive_exports WHERE id = $1`, m.ID).Scan(&state); qerr != nil || state != ExportUploading {
+			return nil, fmt.Errorf("%w (the object is kept: its manifest is %q, %v)", err, state, qerr)
+		}
 		if derr := store.Delete(ctx, m.Key); derr != nil {
 			return nil, fmt.Errorf("%w (and removing it failed: %v)", err, derr)
 		}

@@ -320,7 +320,7 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	p.n += int64(n)
 	if (p.n-p.last >= 8<<20 || time.Since(p.at) > 5*time.Second) && activity.IsActivity(p.ctx) {
-		activity.RecordHeartbeat(p.ctx, p.n)
+		heartbeat(p.ctx, p.n)
 		p.last, p.at = p.n, time.Now()
 	}
 	return n, err

@@ -45,6 +45,13 @@ type RetentionResult struct {
 	ExportedBytes int64    `json:",omitempty"`
 }
 
+// retentionBeat is retention's heartbeat: what it removed so far (a retry
+// goes on from it, and reports it too) and what it is doing now.
+type retentionBeat struct {
+	Done RetentionResult
+	Now  string `json:",omitempty"`
+}
+
 // lockTimeout bounds how long a detach waits for its lock; on timeout it
 // gives way to the queries in front and tries again, up to detachAttempts.
 const (
@@ -76,6 +83,15 @@ func (a *Activities) ApplyRetention(ctx context.Context, in RetentionInput) (Ret
 		return RetentionResult{}, err
 	}
 	out := RetentionResult{Mode: mode}
+	// What earlier attempts of this activity removed (their heartbeats):
+	// the result covers the whole step, not only the last attempt.
+	if activity.IsActivity(ctx) && activity.HasHeartbeatDetails(ctx) {
+		var prev retentionBeat
+		if activity.GetHeartbeatDetails(ctx, &prev) == nil && prev.Done.Mode == mode {
+			out = prev.Done
+		}
+	}
+	ctx = withBeat(ctx, func(note any) any { return retentionBeat{Done: out, Now: fmt.Sprint(note)} })
 	if in.DryRun {
 		for _, p := range parts {
 			out.Partitions = append(out.Partitions, p.name)
@@ -141,9 +157,7 @@ func (a *Activities) ApplyRetention(ctx context.Context, in RetentionInput) (Ret
 			}
 		}
 		out.Partitions = append(out.Partitions, p.name)
-		if activity.IsActivity(ctx) {
-			activity.RecordHeartbeat(ctx, len(out.Partitions))
-		}
+		heartbeat(ctx, "removed "+p.name)
 	}
 	return out, nil
 }
