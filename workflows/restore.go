@@ -32,6 +32,9 @@ type RestoreRequest struct {
 	// Hold how long the window stays (DefaultHold when 0).
 	BatchSize int           `json:",omitempty"`
 	Hold      time.Duration `json:",omitempty"`
+	// ActivityTimeout is how long one restore batch may run before it is
+	// given to another worker (10 minutes by default, as for archiving).
+	ActivityTimeout time.Duration `json:",omitempty"`
 }
 
 // RestoreResult is what the restore brought back.
@@ -68,7 +71,11 @@ func RestoreWorkflow(ctx workflow.Context, in RestoreRequest) (RestoreResult, er
 		}
 		t = &e
 	}
-	ctx = workflow.WithActivityOptions(ctx, activityOptions)
+	opts := activityOptions
+	if in.ActivityTimeout > 0 {
+		opts.StartToCloseTimeout = in.ActivityTimeout
+	}
+	ctx = workflow.WithActivityOptions(ctx, opts)
 	base := activities.RestoreInput{Table: t.Name, Entry: t, After: in.After.UTC(), Before: in.Before.UTC()}
 	if err := workflow.ExecuteActivity(ctx, a.PlanRestore, base).Get(ctx, &out.Plan); err != nil {
 		return out, err
