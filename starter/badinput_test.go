@@ -92,6 +92,12 @@ func TestBadInput(t *testing.T) {
 		{"export format unknown", []string{"run", "--logs", "--dry-run"}, map[string]string{"ARCHIVE_LOGS_EXPORT_BUCKET": "cold-bucket", "ARCHIVE_LOGS_EXPORT_FORMAT": "orc"}, `export format "orc": want parquet or csv`},
 		{"export prefix without a bucket", []string{"run", "--logs", "--dry-run"}, map[string]string{"ARCHIVE_LOGS_EXPORT_PREFIX": "cold/"}, "ARCHIVE_LOGS_EXPORT_PREFIX/FORMAT given without ARCHIVE_LOGS_EXPORT_BUCKET"},
 		{"export bucket malformed", []string{"run", "--logs", "--dry-run"}, map[string]string{"ARCHIVE_LOGS_EXPORT_BUCKET": "Not_A_Bucket"}, `export bucket "Not_A_Bucket" is not an S3 bucket name`},
+		{"bad payload key", []string{"run", "--logs", "--dry-run"}, map[string]string{"TEMPORAL_PAYLOAD_KEY": "c2hvcnQ="}, "TEMPORAL_PAYLOAD_KEY must be 32 bytes in base64"},
+		{"codec server: bad payload key", []string{"codec-server", "--listen", "127.0.0.1:0"}, map[string]string{"TEMPORAL_PAYLOAD_KEY": "bm90IGEga2V5"}, "TEMPORAL_PAYLOAD_KEY must be 32 bytes in base64"},
+		{"codec server: malformed TEMPORAL_PAYLOAD_KEYS entry", []string{"codec-server", "--listen", "127.0.0.1:0"},
+			map[string]string{"TEMPORAL_PAYLOAD_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "TEMPORAL_PAYLOAD_KEYS": "old:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=,ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="}, "TEMPORAL_PAYLOAD_KEYS entry 2 is not id:key"},
+		{"codec server: no key", []string{"codec-server", "--listen", "127.0.0.1:0"}, map[string]string{"TEMPORAL_PAYLOAD_KEY": "", "TEMPORAL_PAYLOAD_KEYS": ""}, "no payload key: set TEMPORAL_PAYLOAD_KEY"},
+		{"codec server: --ui-origin not an origin", []string{"codec-server", "--ui-origin", "127.0.0.1:8233"}, map[string]string{"TEMPORAL_PAYLOAD_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}, `--ui-origin "127.0.0.1:8233" is not an origin`},
 		{"unknown command", []string{"archive-everything"}, nil, `unknown command "archive-everything"`},
 	}
 	for _, tc := range cases {

@@ -35,6 +35,7 @@ commands:
   bucket    the reports bucket's lifecycle: bucket apply [--glacier-after-days N]
             [--expire-after-days N] | bucket show
   estimate  storage estimate from the database: estimate [--json] [--table NAME ...]
+  codec-server  decode/encode payloads for the Web UI and CLI: codec-server [--listen H:P] [--ui-origin URL] [--namespace NS]
 
 environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, ARCHIVE_TASK_QUEUE,
              TEMPORAL_UI_URL, ARCHIVE_POLICY_FILE (see README.md)
@@ -101,6 +102,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdRestore(ctx, args[1:], stdout, stderr, logger)
 	case "verify":
 		return cmdVerify(ctx, args[1:], stdout, stderr)
+	case "codec-server":
+		return cmdCodecServer(ctx, args[1:], stdout, stderr)
 	case "pause", "resume", "throttle":
 		return cmdControl(ctx, args[0], args[1:], stdout, stderr, logger)
 	case "help", "-h", "--help":

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"go.opentelemetry.io/otel/trace"
 	enumspb "go.temporal.io/api/enums/v1"
@@ -17,6 +18,7 @@ import (
 	temporalotel "go.temporal.io/sdk/contrib/opentelemetry"
 	"go.temporal.io/sdk/converter"
 	tlog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/mockupaws/archiver/internal/config"
 	"github.com/mockupaws/archiver/internal/telemetry"
@@ -110,14 +112,25 @@ func Options(cfg config.Config) (client.Options, error) {
 		tc.ServerName = cfg.TemporalTLSServerName
 		o.ConnectionOptions.TLS = tc
 	}
-	if cfg.TemporalPayloadKey != "" {
-		codec, err := NewPayloadCodec(cfg.TemporalPayloadKey)
+	// Payload encryption: the current key from the configuration, older
+	// keys (decrypt only) from TEMPORAL_PAYLOAD_KEYS.
+	if cfg.TemporalPayloadKey != "" || strings.TrimSpace(os.Getenv(KeysEnv)) != "" {
+		codec, err := NewKeyring(cfg.TemporalPayloadKey, os.Getenv(KeysEnv))
 		if err != nil {
 			return o, err
 		}
-		o.DataConverter = converter.NewCodecDataConverter(converter.GetDefaultDataConverter(), codec)
+		o.DataConverter, o.FailureConverter = Converters(codec)
 	}
 	return o, nil
+}
+
+// Converters are the data converter that passes every payload through codec
+// and the failure converter that also encodes failure messages and stack
+// traces with it (they would otherwise reach the history in plaintext).
+// Failures recorded without encoded attributes still decode.
+func Converters(codec converter.PayloadCodec) (converter.DataConverter, converter.FailureConverter) {
+	dc := converter.NewCodecDataConverter(converter.GetDefaultDataConverter(), codec)
+	return dc, temporal.NewDefaultFailureConverter(temporal.DefaultFailureConverterOptions{DataConverter: dc, EncodeCommonAttributes: true})
 }
 
 // EnsureSearchAttributes registers the archiver's search attributes that the
