@@ -208,33 +208,61 @@ func (b *bench) ours(ctx context.Context, dbURL string, tables []string, reports
 
 // runOurs runs one archive run with input in through a worker process.
 func (b *bench) runOurs(ctx context.Context, dbURL string, in workflows.ArchiveInput, reportsDir string) (float64, float64, string, workflows.ArchiveResult, error) {
-	tables := in.Tables
+	var res workflows.ArchiveResult
+	var secs float64
+	var id string
+	rss, err := b.withWorker(ctx, dbURL, reportsDir, nil, func(queue string, _ int) error {
+		id = "bench-" + queue
+		var err error
+		secs, err = b.execute(ctx, queue, id, workflows.ArchiveWorkflowName, in, &res)
+		if err != nil {
+			return fmt.Errorf("our run of %v: %w", in.Tables, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, "", res, err
+	}
+	return secs, rss, id, res, nil
+}
+
+// withWorker starts a worker process (the real worker binary) on a task
+// queue of its own against dbURL, with env added to the bench's, runs f
+// with the queue and the worker's pid, and returns the worker's peak RSS
+// (VmHWM), read before it stops: the high-water mark of this one process,
+// started for this run alone.
+func (b *bench) withWorker(ctx context.Context, dbURL, reportsDir string, env []string, f func(queue string, pid int) error) (float64, error) {
 	queue := fmt.Sprintf("bench-%d", time.Now().UnixNano())
 	w := exec.Command(b.worker)
 	w.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "ARCHIVE_TASK_QUEUE="+queue, "ARCHIVE_MAX_REPLICA_LAG=0",
 		"REPORTS_DIR="+reportsDir, "REPORTS_ARCHIVE_BUCKET="+b.store.Bucket(), "METRICS_ADDR=")
+	w.Env = append(append(w.Env, b.o.workerEnv...), env...)
 	logf, _ := os.Create(filepath.Join(b.dir, queue+".log"))
 	defer logf.Close()
 	w.Stdout, w.Stderr = logf, logf
 	if err := w.Start(); err != nil {
-		return 0, 0, "", workflows.ArchiveResult{}, err
+		return 0, err
 	}
 	defer func() { _ = w.Process.Signal(syscall.SIGTERM); _ = w.Wait() }()
-	id := "bench-" + queue
-	var res workflows.ArchiveResult
-	secs, err := timed(func() error {
-		run, err := b.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: queue}, workflows.ArchiveWorkflowName, in)
-		if err != nil {
-			return err
-		}
-		return run.Get(ctx, &res)
-	})
+	err := f(queue, w.Process.Pid)
 	rss := peakRSS(w.Process.Pid)
 	if err != nil {
 		log, _ := os.ReadFile(logf.Name())
-		return 0, 0, "", res, fmt.Errorf("our run of %v: %w\n%s", tables, err, tail(string(log), 2000))
+		return 0, fmt.Errorf("%w\n%s", err, tail(string(log), 2000))
 	}
-	return secs, rss, id, res, nil
+	return rss, nil
+}
+
+// execute runs the workflow name with in on queue and waits for its
+// result; it returns the seconds from start to result.
+func (b *bench) execute(ctx context.Context, queue, id, name string, in, out any) (float64, error) {
+	return timed(func() error {
+		run, err := b.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: queue}, name, in)
+		if err != nil {
+			return err
+		}
+		return run.Get(ctx, out)
+	})
 }
 
 func tail(s string, n int) string {

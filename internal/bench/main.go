@@ -5,6 +5,9 @@
 //
 // Data is seeded once into a template database; every measurement runs on
 // its own clone (CREATE DATABASE ... TEMPLATE), so all start identical.
+// The cold workloads (cold.go: retention's export of a partition to S3 and
+// the restores) and partition_exchange seed databases of their own.
+// --only selects workloads, e.g. `make bench BENCH_FLAGS="-only cold"`.
 package main
 
 import (
@@ -14,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,7 +30,11 @@ import (
 
 type options struct {
 	logs, metrics, metricDays, reports, reportMB, bigReportMB, exchangeRows int
-	keep, nightly                                                           bool
+	coldRows, coldRestoreRows                                               int
+	coldRestoreBudget                                                       time.Duration
+	workerEnv                                                               []string
+	keep, nightly, coldCSV                                                  bool
+	only                                                                    map[string]bool
 }
 
 // Result is one BENCH line.
@@ -53,7 +61,25 @@ type Result struct {
 	Steps           map[string]int64 `json:"step_ms,omitempty"`
 	SharedLockMS    int64            `json:"shared_lock_ms,omitempty"`
 	Speedup         float64          `json:"speedup,omitempty"`
-	Notes           []string         `json:"notes,omitempty"`
+	// cold_*: the export's format, the partition's heap (source) bytes,
+	// the whole workflow run's seconds (seconds is the step measured), and
+	// whose RSS worker_peak_rss_mb is, against the goal.
+	Format       string             `json:"format,omitempty"`
+	From         string             `json:"from,omitempty"`
+	SourceBytes  int64              `json:"source_bytes,omitempty"`
+	SourceMBPerS float64            `json:"source_mb_per_s,omitempty"`
+	RunSeconds   float64            `json:"run_seconds,omitempty"`
+	Batches      int                `json:"batches,omitempty"`
+	WindowRows   int64              `json:"window_rows,omitempty"`
+	Complete     *bool              `json:"complete,omitempty"`
+	Attempts     int                `json:"attempts,omitempty"`
+	RSSOf        string             `json:"rss_of,omitempty"`
+	WorkerEnv    []string           `json:"worker_env,omitempty"`
+	LoadAvg      []float64          `json:"load_avg,omitempty"`
+	RSSGoalMB    float64            `json:"rss_goal_mb,omitempty"`
+	RSSOK        *bool              `json:"rss_ok,omitempty"`
+	RSSSteps     map[string]float64 `json:"rss_step_mb,omitempty"`
+	Notes        []string           `json:"notes,omitempty"`
 }
 
 func main() {
@@ -66,6 +92,18 @@ func main() {
 	flag.IntVar(&o.reportMB, "report-mb", 50, "size of each report file in MB")
 	flag.IntVar(&o.bigReportMB, "big-report-mb", 1024, "size of the single large report checked for memory (0: skip)")
 	flag.IntVar(&o.exchangeRows, "exchange-rows", 5_000_000, "rows in the live partition archived by partition exchange (0: skip)")
+	flag.IntVar(&o.coldRows, "cold-rows", 5_000_000, "rows in the archive partition exported by retention (cold_export; 0: skip the cold workloads)")
+	flag.IntVar(&o.coldRestoreRows, "cold-restore-rows", 1_000_000, "rows in the attached archive partition restored by batches (cold_restore from archive; 0: skip)")
+	flag.BoolVar(&o.coldCSV, "cold-csv", false, "also export a second partition of --cold-rows rows as gzip CSV (a second cold_export line; about 3 minutes more)")
+	flag.DurationVar(&o.coldRestoreBudget, "cold-restore-budget", 90*time.Second, "longest the restore by batches may run: past it the restore is stopped and its rate so far reported (complete:false); 0: restore the whole window")
+	flag.Func("worker-env", "KEY=VALUE added to the worker processes' environment (repeatable), e.g. GOMEMLIMIT=150MiB", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("want KEY=VALUE")
+		}
+		o.workerEnv = append(o.workerEnv, v)
+		return nil
+	})
+	only := flag.String("only", "", "comma-separated workloads to run (default all): "+strings.Join(workloadNames, ","))
 	flag.BoolVar(&o.keep, "keep", false, "keep the scratch databases and files")
 	flag.BoolVar(&o.nightly, "nightly", false, "only the whole nightly volume in one run (1M logs, 500K metrics, 100 reports of 50 MB)")
 	flag.Parse()
@@ -74,6 +112,17 @@ func main() {
 	}
 	if *quick {
 		o.logs, o.metrics, o.metricDays, o.reports, o.reportMB, o.bigReportMB, o.exchangeRows = 100_000, 50_000, 10, 3, 10, 0, 200_000
+		o.coldRows, o.coldRestoreRows = 200_000, 50_000
+	}
+	if *only != "" {
+		o.only = map[string]bool{}
+		for _, w := range strings.Split(*only, ",") {
+			if w = strings.TrimSpace(w); !slices.Contains(workloadNames, w) {
+				fmt.Fprintf(os.Stderr, "bench: unknown workload %q in --only (want some of %s)\n", w, strings.Join(workloadNames, ","))
+				os.Exit(2)
+			}
+			o.only[w] = true
+		}
 	}
 	if err := run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -86,30 +135,58 @@ var asOf = time.Date(2026, 6, 1, 3, 0, 0, 0, time.UTC)
 var logsCutoff = asOf.Add(-365 * 24 * time.Hour)
 var metricsCutoff = activities.DayStart(asOf.Add(-730 * 24 * time.Hour))
 
+// workloadNames are what --only selects from.
+var workloadNames = []string{"logs", "metrics", "reports", "big_report", "exchange", "cold", "nightly"}
+
+// seeded are the workloads that clone the shared seed database.
+var seeded = map[string]bool{"logs": true, "metrics": true, "reports": true, "big_report": true, "nightly": true}
+
 func run(ctx context.Context, o options) error {
 	b, err := newBench(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer b.close()
-	fmt.Fprintf(os.Stderr, "bench: seeding %d log rows, %d metric samples over %d days, %d reports of %d MB\n", o.logs, o.metrics, o.metricDays, o.reports, o.reportMB)
-	if err := b.seed(ctx); err != nil {
-		return err
-	}
-	workloads := []func(context.Context) (Result, error){b.logs, b.metricsWorkload, b.reportsWorkload, b.bigReport, b.exchangeWorkload}
-	if o.nightly {
-		workloads = []func(context.Context) (Result, error){b.nightlyWorkload}
-	}
-	for _, w := range workloads {
-		r, err := w(ctx)
-		if err != nil {
+	one := func(f func(context.Context) (Result, error)) func(context.Context, func(Result)) error {
+		return func(ctx context.Context, emit func(Result)) error {
+			r, err := f(ctx)
+			if err == nil {
+				emit(r)
+			}
 			return err
 		}
+	}
+	all := map[string]func(context.Context, func(Result)) error{
+		"logs": one(b.logs), "metrics": one(b.metricsWorkload), "reports": one(b.reportsWorkload),
+		"big_report": one(b.bigReport), "exchange": one(b.exchangeWorkload), "cold": b.coldWorkloads,
+		"nightly": one(b.nightlyWorkload),
+	}
+	var names []string
+	for _, name := range workloadNames {
+		switch {
+		case o.only != nil && !o.only[name]:
+		case o.only == nil && o.nightly != (name == "nightly"):
+		default:
+			names = append(names, name)
+		}
+	}
+	if slices.ContainsFunc(names, func(n string) bool { return seeded[n] }) {
+		fmt.Fprintf(os.Stderr, "bench: seeding %d log rows, %d metric samples over %d days, %d reports of %d MB\n", o.logs, o.metrics, o.metricDays, o.reports, o.reportMB)
+		if err := b.seed(ctx); err != nil {
+			return err
+		}
+	}
+	emit := func(r Result) {
 		if r.Workload == "" {
-			continue
+			return
 		}
 		line, _ := json.Marshal(r)
 		fmt.Printf("BENCH %s\n", line)
+	}
+	for _, name := range names {
+		if err := all[name](ctx, emit); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
 	}
 	return nil
 }
