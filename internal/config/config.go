@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,7 +49,42 @@ type Config struct {
 	TemporalPayloadKey string
 	// MaxReplicaLag holds batches while a replica lags more (0: off).
 	MaxReplicaLag time.Duration
+	// WorkerStopTimeout (ARCHIVE_WORKER_STOP_TIMEOUT) is how long the
+	// worker, on SIGTERM, waits for the activities it runs to finish
+	// before it cancels them (0: at once, the SDK's default).
+	WorkerStopTimeout time.Duration
+	// DBMaxConns (ARCHIVE_DB_MAX_CONNS, else pool_max_conns in
+	// DATABASE_URL) is the size of the worker's connection pool;
+	// ActivitySlots (ARCHIVE_ACTIVITY_SLOTS) how many activities it runs
+	// at once. ActivitySlots <= DBMaxConns - ReservedConns.
+	DBMaxConns    int
+	ActivitySlots int
 }
+
+// Defaults of the worker's limits.
+const (
+	// DefaultWorkerStopTimeout covers, with a wide margin, the steps that
+	// are one transaction or one upload and would start again from
+	// nothing if cut: a batch (sized to a 200 ms lock budget, seconds when
+	// it waits on an application's lock), a report's finalize, a 50 MB
+	// report upload at 1 MB/s. Longer steps (exports, verification)
+	// heartbeat and resume; a drain longer than this only delays a
+	// rollout. Kubernetes' terminationGracePeriodSeconds must exceed it.
+	DefaultWorkerStopTimeout = 2 * time.Minute
+	// DefaultDBMaxConns is the worker's pool when neither
+	// ARCHIVE_DB_MAX_CONNS, pool_max_conns nor ARCHIVE_ACTIVITY_SLOTS says.
+	DefaultDBMaxConns = 10
+	// ReservedConns are the pool's connections that no activity slot
+	// counts on: an activity holds at most two connections at once (a
+	// partition exchange records each step's lock time beside its DDL
+	// connection; retention exports a partition while it holds the
+	// detach's), so with one spare, one of them can always take its
+	// second and none waits on another forever.
+	ReservedConns = 1
+	// MaxDBConns bounds ARCHIVE_DB_MAX_CONNS (a typo of 10000 would
+	// exhaust any server's max_connections).
+	MaxDBConns = 1000
+)
 
 // Getenv lets tests supply an environment without touching the process's.
 type Getenv func(string) string
@@ -112,10 +149,100 @@ func LoadFrom(getenv Getenv) (Config, error) {
 		return c, fmt.Errorf("ARCHIVE_MAX_REPLICA_LAG=%q: want a duration such as 30s (0 turns the check off)", lag)
 	}
 	c.MaxReplicaLag = d
+	stop := get("ARCHIVE_WORKER_STOP_TIMEOUT", DefaultWorkerStopTimeout.String())
+	if c.WorkerStopTimeout, err = time.ParseDuration(stop); err != nil || c.WorkerStopTimeout < 0 {
+		return c, fmt.Errorf("ARCHIVE_WORKER_STOP_TIMEOUT=%q: want a duration such as 2m (how long SIGTERM waits for running activities; 0 cancels them at once)", stop)
+	}
+	if err := c.poolLimits(get); err != nil {
+		return c, err
+	}
 	if c.TaskQueue == "" {
 		return c, fmt.Errorf("ARCHIVE_TASK_QUEUE is empty")
 	}
 	return c, nil
+}
+
+// poolLimits sizes the worker's pool and its activity slots together: one
+// of them given, the other follows; neither, the defaults; both, they must
+// fit (slots <= pool - ReservedConns).
+func (c *Config) poolLimits(get func(name, def string) string) error {
+	conns, err := positive(get("ARCHIVE_DB_MAX_CONNS", ""), "ARCHIVE_DB_MAX_CONNS", "connections in the worker's pool")
+	if err != nil {
+		return err
+	}
+	urlConns, err := urlPoolMaxConns(c.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	switch {
+	case conns > 0 && urlConns > 0 && conns != urlConns:
+		return fmt.Errorf("ARCHIVE_DB_MAX_CONNS=%d and pool_max_conns=%d in DATABASE_URL disagree: set one", conns, urlConns)
+	case conns == 0:
+		conns = urlConns
+	}
+	slots, err := positive(get("ARCHIVE_ACTIVITY_SLOTS", ""), "ARCHIVE_ACTIVITY_SLOTS", "activities the worker runs at once")
+	if err != nil {
+		return err
+	}
+	switch {
+	case conns == 0 && slots == 0:
+		conns = DefaultDBMaxConns
+		slots = conns - ReservedConns
+	case conns == 0:
+		conns = slots + ReservedConns
+	case slots == 0:
+		slots = conns - ReservedConns
+	}
+	if conns > MaxDBConns {
+		return fmt.Errorf("ARCHIVE_DB_MAX_CONNS=%d (or ARCHIVE_ACTIVITY_SLOTS + %d): at most %d connections", conns, ReservedConns, MaxDBConns)
+	}
+	if slots < 1 {
+		return fmt.Errorf("ARCHIVE_DB_MAX_CONNS=%d: the worker's pool needs at least %d connections (one activity slot and %d spare)", conns, 1+ReservedConns, ReservedConns)
+	}
+	if slots > conns-ReservedConns {
+		return fmt.Errorf("ARCHIVE_ACTIVITY_SLOTS=%d does not fit ARCHIVE_DB_MAX_CONNS=%d: every activity slot needs a connection of the pool and %d more stays spare (an activity may hold two at once), so ARCHIVE_ACTIVITY_SLOTS must be at most %d; raise ARCHIVE_DB_MAX_CONNS to %d or lower ARCHIVE_ACTIVITY_SLOTS",
+			slots, conns, ReservedConns, conns-ReservedConns, slots+ReservedConns)
+	}
+	c.DBMaxConns, c.ActivitySlots = conns, slots
+	return nil
+}
+
+// positive parses an optional count of at least 1 (0 when unset).
+func positive(v, name, what string) (int, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("%s=%q: want a whole number of %s, at least 1", name, v, what)
+	}
+	return n, nil
+}
+
+var keywordPoolMaxConns = regexp.MustCompile(`(?:^|\s)pool_max_conns\s*=\s*'?([^'\s]*)`)
+
+// urlPoolMaxConns reads pgxpool's pool_max_conns from DATABASE_URL (URL or
+// key=value form; 0 when absent). The error names the parameter, never the
+// URL.
+func urlPoolMaxConns(s string) (int, error) {
+	var v string
+	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") {
+		u, err := url.Parse(s)
+		if err != nil {
+			return 0, nil // checkDatabaseURL reports it
+		}
+		v = u.Query().Get("pool_max_conns")
+	} else if m := keywordPoolMaxConns.FindStringSubmatch(s); m != nil {
+		v = m[1]
+	}
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("pool_max_conns in DATABASE_URL is not a whole number of at least 1 (value not shown); better, set ARCHIVE_DB_MAX_CONNS")
+	}
+	return n, nil
 }
 
 // checkDatabaseURL accepts postgres:// URLs and libpq key=value strings. The

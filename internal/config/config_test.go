@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func env(m map[string]string) Getenv { return func(k string) string { return m[k] } }
@@ -59,5 +60,70 @@ func TestTemporalTLSConfig(t *testing.T) {
 	}
 	if _, err := LoadFrom(env(map[string]string{"DATABASE_URL": "postgres://h/db", "ARCHIVE_MAX_REPLICA_LAG": "soon"})); err == nil {
 		t.Fatal("an unparsable replica lag was accepted")
+	}
+}
+
+func TestWorkerLimits(t *testing.T) {
+	load := func(kv ...string) (Config, error) {
+		m := map[string]string{"DATABASE_URL": "postgres://u:secretpw@h/db"}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return LoadFrom(env(m))
+	}
+	for name, tc := range map[string]struct {
+		kv           []string
+		stop         time.Duration
+		conns, slots int
+	}{
+		"defaults":                 {nil, DefaultWorkerStopTimeout, DefaultDBMaxConns, DefaultDBMaxConns - ReservedConns},
+		"pool given":               {[]string{"ARCHIVE_DB_MAX_CONNS", "4"}, DefaultWorkerStopTimeout, 4, 3},
+		"slots given":              {[]string{"ARCHIVE_ACTIVITY_SLOTS", "20"}, DefaultWorkerStopTimeout, 21, 20},
+		"both, fitting":            {[]string{"ARCHIVE_DB_MAX_CONNS", "12", "ARCHIVE_ACTIVITY_SLOTS", "5"}, DefaultWorkerStopTimeout, 12, 5},
+		"pool_max_conns in URL":    {[]string{"DATABASE_URL", "postgres://u@h/db?pool_max_conns=6"}, DefaultWorkerStopTimeout, 6, 5},
+		"pool_max_conns key=value": {[]string{"DATABASE_URL", "host=h dbname=db pool_max_conns = 3"}, DefaultWorkerStopTimeout, 3, 2},
+		"URL and variable agree":   {[]string{"DATABASE_URL", "postgres://u@h/db?pool_max_conns=6", "ARCHIVE_DB_MAX_CONNS", "6"}, DefaultWorkerStopTimeout, 6, 5},
+		"stop timeout":             {[]string{"ARCHIVE_WORKER_STOP_TIMEOUT", "45s"}, 45 * time.Second, DefaultDBMaxConns, DefaultDBMaxConns - ReservedConns},
+		"no drain":                 {[]string{"ARCHIVE_WORKER_STOP_TIMEOUT", "0"}, 0, DefaultDBMaxConns, DefaultDBMaxConns - ReservedConns},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := load(tc.kv...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.WorkerStopTimeout != tc.stop || c.DBMaxConns != tc.conns || c.ActivitySlots != tc.slots {
+				t.Fatalf("stop %s, pool %d, slots %d; want %s, %d, %d", c.WorkerStopTimeout, c.DBMaxConns, c.ActivitySlots, tc.stop, tc.conns, tc.slots)
+			}
+		})
+	}
+	for name, tc := range map[string]struct {
+		kv       []string
+		mentions []string
+	}{
+		"slots exceed the pool": {[]string{"ARCHIVE_DB_MAX_CONNS", "8", "ARCHIVE_ACTIVITY_SLOTS", "8"}, []string{"ARCHIVE_ACTIVITY_SLOTS=8", "ARCHIVE_DB_MAX_CONNS=8", "at most 7", "raise ARCHIVE_DB_MAX_CONNS to 9"}},
+		"slots exceed URL pool": {[]string{"DATABASE_URL", "postgres://u:secretpw@h/db?pool_max_conns=4", "ARCHIVE_ACTIVITY_SLOTS", "10"}, []string{"ARCHIVE_ACTIVITY_SLOTS=10", "ARCHIVE_DB_MAX_CONNS=4"}},
+		"a pool of one":         {[]string{"ARCHIVE_DB_MAX_CONNS", "1"}, []string{"ARCHIVE_DB_MAX_CONNS=1", "at least 2"}},
+		"zero slots":            {[]string{"ARCHIVE_ACTIVITY_SLOTS", "0"}, []string{"ARCHIVE_ACTIVITY_SLOTS", "at least 1"}},
+		"pool not a number":     {[]string{"ARCHIVE_DB_MAX_CONNS", "ten"}, []string{"ARCHIVE_DB_MAX_CONNS", "whole number"}},
+		"pool too large":        {[]string{"ARCHIVE_DB_MAX_CONNS", "10000"}, []string{"ARCHIVE_DB_MAX_CONNS=10000", "at most 1000"}},
+		"URL and variable":      {[]string{"DATABASE_URL", "postgres://u:secretpw@h/db?pool_max_conns=6", "ARCHIVE_DB_MAX_CONNS", "8"}, []string{"ARCHIVE_DB_MAX_CONNS=8", "pool_max_conns=6", "disagree"}},
+		"bad pool_max_conns":    {[]string{"DATABASE_URL", "postgres://u:secretpw@h/db?pool_max_conns=x"}, []string{"pool_max_conns", "ARCHIVE_DB_MAX_CONNS"}},
+		"bad stop timeout":      {[]string{"ARCHIVE_WORKER_STOP_TIMEOUT", "2 minutes"}, []string{"ARCHIVE_WORKER_STOP_TIMEOUT", "2m"}},
+		"negative stop timeout": {[]string{"ARCHIVE_WORKER_STOP_TIMEOUT", "-1s"}, []string{"ARCHIVE_WORKER_STOP_TIMEOUT"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := load(tc.kv...)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, m := range tc.mentions {
+				if !strings.Contains(err.Error(), m) {
+					t.Errorf("error %q does not mention %q", err, m)
+				}
+			}
+			if strings.Contains(err.Error(), "secretpw") {
+				t.Fatalf("error repeats the secret: %v", err)
+			}
+		})
 	}
 }
