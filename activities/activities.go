@@ -137,3 +137,33 @@ func heartbeat(ctx context.Context, note any) {
 	}
 	activity.RecordHeartbeat(ctx, note)
 }
+
+// keepAliveEvery is how often keepAlive heartbeats: well inside the
+// shortest heartbeat timeout the workflows set (a minute).
+const keepAliveEvery = 10 * time.Second
+
+// keepAlive heartbeats note until stop is called, for one long statement
+// (a checksum scan, a COPY, an INSERT of a whole partition) that cannot
+// report progress itself: without it a slow step looks like a lost worker
+// and is started again beside the running one.
+func keepAlive(ctx context.Context, note string) (stop func()) {
+	if !activity.IsActivity(ctx) {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(keepAliveEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				heartbeat(ctx, note)
+			}
+		}
+	}()
+	return func() { close(done) }
+}

@@ -27,6 +27,10 @@ type batchSQL struct {
 	in   MoveBatchInput
 	args []any
 	ts   string // the quoted time column
+	// anyOrder lets a batch take any eligible rows (a restore): without an
+	// index on the time column, an ORDER BY sorts the whole window for
+	// every batch.
+	anyOrder bool
 }
 
 func newBatchSQL(s shape, in MoveBatchInput) *batchSQL {
@@ -64,13 +68,16 @@ func (b *batchSQL) selectBatch() string {
 	if !b.s.live.RowAddressUnique() {
 		cols = "tableoid, ctid, " + b.ts
 	}
+	orderBy := "\n    ORDER BY " + order
+	if b.anyOrder {
+		orderBy = ""
+	}
 	return fmt.Sprintf(`batch AS (
     SELECT %s FROM %s
-    WHERE %s
-    ORDER BY %s
+    WHERE %s%s
     LIMIT %s
     FOR UPDATE SKIP LOCKED
-)`, cols, catalog.QuoteName(b.s.live.Name), cond, order, b.arg(b.in.Limit))
+)`, cols, catalog.QuoteName(b.s.live.Name), cond, orderBy, b.arg(b.in.Limit))
 }
 
 // where is the entry's structured filter, its values added as parameters.

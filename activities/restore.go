@@ -263,7 +263,13 @@ func restoreRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (mo
 	rev := s
 	rev.live, rev.archive = s.archive, s.live
 	rev.table.Where, rev.holds = nil, nil
+	// Any rows of the window, in no order and without a cursor: the
+	// archive has no index on the time column (archiving does not need
+	// one), and ordering would sort the rest of the window in every batch
+	// (1,500 rows/s on a 1M-row window, measured).
+	in.Cursor = nil
 	b := newBatchSQL(rev, in)
+	b.anyOrder = true
 	sql := fmt.Sprintf(`
 WITH %s,
 moved AS (
@@ -345,6 +351,8 @@ func (a *Activities) RestoreExport(ctx context.Context, in RestoreExportInput) (
 		defer os.Remove(local.Name())
 		defer local.Close()
 	}
+	stop := keepAlive(ctx, fmt.Sprintf("restore export %d: loading, checking and inserting %d rows", e.ID, e.Rows))
+	defer stop()
 	return a.restoreOnce(ctx, t, mv, e.ID, func(ctx context.Context, tx pgx.Tx, s shape) (moved, error) {
 		return restoreFromFile(ctx, tx, s, e, local, in.BatchID)
 	})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"strings"
 	"time"
 
@@ -43,6 +44,12 @@ type RetentionResult struct {
 	Exports       []string `json:",omitempty"`
 	ExportedRows  int64    `json:",omitempty"`
 	ExportedBytes int64    `json:",omitempty"`
+}
+
+func (r RetentionResult) clone() RetentionResult {
+	r.Partitions = append([]string(nil), r.Partitions...)
+	r.Exports = append([]string(nil), r.Exports...)
+	return r
 }
 
 // retentionBeat is retention's heartbeat: what it removed so far (a retry
@@ -91,7 +98,15 @@ func (a *Activities) ApplyRetention(ctx context.Context, in RetentionInput) (Ret
 			out = prev.Done
 		}
 	}
-	ctx = withBeat(ctx, func(note any) any { return retentionBeat{Done: out, Now: fmt.Sprint(note)} })
+	// Heartbeats (some from a keep-alive goroutine) report a copy of what
+	// is done, taken after each partition.
+	var mu sync.Mutex
+	done := out.clone()
+	ctx = withBeat(ctx, func(note any) any {
+		mu.Lock()
+		defer mu.Unlock()
+		return retentionBeat{Done: done, Now: fmt.Sprint(note)}
+	})
 	if in.DryRun {
 		for _, p := range parts {
 			out.Partitions = append(out.Partitions, p.name)
@@ -157,6 +172,9 @@ func (a *Activities) ApplyRetention(ctx context.Context, in RetentionInput) (Ret
 			}
 		}
 		out.Partitions = append(out.Partitions, p.name)
+		mu.Lock()
+		done = out.clone()
+		mu.Unlock()
 		heartbeat(ctx, "removed "+p.name)
 	}
 	return out, nil

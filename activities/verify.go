@@ -121,6 +121,8 @@ func (a *Activities) verifyLedger(ctx context.Context, t policy.Table) (VerifyCh
 			oldest = p.lower
 		}
 	}
+	stop := keepAlive(ctx, "verify "+t.Name+": recounting the ledger")
+	defer stop()
 	rows, err := a.DB.Query(ctx, fmt.Sprintf(`
 		WITH tagged AS (
 			SELECT archive_batch_id AS b, count(*) AS n FROM %s GROUP BY 1
