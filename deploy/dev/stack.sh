@@ -146,6 +146,11 @@ temporal_up() {
   mkdir -p "$(dirname "$T_DB")"
   local args=(server start-dev --ip "$T_IP" --port "$T_PORT" --ui-port "$T_UI_PORT"
     --namespace "$T_NS" --db-filename "$T_DB" --log-level "${T_LOG:-warn}")
+  # With payload encryption on, the Web UI decodes through the codec server
+  # that `make run` starts (starter codec-server on CODEC_ADDR).
+  if [ -n "${TEMPORAL_PAYLOAD_KEY:-}" ]; then
+    args+=(--ui-codec-endpoint "http://${CODEC_ADDR:-127.0.0.1:8081}")
+  fi
   local kv
   while read -r kv; do [ -n "$kv" ] && args+=(--search-attribute "$kv"); done < <(yaml_list search_attributes)
   while read -r kv; do [ -n "$kv" ] && args+=(--dynamic-config-value "$kv"); done < <(yaml_list dynamic_config)
@@ -308,6 +313,7 @@ case "$cmd" in
   down)
     replica_down
     stop_pid "$DEV/worker.pid" "worker"
+    stop_pid "$DEV/codec.pid" "codec server"
     stop_pid "$DEV/temporal.pid" "Temporal"
     stop_pid "$DEV/s3.pid" "S3"
     pg_down
