@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -18,6 +19,13 @@ func (a *Activities) waitForReplicas(ctx context.Context) (time.Duration, error)
 		return 0, nil
 	}
 	start := time.Now()
+	// A draining worker does not wait out the lag: the batch has not begun,
+	// so it fails at once and is retried by another worker (or this one
+	// after its restart) instead of holding the shutdown to its timeout.
+	var stopping <-chan struct{}
+	if activity.IsActivity(ctx) {
+		stopping = activity.GetWorkerStopChannel(ctx)
+	}
 	for {
 		lag, err := a.replicaLag(ctx)
 		if err != nil {
@@ -32,6 +40,8 @@ func (a *Activities) waitForReplicas(ctx context.Context) (time.Duration, error)
 		select {
 		case <-ctx.Done():
 			return time.Since(start), fmt.Errorf("waiting for replicas to catch up: %w", ctx.Err())
+		case <-stopping:
+			return time.Since(start), errors.New("the worker is stopping: this batch, not begun, waited for replicas and goes to another worker")
 		case <-time.After(a.replicaPoll()):
 		}
 	}
