@@ -141,6 +141,26 @@ func (a *Activities) runBatch(ctx context.Context, t policy.Table, move mover, i
 }
 
 func (a *Activities) moveOnce(ctx context.Context, t policy.Table, move mover, in MoveBatchInput) (MoveBatchResult, error) {
+	return a.ledgerStep(ctx, t, in, "rows", 0, func(ctx context.Context, tx pgx.Tx, s shape) (moved, error) {
+		if s.planned {
+			return moved{}, invalid("move batch", fmt.Errorf("the archive table %s does not exist (dropped during the run?)", t.Archive))
+		}
+		var err error
+		if s.holds, err = activeHolds(ctx, tx, t); err != nil {
+			return moved{}, err
+		}
+		return move(ctx, tx, s, in)
+	})
+}
+
+// ledgerStep runs one batch step in one transaction under the ledger
+// protocol shared by archive and restore batches: claim the batch id in
+// archive_batches (a batch id already there answers with what it recorded),
+// lock both tables, read their shape, run the step, check its counts and
+// commit. kind is the ledger row's kind; exportID, when not zero, the export
+// the step restores.
+func (a *Activities) ledgerStep(ctx context.Context, t policy.Table, in MoveBatchInput, kind string, exportID int64,
+	step func(ctx context.Context, tx pgx.Tx, s shape) (moved, error)) (MoveBatchResult, error) {
 	res := MoveBatchResult{BatchID: in.BatchID}
 	began := time.Now()
 	tx, err := a.DB.Begin(ctx)
@@ -149,17 +169,21 @@ func (a *Activities) moveOnce(ctx context.Context, t policy.Table, move mover, i
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
 
+	var exp *int64
+	if exportID != 0 {
+		exp = &exportID
+	}
 	var claimed bool
 	err = tx.QueryRow(ctx, `
-		INSERT INTO archive_batches (batch_id, job_id, table_name, cutoff, batch_limit)
-		VALUES ($1, $2, $3, $4, $5)
+		INSERT INTO archive_batches (batch_id, job_id, table_name, cutoff, batch_limit, kind, export_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (batch_id) DO NOTHING
-		RETURNING true`, in.BatchID, in.JobID, t.Live, in.Cutoff, in.Limit).Scan(&claimed)
+		RETURNING true`, in.BatchID, in.JobID, t.Live, in.Cutoff, in.Limit, kind, exp).Scan(&claimed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return a.recorded(ctx, tx, t, in)
 	}
 	if err != nil {
-		return res, fmt.Errorf("claim batch: %w", err)
+		return res, fmt.Errorf("claim %s batch: %w", kind, err)
 	}
 	// Lock both tables in the mode the batch's DELETE and INSERT take
 	// anyway, before reading their definitions: a column added meanwhile
@@ -173,27 +197,19 @@ func (a *Activities) moveOnce(ctx context.Context, t policy.Table, move mover, i
 	if err != nil {
 		return res, err
 	}
-	if s.planned {
-		return res, invalid("move batch", fmt.Errorf("the archive table %s does not exist (dropped during the run?)", t.Archive))
-	}
-	if s.holds, err = activeHolds(ctx, tx, t); err != nil {
-		return res, err
-	}
-	m, err := move(ctx, tx, s, in)
+	m, err := step(ctx, tx, s)
 	if err != nil {
 		return res, err
 	}
 	if m.inserted+m.merged != m.expected {
 		return res, fmt.Errorf("%w (inserted %d + merged %d, expected %d)", errCountMismatch, m.inserted, m.merged, m.expected)
 	}
-	res.RowsMerged = m.merged
-	res.RowsDeleted, res.Bytes, res.MinTS, res.MaxTS, res.More, res.Last = m.deleted, m.bytes, m.minTS, m.maxTS, m.more, m.last
-	res.RowsMoved = m.inserted
 	if err := tx.Commit(ctx); err != nil {
 		return res, fmt.Errorf("commit: %w", err)
 	}
+	res.RowsMoved, res.RowsMerged, res.RowsDeleted, res.Bytes, res.More, res.Last = m.inserted, m.merged, m.deleted, m.bytes, m.more, m.last
+	res.MinTS, res.MaxTS = utc(m.minTS), utc(m.maxTS)
 	res.TxMillis = time.Since(began).Milliseconds()
-	res.MinTS, res.MaxTS = utc(res.MinTS), utc(res.MaxTS)
 	return res, nil
 }
 

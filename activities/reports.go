@@ -367,27 +367,9 @@ func ReportKey(id, format string, created time.Time, compression string) string 
 // ResolveReportPath maps reports.file_path to a regular file under root,
 // following symlinks, and refuses anything that ends up outside root.
 func ResolveReportPath(root, p string) (string, error) {
-	if root == "" {
-		return "", errors.New("REPORTS_DIR is not set: report files are only read under it")
-	}
-	if strings.ContainsRune(p, 0) || strings.TrimSpace(p) == "" {
-		return "", errors.New("file_path is empty or not a path")
-	}
-	realRoot, err := filepath.EvalSymlinks(root)
+	realRoot, cand, err := underRoot(root, p)
 	if err != nil {
-		return "", fmt.Errorf("REPORTS_DIR: %w", err)
-	}
-	realRoot, err = filepath.Abs(realRoot)
-	if err != nil {
-		return "", fmt.Errorf("REPORTS_DIR: %w", err)
-	}
-	cand := p
-	if !filepath.IsAbs(cand) {
-		cand = filepath.Join(realRoot, cand)
-	}
-	// Refuse lexical escapes before touching the file system.
-	if !within(realRoot, filepath.Clean(cand)) && !within(filepath.Clean(root), filepath.Clean(cand)) {
-		return "", errors.New("file_path resolves outside REPORTS_DIR: refused")
+		return "", err
 	}
 	real, err := filepath.EvalSymlinks(cand)
 	if errors.Is(err, os.ErrNotExist) {
@@ -407,6 +389,36 @@ func ResolveReportPath(root, p string) (string, error) {
 		return "", errors.New("file_path is not a regular file")
 	}
 	return real, nil
+}
+
+// underRoot resolves p (relative paths against root) without following the
+// file itself, and refuses it when it escapes root lexically: the checks a
+// report path passes before the file system is touched. It returns root's
+// real path and the cleaned candidate.
+func underRoot(root, p string) (realRoot, cand string, err error) {
+	if root == "" {
+		return "", "", errors.New("REPORTS_DIR (the entry's root) is not set: report files are only read and written under it")
+	}
+	if strings.ContainsRune(p, 0) || strings.TrimSpace(p) == "" {
+		return "", "", errors.New("file_path is empty or not a path")
+	}
+	realRoot, err = filepath.EvalSymlinks(root)
+	if err != nil {
+		return "", "", fmt.Errorf("REPORTS_DIR: %w", err)
+	}
+	realRoot, err = filepath.Abs(realRoot)
+	if err != nil {
+		return "", "", fmt.Errorf("REPORTS_DIR: %w", err)
+	}
+	cand = p
+	if !filepath.IsAbs(cand) {
+		cand = filepath.Join(realRoot, cand)
+	}
+	cand = filepath.Clean(cand)
+	if !within(realRoot, cand) && !within(filepath.Clean(root), cand) {
+		return "", "", errors.New("file_path resolves outside REPORTS_DIR: refused")
+	}
+	return realRoot, cand, nil
 }
 
 func within(root, p string) bool {

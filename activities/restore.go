@@ -203,52 +203,20 @@ func (a *Activities) RestoreBatch(ctx context.Context, in RestoreBatchInput) (Mo
 	})
 }
 
-// restoreOnce runs one restore step under the ledger protocol.
+// restoreOnce runs one restore step under the ledger protocol (kind
+// 'restore') and calls AfterCommit.
 func (a *Activities) restoreOnce(ctx context.Context, t policy.Table, in MoveBatchInput, exportID int64,
 	step func(ctx context.Context, tx pgx.Tx, s shape) (moved, error)) (MoveBatchResult, error) {
-	res := MoveBatchResult{BatchID: in.BatchID}
-	began := time.Now()
-	tx, err := a.DB.Begin(ctx)
+	res, err := a.ledgerStep(ctx, t, in, "restore", exportID, func(ctx context.Context, tx pgx.Tx, s shape) (moved, error) {
+		m, err := step(ctx, tx, s)
+		if err != nil {
+			return m, restoreError(t, err)
+		}
+		return m, nil
+	})
 	if err != nil {
 		return res, err
 	}
-	defer func() { _ = tx.Rollback(ctx) }()
-	var exp *int64
-	if exportID != 0 {
-		exp = &exportID
-	}
-	var claimed bool
-	err = tx.QueryRow(ctx, `
-		INSERT INTO archive_batches (batch_id, job_id, table_name, cutoff, batch_limit, kind, export_id)
-		VALUES ($1, $2, $3, $4, $5, 'restore', $6)
-		ON CONFLICT (batch_id) DO NOTHING
-		RETURNING true`, in.BatchID, in.JobID, t.Live, in.Cutoff, in.Limit, exp).Scan(&claimed)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return a.recorded(ctx, tx, t, in)
-	}
-	if err != nil {
-		return res, fmt.Errorf("claim restore batch: %w", err)
-	}
-	if _, err := tx.Exec(ctx, fmt.Sprintf(`LOCK TABLE ONLY %s, ONLY %s IN ROW EXCLUSIVE MODE`, catalog.QuoteName(t.Live), catalog.QuoteName(t.Archive))); err != nil {
-		return res, fmt.Errorf("lock %s and %s: %w", t.Live, t.Archive, err)
-	}
-	s, err := inspect(ctx, tx, t)
-	if err != nil {
-		return res, err
-	}
-	m, err := step(ctx, tx, s)
-	if err != nil {
-		return res, restoreError(t, err)
-	}
-	if m.inserted != m.expected {
-		return res, fmt.Errorf("%w (restored %d, expected %d)", errCountMismatch, m.inserted, m.expected)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return res, fmt.Errorf("commit: %w", err)
-	}
-	res.RowsMoved, res.RowsDeleted, res.Bytes, res.More, res.Last = m.inserted, m.deleted, m.bytes, m.more, m.last
-	res.MinTS, res.MaxTS = utc(m.minTS), utc(m.maxTS)
-	res.TxMillis = time.Since(began).Milliseconds()
 	if a.AfterCommit != nil {
 		if err := a.AfterCommit(ctx, res); err != nil {
 			return MoveBatchResult{}, err

@@ -222,24 +222,9 @@ func fileSHA256(path string) (string, error) {
 // resolve under it, and neither the path nor its nearest existing
 // directory (symbolic links followed) may lead outside it.
 func writablePath(root, p string) (string, error) {
-	if root == "" {
-		return "", errors.New("the entry's root (REPORTS_DIR) is not set: files are only written under it")
-	}
-	if strings.ContainsRune(p, 0) || strings.TrimSpace(p) == "" {
-		return "", errors.New("the path is empty or not a path")
-	}
-	realRoot, err := filepath.EvalSymlinks(root)
+	realRoot, cand, err := underRoot(root, p)
 	if err != nil {
-		return "", fmt.Errorf("root: %w", err)
-	}
-	realRoot, _ = filepath.Abs(realRoot)
-	cand := p
-	if !filepath.IsAbs(cand) {
-		cand = filepath.Join(realRoot, cand)
-	}
-	cand = filepath.Clean(cand)
-	if !within(realRoot, cand) && !within(filepath.Clean(root), cand) {
-		return "", errors.New("the path resolves outside the root: refused")
+		return "", err
 	}
 	dir := filepath.Dir(cand)
 	for {
