@@ -100,3 +100,90 @@ tables:
 		t.Fatalf("verify after the restore: %+v (%v)", rep, err)
 	}
 }
+
+// TestColdArchivePartitionedLive: the cold archive's paths (export before
+// drop, restore from the export and from the archive, verify) on a live
+// table partitioned by month with a DEFAULT partition, as pg_partman makes
+// them, in a database whose sessions default to DateStyle 'SQL, DMY',
+// IntervalStyle 'sql_standard' and Chatham time (UTC+12:45): the restored
+// rows route back into their live partitions, identical by content.
+func TestColdArchivePartitionedLive(t *testing.T) {
+	ddl := []string{`CREATE SCHEMA app`, `CREATE TABLE app.events (
+	    id       bigint NOT NULL,
+	    at       timestamptz NOT NULL,
+	    kind     text NOT NULL,
+	    payload  jsonb,
+	    took     interval,
+	    PRIMARY KEY (id, at)
+	) PARTITION BY RANGE (at)`}
+	for m := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC); m.Before(time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)); m = m.AddDate(0, 1, 0) {
+		ddl = append(ddl, fmt.Sprintf(`CREATE TABLE app.events_p%s PARTITION OF app.events FOR VALUES FROM ('%s') TO ('%s')`,
+			m.Format("2006_01"), m.Format(time.RFC3339), m.AddDate(0, 1, 0).Format(time.RFC3339)))
+	}
+	ddl = append(ddl, `CREATE TABLE app.events_default PARTITION OF app.events DEFAULT`)
+	d := newRealDB(t, ddl...)
+	// From 2023-08 (the DEFAULT partition) to the run's instant.
+	d.exec(fmt.Sprintf(`INSERT INTO app.events
+		SELECT i, '%s'::timestamptz - i * interval '3 hours 7 minutes', 'k' || (i %% 5),
+		       CASE WHEN i %% 4 = 0 THEN NULL ELSE jsonb_build_object('i', i) END, i * interval '1 second'
+		FROM generate_series(1, 7000) i`, asOf.Format(time.RFC3339)))
+	d.exec(`DO $$ BEGIN
+		EXECUTE format('ALTER DATABASE %I SET DateStyle = ''SQL, DMY''', current_database());
+		EXECUTE format('ALTER DATABASE %I SET IntervalStyle = ''sql_standard''', current_database());
+		EXECUTE format('ALTER DATABASE %I SET TimeZone = ''Pacific/Chatham''', current_database()); END $$`)
+	d.migrate()
+	d.exec(`GRANT USAGE, CREATE ON SCHEMA app TO archiver_worker`, `GRANT SELECT, DELETE, UPDATE (id) ON app.events TO archiver_worker`)
+	st := testenv.Store(t)
+	d.worker(func(a *activities.Activities) { a.Store = st })
+	pol := declared(t, `
+tables:
+  - name: events
+    table: app.events
+    time_column: at
+    archive_after_days: 60
+    retention_days: 400
+    batch_size: 500
+    export: {prefix: cold/, format: parquet}`)
+	const cols = "id, at, kind, payload, took"
+	allN, all := d.columns("app.events", cols, "")
+	res := d.mustRunEntries(pol, "events")
+	if r := res.Tables[0].Retention; r == nil || len(r.Exports) == 0 {
+		t.Fatalf("retention %+v: want exported partitions", r)
+	}
+	if n, sum := d.columns(fmt.Sprintf(`(SELECT %[1]s FROM app.events UNION ALL SELECT %[1]s FROM app.events_archive) u`, cols), cols, ""); n >= allN || n == 0 {
+		t.Fatalf("live ∪ archive holds %d rows (%s) of %d: want the exported ones gone from both", n, sum, allN)
+	}
+	if rep, err := d.acts.Verify(context.Background(), activities.VerifyInput{Entries: pol, Deep: true}); err != nil || rep.Failed() {
+		t.Fatalf("verify: %+v (%v)", rep, err)
+	}
+	// Everything before the archive cut-off comes back: from the exports
+	// (older than retention) and from the archive.
+	entry := pol[0]
+	d.exec(`GRANT INSERT ON app.events TO archiver_worker`)
+	run, err := d.c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: "realdb-restore-" + testenv.RandomID(), TaskQueue: d.queue},
+		workflows.RestoreWorkflowName, workflows.RestoreRequest{Table: "events", Policy: &entry,
+			After: time.Date(2023, 1, 1, 0, 0, 0, 0, time.UTC), Before: asOf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got workflows.RestoreResult
+	if err := testenv.Wait(t, d.c, run, testenv.DefaultWait, &got); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if got.RowsFromExports == 0 || got.RowsFromArchive == 0 {
+		t.Fatalf("restore %+v: want rows from exports and from the archive", got)
+	}
+	if n, sum := d.columns("app.events", cols, ""); n != allN || sum != all {
+		t.Fatalf("after the restore the live table holds %d rows (%s), want the original %d (%s)", n, sum, allN, all)
+	}
+	// Each row is back in the partition its time routes to.
+	if k := d.count(`SELECT count(*) FROM app.events_default WHERE at >= '2024-01-01 00:00:00+00'`); k != 0 {
+		t.Fatalf("%d restored rows landed in the DEFAULT partition", k)
+	}
+	if k := d.count(`SELECT count(*) FROM app.events_archive`); k != 0 {
+		t.Fatalf("%d rows still archived after restoring everything", k)
+	}
+	if rep, err := d.acts.Verify(context.Background(), activities.VerifyInput{Entries: []policy.Table{entry}}); err != nil || rep.Failed() {
+		t.Fatalf("verify after the restore: %+v (%v)", rep, err)
+	}
+}
