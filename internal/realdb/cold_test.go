@@ -77,16 +77,7 @@ tables:
 		t.Fatalf("verify: %+v (%v)", rep, err)
 	}
 	d.exec(`GRANT INSERT ON billing.invoices TO archiver_worker`)
-	run, err := d.c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: "realdb-restore-" + testenv.RandomID(), TaskQueue: d.queue},
-		workflows.RestoreWorkflowName, workflows.RestoreRequest{Table: "invoices", Policy: &entry,
-			After: time.Date(2025, 4, 20, 0, 0, 0, 0, time.UTC), Before: time.Date(2025, 12, 1, 0, 0, 0, 0, time.UTC)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got workflows.RestoreResult
-	if err := testenv.Wait(t, d.c, run, testenv.DefaultWait, &got); err != nil {
-		t.Fatalf("restore: %v", err)
-	}
+	got := d.restore(entry, time.Date(2025, 4, 20, 0, 0, 0, 0, time.UTC), time.Date(2025, 12, 1, 0, 0, 0, 0, time.UTC))
 	if got.RowsFromExports == 0 || got.RowsFromArchive == 0 {
 		t.Fatalf("restore %+v: want rows from exports and from the archive", got)
 	}
@@ -160,16 +151,7 @@ tables:
 	// (older than retention) and from the archive.
 	entry := pol[0]
 	d.exec(`GRANT INSERT ON app.events TO archiver_worker`)
-	run, err := d.c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: "realdb-restore-" + testenv.RandomID(), TaskQueue: d.queue},
-		workflows.RestoreWorkflowName, workflows.RestoreRequest{Table: "events", Policy: &entry,
-			After: time.Date(2023, 1, 1, 0, 0, 0, 0, time.UTC), Before: asOf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got workflows.RestoreResult
-	if err := testenv.Wait(t, d.c, run, testenv.DefaultWait, &got); err != nil {
-		t.Fatalf("restore: %v", err)
-	}
+	got := d.restore(entry, time.Date(2023, 1, 1, 0, 0, 0, 0, time.UTC), asOf)
 	if got.RowsFromExports == 0 || got.RowsFromArchive == 0 {
 		t.Fatalf("restore %+v: want rows from exports and from the archive", got)
 	}
@@ -186,4 +168,20 @@ tables:
 	if rep, err := d.acts.Verify(context.Background(), activities.VerifyInput{Entries: []policy.Table{entry}}); err != nil || rep.Failed() {
 		t.Fatalf("verify after the restore: %+v (%v)", rep, err)
 	}
+}
+
+// restore runs RestoreWorkflow for entry's window [after, before) and
+// fails the test unless it completes.
+func (d *realDB) restore(entry policy.Table, after, before time.Time) workflows.RestoreResult {
+	d.t.Helper()
+	run, err := d.c.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{ID: "realdb-restore-" + testenv.RandomID(), TaskQueue: d.queue},
+		workflows.RestoreWorkflowName, workflows.RestoreRequest{Table: entry.Name, Policy: &entry, After: after, Before: before})
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	var got workflows.RestoreResult
+	if err := testenv.Wait(d.t, d.c, run, testenv.DefaultWait, &got); err != nil {
+		d.t.Fatalf("restore: %v", err)
+	}
+	return got
 }
