@@ -26,7 +26,7 @@ const (
 type BackfillRequest struct {
 	Table  string
 	Before time.Time
-	After  time.Time `json:",omitempty"`
+	After  time.Time `json:",omitzero"`
 	// Force lets a window reach into rows younger than the policy's
 	// cut-off (the operator's --force); the run's archive_jobs row records
 	// it.

@@ -48,7 +48,7 @@ type RestoreResult struct {
 	RowsFromExports int64
 	Files           int64     `json:",omitempty"`
 	Batches         int       `json:",omitempty"`
-	HeldUntil       time.Time `json:",omitempty"`
+	HeldUntil       time.Time `json:",omitzero"`
 	DryRun          bool      `json:",omitempty"`
 }
 
