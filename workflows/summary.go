@@ -95,12 +95,12 @@ func ArchiveSummary(in ArchiveInput) string {
 	b.WriteString(strings.Join(in.Tables, ", "))
 	switch {
 	case in.Window != nil:
-		fmt.Fprintf(&b, ": backfill %s", span(in.Window.After, in.Window.Before))
+		b.WriteString(fmt.Sprintf(": backfill %s", span(in.Window.After, in.Window.Before)))
 		if in.Window.Force {
 			b.WriteString(" (forced)")
 		}
 	case !in.AsOf.IsZero():
-		fmt.Fprintf(&b, " as of %s", stamp(in.AsOf))
+		b.WriteString(fmt.Sprintf(" as of %s", stamp(in.AsOf)))
 	default:
 		b.WriteString(" as of the scheduled or start time")
 	}
@@ -120,11 +120,11 @@ func ArchiveDetails(in ArchiveInput) string {
 		if err != nil {
 			continue
 		}
-		fmt.Fprintf(&b, "- **%s**: %s %s → %s, archive after %d days, keep %d days, batch %s rows\n",
-			t.Name, t.ModeOf(), t.Live, t.Archive, t.ArchiveAfter/policy.Day, t.Retention/policy.Day, thousands(int64(t.BatchSize)))
+		b.WriteString(fmt.Sprintf("- **%s**: %s %s → %s, archive after %d days, keep %d days, batch %s rows\n",
+			t.Name, t.ModeOf(), t.Live, t.Archive, t.ArchiveAfter/policy.Day, t.Retention/policy.Day, thousands(int64(t.BatchSize))))
 	}
 	if in.RetentionMode != "" {
-		fmt.Fprintf(&b, "- retention mode: %s\n", in.RetentionMode)
+		b.WriteString(fmt.Sprintf("- retention mode: %s\n", in.RetentionMode))
 	}
 	return b.String()
 }
