@@ -19,7 +19,7 @@ STATICCHECK := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
 GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: help build dev-up dev-down dev-clean run test test-faults test-unit lint record-histories fuzz promtool bench
+.PHONY: help build dev-up dev-down dev-clean run test test-faults test-unit lint record-histories fuzz promtool chromium bench
 
 FUZZTIME ?= 30s
 
@@ -47,7 +47,7 @@ dev-clean:
 run: build dev-up
 	@bash deploy/dev/run.sh
 
-test: dev-up promtool
+test: dev-up promtool chromium
 	@bash $(STACK) replica-up
 	$(ENV) && ARCHIVER_REQUIRE_STACK=1 go test $(GO_TEST_FLAGS) ./...
 	@echo "fault tests (short): they restart servers, so they run alone"
@@ -82,6 +82,15 @@ promtool:
 	    echo "installing promtool (Debian package prometheus)"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null || exit 1; \
 	  else echo "promtool is missing: sudo apt-get install prometheus"; exit 1; fi; }
+
+# chromium drives the Web UI in TestWebUIShowsTheRun (starter/webui_test.go);
+# Debian's chromium package ships it.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium (Debian package chromium)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null || exit 1; \
+	  else echo "chromium is missing: sudo apt-get install chromium"; exit 1; fi; }
 
 $(WORKFLOWCHECK):
 	GOBIN=$(abspath $(dir $@)) go install go.temporal.io/sdk/contrib/tools/workflowcheck@$(WORKFLOWCHECK_VERSION)

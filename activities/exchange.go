@@ -54,7 +54,7 @@ type ListExchangeableInput struct {
 	Table  string
 	Entry  *policy.Table `json:",omitempty"`
 	Cutoff time.Time
-	After  time.Time `json:",omitempty"`
+	After  time.Time `json:",omitzero"`
 }
 
 // ListExchangeableResult lists the candidates, and why the others in range

@@ -26,7 +26,7 @@ type MoveBatchInput struct {
 	BatchID string
 	Cutoff  time.Time
 	// After, when set, is a lower bound (inclusive): a backfill window.
-	After time.Time `json:",omitempty"`
+	After time.Time `json:",omitzero"`
 	Limit int
 	// Cursor, when set, starts the batch after this (time, id) key (logs):
 	// each batch loop carries the last key it moved, so a batch never

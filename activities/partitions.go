@@ -19,7 +19,7 @@ import (
 type EnsurePartitionsInput struct {
 	Table  string
 	Cutoff time.Time
-	After  time.Time `json:",omitempty"` // a backfill window's lower bound
+	After  time.Time `json:",omitzero"` // a backfill window's lower bound
 	// Entry is the table's policy entry in force (nil: the built-in table
 	// of that name).
 	Entry *policy.Table `json:",omitempty"`

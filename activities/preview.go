@@ -15,7 +15,7 @@ import (
 type PreviewInput struct {
 	Table  string
 	Cutoff time.Time
-	After  time.Time `json:",omitempty"` // a backfill window's lower bound
+	After  time.Time `json:",omitzero"` // a backfill window's lower bound
 	// RetentionLimit, when set, also lists the archive partitions that
 	// retention would remove.
 	RetentionLimit time.Time

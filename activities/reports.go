@@ -28,7 +28,7 @@ import (
 // ListReportsInput asks for a page of eligible report ids after a cursor.
 type ListReportsInput struct {
 	Cutoff    time.Time
-	After     time.Time `json:",omitempty"` // a backfill window's lower bound
+	After     time.Time `json:",omitzero"` // a backfill window's lower bound
 	AfterTime *time.Time
 	AfterID   string
 	Limit     int

@@ -29,7 +29,7 @@ type RestoreInput struct {
 	// WorkflowID and HoldUntil (HoldWindow): who holds the window, and
 	// until when archive runs leave it alone.
 	WorkflowID string    `json:",omitempty"`
-	HoldUntil  time.Time `json:",omitempty"`
+	HoldUntil  time.Time `json:",omitzero"`
 }
 
 // RestorePlan is what a restore of the window would bring back, and from

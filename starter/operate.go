@@ -253,6 +253,7 @@ func cmdBackfill(ctx context.Context, args []string, stdout, stderr io.Writer, l
 	run, err := c.SignalWithStartWorkflow(ctx, workflows.BackfillWorkflowID, workflows.SignalBackfill, req,
 		client.StartWorkflowOptions{
 			ID: workflows.BackfillWorkflowID, TaskQueue: cfg.TaskQueue,
+			StaticSummary:         workflows.BackfillSummary,
 			TypedSearchAttributes: temporal.NewSearchAttributes(temporal.NewSearchAttributeKeyBool("ArchiveBackfill").ValueSet(true)),
 		}, workflows.BackfillWorkflowName, workflows.BackfillState{})
 	if err != nil {

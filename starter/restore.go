@@ -93,6 +93,7 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		TaskQueue:                cfg.TaskQueue,
 		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		StaticSummary:            workflows.RestoreSummary(req),
 	}, workflows.RestoreWorkflowName, req)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &started) {

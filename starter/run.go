@@ -176,20 +176,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, logger
 			return exitError{code: 1, err: fmt.Errorf("refused: %s; wait for it (starter status) or pause it, then run again", strings.Join(busy, "; "))}
 		}
 	}
-	sa := []temporal.SearchAttributeUpdate{
-		temporal.NewSearchAttributeKeyKeywordList("ArchiveTables").ValueSet(in.Tables),
-		temporal.NewSearchAttributeKeyBool("ArchiveDryRun").ValueSet(in.DryRun),
-		temporal.NewSearchAttributeKeyBool("ArchiveBackfill").ValueSet(false),
-	}
-	if !in.AsOf.IsZero() {
-		sa = append(sa, temporal.NewSearchAttributeKeyTime("ArchiveAsOf").ValueSet(in.AsOf))
-	}
-	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                    "archive-manual-" + time.Now().UTC().Format("20060102T150405Z") + "-" + randomSuffix(),
-		TaskQueue:             cfg.TaskQueue,
-		TypedSearchAttributes: temporal.NewSearchAttributes(sa...),
-		Memo:                  memo,
-	}, workflows.ArchiveWorkflowName, in)
+	run, err := c.ExecuteWorkflow(ctx, archiveStartOptions(cfg, in, memo, time.Now()), workflows.ArchiveWorkflowName, in)
 	if err != nil {
 		return fmt.Errorf("start archive run: %w", err)
 	}
@@ -229,6 +216,28 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, logger
 		return exitError{code: 1, err: fmt.Errorf("archive run %s failed: %w", run.GetID(), runErr)}
 	}
 	return nil
+}
+
+// archiveStartOptions start a manual run: a new id, the search attributes
+// operators filter on, the policy memo, and the summary and details the Web
+// UI shows at the top of the run's page (tables, as-of, policy).
+func archiveStartOptions(cfg config.Config, in workflows.ArchiveInput, memo map[string]any, now time.Time) client.StartWorkflowOptions {
+	sa := []temporal.SearchAttributeUpdate{
+		temporal.NewSearchAttributeKeyKeywordList("ArchiveTables").ValueSet(in.Tables),
+		temporal.NewSearchAttributeKeyBool("ArchiveDryRun").ValueSet(in.DryRun),
+		temporal.NewSearchAttributeKeyBool("ArchiveBackfill").ValueSet(false),
+	}
+	if !in.AsOf.IsZero() {
+		sa = append(sa, temporal.NewSearchAttributeKeyTime("ArchiveAsOf").ValueSet(in.AsOf))
+	}
+	return client.StartWorkflowOptions{
+		ID:                    "archive-manual-" + now.UTC().Format("20060102T150405Z") + "-" + randomSuffix(),
+		TaskQueue:             cfg.TaskQueue,
+		TypedSearchAttributes: temporal.NewSearchAttributes(sa...),
+		Memo:                  memo,
+		StaticSummary:         workflows.ArchiveSummary(in),
+		StaticDetails:         workflows.ArchiveDetails(in),
+	}
 }
 
 // waitForRun waits for the result, printing progress (from the workflow's

@@ -25,7 +25,8 @@ type ArchiveInput struct {
 	DryRun bool
 	// AsOf is the instant the run archives as of. Zero means the schedule's
 	// nominal time for a scheduled run, else the workflow's start time.
-	AsOf time.Time
+	// Left out of the payload when zero, so the Web UI shows no year 1.
+	AsOf time.Time `json:",omitzero"`
 	// BatchSize overrides the policy's rows per batch (0: policy default);
 	// it is where the lock-time budget starts adapting from.
 	BatchSize int
@@ -64,7 +65,7 @@ type ArchiveInput struct {
 
 // Window is a backfill's time range: After (inclusive, optional) to Before.
 type Window struct {
-	After  time.Time `json:",omitempty"`
+	After  time.Time `json:",omitzero"`
 	Before time.Time
 	// Force: the window may reach into rows younger than the policy's
 	// cut-off (the operator passed --force); archive_jobs records it.

@@ -26,7 +26,7 @@ const (
 type BackfillRequest struct {
 	Table  string
 	Before time.Time
-	After  time.Time `json:",omitempty"`
+	After  time.Time `json:",omitzero"`
 	// Force lets a window reach into rows younger than the policy's
 	// cut-off (the operator's --force); the run's archive_jobs row records
 	// it.
@@ -215,18 +215,22 @@ func drain(ctx workflow.Context, ch workflow.ReceiveChannel, receive func(Backfi
 func runBackfill(ctx workflow.Context, r BackfillRequest, n int) BackfillOutcome {
 	id := fmt.Sprintf("%s-%d", workflow.GetInfo(ctx).WorkflowExecution.ID, n)
 	out := BackfillOutcome{Request: r, WorkflowID: id}
-	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-		WorkflowID: id,
-		TypedSearchAttributes: temporal.NewSearchAttributes(
-			temporal.NewSearchAttributeKeyKeywordList("ArchiveTables").ValueSet([]string{r.Table}),
-			temporal.NewSearchAttributeKeyBool("ArchiveBackfill").ValueSet(true),
-		),
-	})
 	var res ArchiveResult
 	in := ArchiveInput{Tables: []string{r.Table}, Window: &Window{After: r.After, Before: r.Before, Force: r.Force}}
 	if r.Policy != nil {
 		in.Policy = []policy.Table{*r.Policy}
 	}
+	// The summary and details are user metadata, which replay does not
+	// compare (TestReplay over the backfill histories).
+	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+		WorkflowID:    id,
+		StaticSummary: ArchiveSummary(in),
+		StaticDetails: ArchiveDetails(in),
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			temporal.NewSearchAttributeKeyKeywordList("ArchiveTables").ValueSet([]string{r.Table}),
+			temporal.NewSearchAttributeKeyBool("ArchiveBackfill").ValueSet(true),
+		),
+	})
 	err := workflow.ExecuteChildWorkflow(cctx, ArchiveWorkflowName, in).Get(ctx, &res)
 	var appErr *temporal.ApplicationError
 	if errors.As(err, &appErr) && appErr.HasDetails() {

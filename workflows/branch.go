@@ -39,7 +39,7 @@ func (b *branch) preview(ctx workflow.Context) {
 	if b.run.res.Window == nil {
 		in.RetentionLimit = b.table.RetentionLimit(b.asOf)
 	}
-	if err := workflow.ExecuteActivity(ctx, a.Preview, in).Get(ctx, &p); err != nil {
+	if err := workflow.ExecuteActivity(summarized(ctx, "%s dry run %s", b.table.Name, span(in.After, in.Cutoff)), a.Preview, in).Get(ctx, &p); err != nil {
 		b.fail(err)
 		return
 	}
@@ -53,7 +53,8 @@ func (b *branch) archive(ctx workflow.Context) {
 	if r.JobID == "" { // a continued run has its job already
 		r.Status = StatusRunning
 		r.JobID = runUUID(info, b.table.Name, "job").String()
-		err := workflow.ExecuteActivity(ctx, a.StartJob, activities.StartJobInput{
+		sctx := summarized(ctx, "%s job: as of %s, cut-off %s", b.table.Name, stamp(b.asOf), day(r.Cutoff))
+		err := workflow.ExecuteActivity(sctx, a.StartJob, activities.StartJobInput{
 			JobID: r.JobID, Table: b.table.Name, Entry: b.entry(), WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID,
 			AsOf: b.asOf, Cutoff: r.Cutoff, Forced: b.run.res.Window != nil && b.run.res.Window.Force,
 		}).Get(ctx, nil)
@@ -79,7 +80,8 @@ func (b *branch) archive(ctx workflow.Context) {
 	if err != nil {
 		finish.Error = errorMessage(err)
 	}
-	if ferr := workflow.ExecuteActivity(ctx, a.FinishJob, finish).Get(ctx, &totals); ferr != nil && err == nil {
+	fctx := summarized(ctx, "%s job: %s", b.table.Name, map[bool]string{false: "completed", true: "failed"}[finish.Failed])
+	if ferr := workflow.ExecuteActivity(fctx, a.FinishJob, finish).Get(ctx, &totals); ferr != nil && err == nil {
 		err = ferr
 	}
 	if totals.JobID != "" {
@@ -107,7 +109,8 @@ func (b *branch) moveAll(ctx workflow.Context) error {
 		}
 	}
 	var parts activities.EnsurePartitionsResult
-	if err := workflow.ExecuteActivity(ctx, a.EnsurePartitions, activities.EnsurePartitionsInput{
+	pctx := summarized(ctx, "%s partitions for %s", b.table.Name, span(b.window(), r.Cutoff))
+	if err := workflow.ExecuteActivity(pctx, a.EnsurePartitions, activities.EnsurePartitionsInput{
 		Table: b.table.Name, Entry: b.entry(), Cutoff: r.Cutoff, After: b.window(),
 	}).Get(ctx, &parts); err != nil {
 		return err
@@ -184,7 +187,7 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 			BatchID: runUUID(info, b.table.Name, label).String(), Cursor: cursor,
 		}
 		var mv activities.MoveBatchResult
-		if err := workflow.ExecuteActivity(ctx, a.MoveBatch, in).Get(ctx, &mv); err != nil {
+		if err := workflow.ExecuteActivity(summarized(ctx, "%s", b.batchSummary(in)), a.MoveBatch, in).Get(ctx, &mv); err != nil {
 			return err
 		}
 		r.Batches++
@@ -219,7 +222,8 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 func (b *branch) exchange(ctx workflow.Context) error {
 	r := b.result
 	var list activities.ListExchangeableResult
-	if err := workflow.ExecuteActivity(ctx, a.ListExchangeable, activities.ListExchangeableInput{
+	lctx := summarized(ctx, "%s partitions wholly in %s to exchange", b.table.Name, span(b.window(), r.Cutoff))
+	if err := workflow.ExecuteActivity(lctx, a.ListExchangeable, activities.ListExchangeableInput{
 		Table: b.table.Name, Entry: b.entry(), Cutoff: r.Cutoff, After: b.window(),
 	}).Get(ctx, &list); err != nil {
 		return err
@@ -242,7 +246,8 @@ func (b *branch) exchange(ctx workflow.Context) error {
 			batchID = runUUID(info, b.table.Name, fmt.Sprintf("exchange-%d", c.OID)).String()
 		}
 		var ex activities.ExchangeResult
-		if err := workflow.ExecuteActivity(ctx, a.ExchangePartition, activities.ExchangeInput{
+		ectx := summarized(ctx, "%s exchange partition %s (%s)", b.table.Name, c.Partition, span(c.Lower, c.Upper))
+		if err := workflow.ExecuteActivity(ectx, a.ExchangePartition, activities.ExchangeInput{
 			Table: b.table.Name, Entry: b.entry(), JobID: r.JobID, BatchID: batchID, Partition: c,
 		}).Get(ctx, &ex); err != nil {
 			return err
@@ -263,6 +268,25 @@ func (b *branch) exchange(ctx workflow.Context) error {
 	return nil
 }
 
+// batchSummary is a batch's line on the timeline: the table, the window
+// it takes rows from (after the loop's cursor, else from the oldest
+// eligible row) and its limit.
+func (b *branch) batchSummary(in activities.MoveBatchInput) string {
+	from := in.After
+	switch {
+	case in.Cursor != nil:
+		from = in.Cursor.TS
+	case b.result.Oldest != nil && b.result.Oldest.After(from):
+		from = *b.result.Oldest
+	}
+	unit := "rows"
+	switch b.table.ModeOf() {
+	case policy.ModeDownsample:
+		unit = "samples"
+	}
+	return fmt.Sprintf("%s %s, up to %s %s", b.table.Name, span(from, in.Cutoff), thousands(int64(in.Limit)), unit)
+}
+
 func (b *branch) limit() int {
 	if b.batchSize != 0 {
 		return b.batchSize
@@ -276,9 +300,13 @@ func (b *branch) retention(ctx workflow.Context) error {
 	if b.table.Export != nil && workflow.GetVersion(ctx, changeColdExport, workflow.DefaultVersion, 1) >= 1 {
 		ctx = workflow.WithActivityOptions(ctx, uploadOptions(ctx))
 	}
-	err := workflow.ExecuteActivity(ctx, a.ApplyRetention, activities.RetentionInput{
-		Table: b.table.Name, Entry: b.entry(), Before: b.table.RetentionLimit(b.asOf), Mode: b.retentionMode,
-	}).Get(ctx, &rr)
+	in := activities.RetentionInput{Table: b.table.Name, Entry: b.entry(), Before: b.table.RetentionLimit(b.asOf), Mode: b.retentionMode}
+	mode := in.Mode
+	if mode == "" {
+		mode = activities.RetentionDrop
+	}
+	rctx := summarized(ctx, "%s retention: %s archive partitions before %s", b.table.Name, mode, day(in.Before))
+	err := workflow.ExecuteActivity(rctx, a.ApplyRetention, in).Get(ctx, &rr)
 	if err != nil {
 		return err
 	}

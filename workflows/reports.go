@@ -26,11 +26,11 @@ func (b *branch) archiveReports(ctx workflow.Context) error {
 	} else {
 		// Removals a crash interrupted in an earlier run come first.
 		var pending activities.CompleteRemovalsResult
-		if err := workflow.ExecuteActivity(ctx, a.CompleteRemovals, activities.CompleteRemovalsInput{Limit: 1000, Table: b.table.Name, Entry: b.entry()}).Get(ctx, &pending); err != nil {
+		if err := workflow.ExecuteActivity(summarized(ctx, "%s: finish file removals a crash interrupted (up to 1,000)", b.table.Name), a.CompleteRemovals, activities.CompleteRemovalsInput{Limit: 1000, Table: b.table.Name, Entry: b.entry()}).Get(ctx, &pending); err != nil {
 			return err
 		}
 		var parts activities.EnsurePartitionsResult
-		if err := workflow.ExecuteActivity(ctx, a.EnsurePartitions, activities.EnsurePartitionsInput{Table: b.table.Name, Entry: b.entry(), Cutoff: r.Cutoff, After: b.window()}).Get(ctx, &parts); err != nil {
+		if err := workflow.ExecuteActivity(summarized(ctx, "%s partitions for %s", b.table.Name, span(b.window(), r.Cutoff)), a.EnsurePartitions, activities.EnsurePartitionsInput{Table: b.table.Name, Entry: b.entry(), Cutoff: r.Cutoff, After: b.window()}).Get(ctx, &parts); err != nil {
 			return err
 		}
 		r.PartitionsCreated = len(parts.Created)
@@ -54,7 +54,14 @@ func (b *branch) archiveReports(ctx workflow.Context) error {
 			return nil
 		}
 		var list activities.ListReportsResult
-		if err := workflow.ExecuteActivity(ctx, a.ListReports, page).Get(ctx, &list); err != nil {
+		from := page.After
+		if page.AfterTime != nil {
+			from = *page.AfterTime
+		} else if r.Oldest != nil && r.Oldest.After(from) {
+			from = *r.Oldest
+		}
+		lctx := summarized(ctx, "%s page %s, up to %s files", b.table.Name, span(from, page.Cutoff), thousands(int64(page.Limit)))
+		if err := workflow.ExecuteActivity(lctx, a.ListReports, page).Get(ctx, &list); err != nil {
 			return err
 		}
 		errs := b.reportPage(ctx, list.IDs)
@@ -122,7 +129,7 @@ func (b *branch) archiveReport(ctx workflow.Context, id string) error {
 	r := b.result
 	batchID := runUUID(workflow.GetInfo(ctx), b.table.Name, "report-"+id).String()
 	var up activities.UploadReportResult
-	uctx := workflow.WithActivityOptions(ctx, uploadOptions(ctx))
+	uctx := summarized(workflow.WithActivityOptions(ctx, uploadOptions(ctx)), "%s upload file of %s", b.table.Name, id)
 	if err := workflow.ExecuteActivity(uctx, a.UploadReport, activities.UploadReportInput{ReportID: id, Table: b.table.Name, Entry: b.entry()}).Get(ctx, &up); err != nil {
 		return err
 	}
@@ -130,7 +137,7 @@ func (b *branch) archiveReport(ctx workflow.Context, id string) error {
 		return nil // another run finalized it; its removal is CompleteRemovals' job
 	}
 	var fin activities.FinalizeReportResult
-	err := workflow.ExecuteActivity(ctx, a.FinalizeReport, activities.FinalizeReportInput{
+	err := workflow.ExecuteActivity(summarized(ctx, "%s move row of %s to %s", b.table.Name, id, b.table.Archive), a.FinalizeReport, activities.FinalizeReportInput{
 		ReportID: id, JobID: r.JobID, BatchID: batchID, Object: up.Object, Table: b.table.Name, Entry: b.entry(),
 	}).Get(ctx, &fin)
 	if err != nil {
@@ -140,5 +147,5 @@ func (b *branch) archiveReport(ctx workflow.Context, id string) error {
 	r.RowsArchived += fin.RowsMoved
 	r.RowsDeleted += fin.RowsMoved
 	r.Bytes += fin.Bytes
-	return workflow.ExecuteActivity(ctx, a.RemoveReportFile, activities.RemoveReportFileInput{ReportID: id, Table: b.table.Name, Entry: b.entry()}).Get(ctx, nil)
+	return workflow.ExecuteActivity(summarized(ctx, "%s remove local file of %s", b.table.Name, id), a.RemoveReportFile, activities.RemoveReportFileInput{ReportID: id, Table: b.table.Name, Entry: b.entry()}).Get(ctx, nil)
 }

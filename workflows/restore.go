@@ -48,7 +48,7 @@ type RestoreResult struct {
 	RowsFromExports int64
 	Files           int64     `json:",omitempty"`
 	Batches         int       `json:",omitempty"`
-	HeldUntil       time.Time `json:",omitempty"`
+	HeldUntil       time.Time `json:",omitzero"`
 	DryRun          bool      `json:",omitempty"`
 }
 
@@ -77,7 +77,7 @@ func RestoreWorkflow(ctx workflow.Context, in RestoreRequest) (RestoreResult, er
 	}
 	ctx = workflow.WithActivityOptions(ctx, opts)
 	base := activities.RestoreInput{Table: t.Name, Entry: t, After: in.After.UTC(), Before: in.Before.UTC()}
-	if err := workflow.ExecuteActivity(ctx, a.PlanRestore, base).Get(ctx, &out.Plan); err != nil {
+	if err := workflow.ExecuteActivity(summarized(ctx, "restore %s %s: plan", t.Name, span(base.After, base.Before)), a.PlanRestore, base).Get(ctx, &out.Plan); err != nil {
 		return out, err
 	}
 	if in.DryRun {
@@ -88,7 +88,7 @@ func RestoreWorkflow(ctx workflow.Context, in RestoreRequest) (RestoreResult, er
 	}
 	info := workflow.GetInfo(ctx)
 	out.JobID = runUUID(info, t.Name, "restore-job").String()
-	if err := workflow.ExecuteActivity(ctx, a.StartJob, activities.StartJobInput{
+	if err := workflow.ExecuteActivity(summarized(ctx, "restore %s job", t.Name), a.StartJob, activities.StartJobInput{
 		JobID: out.JobID, Table: t.Name, Entry: t, WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID,
 		AsOf: workflow.Now(ctx).UTC().Truncate(time.Microsecond), Cutoff: base.Before, Restore: true,
 	}).Get(ctx, nil); err != nil {
@@ -99,7 +99,8 @@ func RestoreWorkflow(ctx workflow.Context, in RestoreRequest) (RestoreResult, er
 	if err != nil {
 		finish.Error = errorMessage(err)
 	}
-	if ferr := workflow.ExecuteActivity(ctx, a.FinishJob, finish).Get(ctx, nil); ferr != nil && err == nil {
+	fctx := summarized(ctx, "restore %s job: %s", t.Name, map[bool]string{false: "completed", true: "failed"}[finish.Failed])
+	if ferr := workflow.ExecuteActivity(fctx, a.FinishJob, finish).Get(ctx, nil); ferr != nil && err == nil {
 		err = ferr
 	}
 	return out, err
@@ -114,14 +115,16 @@ func restore(ctx workflow.Context, in RestoreRequest, t *policy.Table, base acti
 	held.After, held.Before = out.Plan.HoldAfter, out.Plan.HoldBefore
 	held.WorkflowID = workflow.GetInfo(ctx).WorkflowExecution.ID
 	held.HoldUntil = workflow.Now(ctx).UTC().Add(hold).Truncate(time.Microsecond)
-	if err := workflow.ExecuteActivity(ctx, a.HoldWindow, held).Get(ctx, nil); err != nil {
+	hctx := summarized(ctx, "restore %s: hold %s until %s", t.Name, span(held.After, held.Before), day(held.HoldUntil))
+	if err := workflow.ExecuteActivity(hctx, a.HoldWindow, held).Get(ctx, nil); err != nil {
 		return err
 	}
 	out.HeldUntil = held.HoldUntil
 	uctx := workflow.WithActivityOptions(ctx, uploadOptions(ctx))
 	for _, e := range out.Plan.Exports {
 		var r activities.MoveBatchResult
-		err := workflow.ExecuteActivity(uctx, a.RestoreExport, activities.RestoreExportInput{
+		ectx := summarized(uctx, "restore %s export %d (%s, %s rows)", t.Name, e.ID, span(e.Lower, e.Upper), thousands(e.Rows))
+		err := workflow.ExecuteActivity(ectx, a.RestoreExport, activities.RestoreExportInput{
 			Table: t.Name, Entry: t, JobID: out.JobID, BatchID: runUUID(workflow.GetInfo(ctx), t.Name, fmt.Sprintf("restore-export-%d", e.ID)).String(), ExportID: e.ID,
 		}).Get(ctx, &r)
 		if err != nil {
@@ -140,7 +143,12 @@ func restore(ctx workflow.Context, in RestoreRequest, t *policy.Table, base acti
 	var cursor *activities.Key
 	for i := 0; ; i++ {
 		var r activities.MoveBatchResult
-		err := workflow.ExecuteActivity(ctx, a.RestoreBatch, activities.RestoreBatchInput{
+		from := base.After
+		if cursor != nil {
+			from = cursor.TS
+		}
+		bctx := summarized(ctx, "restore %s %s, up to %s rows", t.Name, span(from, base.Before), thousands(int64(limit)))
+		err := workflow.ExecuteActivity(bctx, a.RestoreBatch, activities.RestoreBatchInput{
 			Table: t.Name, Entry: t, JobID: out.JobID, BatchID: runUUID(workflow.GetInfo(ctx), t.Name, fmt.Sprintf("restore-%d", i)).String(),
 			After: base.After, Before: base.Before, Limit: limit, Cursor: cursor,
 		}).Get(ctx, &r)
@@ -163,7 +171,8 @@ func restoreFiles(ctx workflow.Context, t *policy.Table, base activities.Restore
 	uctx := workflow.WithActivityOptions(ctx, uploadOptions(ctx))
 	for i := 0; ; i++ {
 		var r activities.RestoreFilesResult
-		err := workflow.ExecuteActivity(uctx, a.RestoreFiles, activities.RestoreFilesInput{
+		fctx := summarized(uctx, "restore %s files %s, page %d of up to %s rows", t.Name, span(base.After, base.Before), i+1, thousands(int64(limit)))
+		err := workflow.ExecuteActivity(fctx, a.RestoreFiles, activities.RestoreFilesInput{
 			Table: t.Name, Entry: t, JobID: out.JobID, BatchID: runUUID(workflow.GetInfo(ctx), t.Name, fmt.Sprintf("restore-files-%d", i)).String(),
 			After: base.After, Before: base.Before, Limit: limit,
 		}).Get(ctx, &r)

@@ -41,7 +41,8 @@ func VerifyWorkflow(ctx workflow.Context, in VerifyRequest) (activities.VerifyRe
 	o.HeartbeatTimeout = 30 * time.Minute
 	ctx = workflow.WithActivityOptions(ctx, o)
 	var rep activities.VerifyReport
-	if err := workflow.ExecuteActivity(ctx, a.Verify, activities.VerifyInput{Entries: entries, Deep: in.Deep}).Get(ctx, &rep); err != nil {
+	vctx := summarized(ctx, "%s", VerifySummary(VerifyRequest{Policy: entries, Deep: in.Deep}))
+	if err := workflow.ExecuteActivity(vctx, a.Verify, activities.VerifyInput{Entries: entries, Deep: in.Deep}).Get(ctx, &rep); err != nil {
 		return rep, err
 	}
 	if rep.Failed() {

@@ -78,6 +78,7 @@ func (o Options) action() *client.ScheduleWorkflowAction {
 	if o.Verify != nil {
 		return &client.ScheduleWorkflowAction{
 			ID: o.ID + "-run", Workflow: workflows.VerifyWorkflowName, Args: []any{*o.Verify}, TaskQueue: o.TaskQueue, Memo: o.Memo,
+			StaticSummary: "weekly " + workflows.VerifySummary(*o.Verify),
 		}
 	}
 	return &client.ScheduleWorkflowAction{
@@ -86,6 +87,10 @@ func (o Options) action() *client.ScheduleWorkflowAction {
 		Args:      []any{o.Input},
 		TaskQueue: o.TaskQueue,
 		Memo:      o.Memo,
+		// Every run of the schedule shows these; its as-of is the nominal
+		// time, which ArchiveSummary says for a zero AsOf.
+		StaticSummary: "nightly " + workflows.ArchiveSummary(o.Input),
+		StaticDetails: workflows.ArchiveDetails(o.Input),
 		TypedSearchAttributes: temporal.NewSearchAttributes(
 			temporal.NewSearchAttributeKeyKeywordList("ArchiveTables").ValueSet(o.Input.Tables),
 			temporal.NewSearchAttributeKeyBool("ArchiveDryRun").ValueSet(o.Input.DryRun),

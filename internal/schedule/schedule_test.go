@@ -3,6 +3,7 @@ package schedule_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,6 +49,15 @@ func TestApplyIsIdempotent(t *testing.T) {
 	}
 	if len(s.NextRuns) == 0 || s.NextRuns[0].In(mustLoad(t, "Europe/Rome")).Hour() != 3 {
 		t.Fatalf("next runs %v: want 03:00 Rome time", s.NextRuns)
+	}
+	// The Web UI shows each run's static summary, set on the action.
+	d, err := c.ScheduleClient().GetHandle(ctx, o.ID).Describe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	act, ok := d.Schedule.Action.(*client.ScheduleWorkflowAction)
+	if want := "nightly archive logs, metrics as of the scheduled or start time"; !ok || act.StaticSummary != want || !strings.Contains(act.StaticDetails, "**metrics**: downsample scenario_metrics") {
+		t.Fatalf("schedule action %+v: want the summary %q and the policy in its details", d.Schedule.Action, want)
 	}
 	n := 0
 	iter, err := c.ScheduleClient().List(ctx, client.ScheduleListOptions{})
