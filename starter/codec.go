@@ -48,6 +48,7 @@ func cmdCodecServer(ctx context.Context, args []string, stdout, stderr io.Writer
 		nsDefault = "default"
 	}
 	namespace := fs.String("namespace", nsDefault, "the namespace served; TEMPORAL_NAMESPACE by default")
+	check := fs.String("check", "", "instead of serving, check the codec server at this URL: it must decode a payload encrypted with this machine's key")
 	if err := fs.Parse(args); err != nil {
 		return usageErr("%v", err)
 	}
@@ -63,6 +64,9 @@ func cmdCodecServer(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("codec-server: %w", err)
 	}
 	token := strings.TrimSpace(getenv(CodecTokenEnv))
+	if *check != "" {
+		return checkCodecServer(ctx, *check, *namespace, keys, token, stdout)
+	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	ln, err := net.Listen("tcp", *listen)
