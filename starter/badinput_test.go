@@ -145,7 +145,7 @@ func TestBadInput(t *testing.T) {
 			`TEMPORAL_PAYLOAD_KEYS entry 1 (key id "2025-q4"): the key must be 32 bytes in base64`},
 		{"codec server: older payload key not base64", []string{"codec-server", "--listen", "127.0.0.1:0"}, keyEnv("TEMPORAL_PAYLOAD_KEY", localKey, "TEMPORAL_PAYLOAD_KEYS", "2025-q3:!"+serverKey[1:]),
 			`TEMPORAL_PAYLOAD_KEYS entry 1 (key id "2025-q3"): the key must be 32 bytes in base64`},
-		{"codec server: --listen address taken", []string{"codec-server", "--listen", taken.Addr().String()}, keyEnv("TEMPORAL_PAYLOAD_KEY", localKey), "listen on " + taken.Addr().String() + " (--listen)"},
+		{"codec server: --listen address taken", []string{"codec-server", "--listen", taken.Addr().String()}, keyEnv("TEMPORAL_PAYLOAD_KEY", localKey), "listen on " + taken.Addr().String() + " (--listen): listen tcp " + taken.Addr().String() + ": bind: address already in use (another codec server"},
 		{"codec server unreachable", []string{"codec-server", "--check", downURL}, keyEnv("TEMPORAL_PAYLOAD_KEY", "2025-q4:"+localKey), "codec server " + downURL + " is unreachable"},
 		{"codec server --check not a URL", []string{"codec-server", "--check", "127.0.0.1:8081"}, keyEnv("TEMPORAL_PAYLOAD_KEY", localKey), `--check "127.0.0.1:8081" is not a codec server URL`},
 		{"codec server without this machine's key id", []string{"codec-server", "--check", otherKeys.URL + "/{namespace}"}, keyEnv("TEMPORAL_PAYLOAD_KEY", "2025-q4:"+localKey),

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	commonpb "go.temporal.io/api/common/v1"
@@ -71,7 +72,11 @@ func cmdCodecServer(ctx context.Context, args []string, stdout, stderr io.Writer
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
-		return fmt.Errorf("codec-server: listen on %s (--listen): %w", *listen, err)
+		hint := ""
+		if errors.Is(err, syscall.EADDRINUSE) {
+			hint = " (another codec server, or `make run`'s, already listens there: check it with codec-server --check, or choose another --listen)"
+		}
+		return fmt.Errorf("codec-server: listen on %s (--listen): %w%s", *listen, err, hint)
 	}
 	srv := &http.Server{
 		Handler:           newCodecHandler(keys, *namespace, allowed, token, logger),
