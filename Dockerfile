@@ -8,6 +8,12 @@
 #
 #   docker build -t REGISTRY/archiver:TAG --build-arg VERSION=TAG .
 #
+# VERSION is also the worker's build id under Worker Versioning (linked in
+# as main.buildID; README "Rolling out a new worker"): give every build its
+# own (the tag, or the commit). Without it a worker with
+# ARCHIVE_WORKER_DEPLOYMENT set refuses to start unless
+# ARCHIVE_WORKER_BUILD_ID names one.
+#
 # deploy/k8s/dockerfile_test.go checks this file (stages, flags, user,
 # entrypoint) and runs the build command below with the same flags.
 
@@ -16,12 +22,13 @@ ARG GO_VERSION=1.26.8
 FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS build
 ARG TARGETOS
 ARG TARGETARCH
+ARG VERSION
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -tags timetzdata -ldflags="-s -w" -o /out/ ./worker ./starter
+    CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -tags timetzdata -ldflags="-s -w -X main.buildID=${VERSION}" -o /out/ ./worker ./starter
 
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=dev

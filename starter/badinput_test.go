@@ -3,6 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"io"
+	"log/slog"
+	"net"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
@@ -12,6 +17,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/mockupaws/archiver/internal/temporalclient"
 	"github.com/mockupaws/archiver/internal/testenv"
 	"github.com/mockupaws/archiver/workflows"
 )
@@ -45,6 +51,41 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.TerminateWorkflow(context.Background(), busy.GetID(), "", "test done") })
+
+	// Codec servers for the codec rows: the real handler on loopback, one
+	// with the keys of another machine (key id 2026-11), one requiring a
+	// token; and a port where nothing listens, and one already taken.
+	serverKey, localKey, wrongLen := newKey(t), newKey(t), base64.StdEncoding.EncodeToString(make([]byte, 16))
+	serverKeys, err := temporalclient.NewKeyring("2026-11:"+serverKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	otherKeys := httptest.NewServer(newCodecHandler(serverKeys, env.Namespace, []string{"http://127.0.0.1:8233"}, "", quiet))
+	t.Cleanup(otherKeys.Close)
+	const codecToken = "codec-token-not-to-be-shown"
+	withToken := httptest.NewServer(newCodecHandler(serverKeys, env.Namespace, []string{"http://127.0.0.1:8233"}, codecToken, quiet))
+	t.Cleanup(withToken.Close)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { taken.Close() })
+	down, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	downURL := "http://" + down.Addr().String()
+	down.Close() // nothing listens there now
+	keyEnv := func(kv ...string) map[string]string {
+		m := map[string]string{"TEMPORAL_PAYLOAD_KEY": "", "TEMPORAL_PAYLOAD_KEYS": "", "CODEC_SERVER_TOKEN": ""}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	// Secrets no refusal may echo, besides the password and the AWS key.
+	secrets := []string{serverKey, localKey, wrongLen, codecToken}
 
 	cases := []struct {
 		name    string
@@ -98,6 +139,19 @@ func TestBadInput(t *testing.T) {
 			map[string]string{"TEMPORAL_PAYLOAD_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "TEMPORAL_PAYLOAD_KEYS": "old:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=,ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="}, "TEMPORAL_PAYLOAD_KEYS entry 2 is not id:key"},
 		{"codec server: no key", []string{"codec-server", "--listen", "127.0.0.1:0"}, map[string]string{"TEMPORAL_PAYLOAD_KEY": "", "TEMPORAL_PAYLOAD_KEYS": ""}, "no payload key: set TEMPORAL_PAYLOAD_KEY"},
 		{"codec server: --ui-origin not an origin", []string{"codec-server", "--ui-origin", "127.0.0.1:8233"}, map[string]string{"TEMPORAL_PAYLOAD_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}, `--ui-origin "127.0.0.1:8233" is not an origin`},
+		{"payload key not base64", []string{"run", "--logs", "--dry-run"}, keyEnv("TEMPORAL_PAYLOAD_KEY", "2026-11:"+localKey[:20]+"*&"+localKey[22:]), "TEMPORAL_PAYLOAD_KEY must be 32 bytes in base64"},
+		{"payload key of 16 bytes", []string{"run", "--logs", "--dry-run"}, keyEnv("TEMPORAL_PAYLOAD_KEY", wrongLen), "TEMPORAL_PAYLOAD_KEY must be 32 bytes in base64"},
+		{"older payload key of the wrong length", []string{"run", "--logs", "--dry-run"}, keyEnv("TEMPORAL_PAYLOAD_KEY", localKey, "TEMPORAL_PAYLOAD_KEYS", "2025-q4:"+wrongLen),
+			`TEMPORAL_PAYLOAD_KEYS entry 1 (key id "2025-q4"): the key must be 32 bytes in base64`},
+		{"codec server: older payload key not base64", []string{"codec-server", "--listen", "127.0.0.1:0"}, keyEnv("TEMPORAL_PAYLOAD_KEY", localKey, "TEMPORAL_PAYLOAD_KEYS", "2025-q3:!"+serverKey[1:]),
+			`TEMPORAL_PAYLOAD_KEYS entry 1 (key id "2025-q3"): the key must be 32 bytes in base64`},
+		{"codec server: --listen address taken", []string{"codec-server", "--listen", taken.Addr().String()}, keyEnv("TEMPORAL_PAYLOAD_KEY", localKey), "listen on " + taken.Addr().String() + " (--listen): listen tcp " + taken.Addr().String() + ": bind: address already in use (another codec server"},
+		{"codec server unreachable", []string{"codec-server", "--check", downURL}, keyEnv("TEMPORAL_PAYLOAD_KEY", "2025-q4:"+localKey), "codec server " + downURL + " is unreachable"},
+		{"codec server --check not a URL", []string{"codec-server", "--check", "127.0.0.1:8081"}, keyEnv("TEMPORAL_PAYLOAD_KEY", localKey), `--check "127.0.0.1:8081" is not a codec server URL`},
+		{"codec server without this machine's key id", []string{"codec-server", "--check", otherKeys.URL + "/{namespace}"}, keyEnv("TEMPORAL_PAYLOAD_KEY", "2025-q4:"+localKey),
+			`payload encrypted with key id "2025-q4", which is not among the keys`},
+		{"codec server token wrong", []string{"codec-server", "--check", withToken.URL}, keyEnv("TEMPORAL_PAYLOAD_KEY", "2026-11:"+serverKey, "CODEC_SERVER_TOKEN", "not-"+codecToken),
+			"refused the token: set CODEC_SERVER_TOKEN to the server's"},
 		{"unknown command", []string{"archive-everything"}, nil, `unknown command "archive-everything"`},
 	}
 	for _, tc := range cases {
@@ -118,8 +172,11 @@ func TestBadInput(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.mention) {
 				t.Fatalf("error %q does not say %q", err, tc.mention)
 			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error of more than one line: %q", err)
+			}
 			all := err.Error() + stdout.String() + stderr.String()
-			for _, secret := range []string{password, awsSecret} {
+			for _, secret := range append([]string{password, awsSecret}, secrets...) {
 				if secret != "" && strings.Contains(all, secret) {
 					t.Fatal("a secret is echoed")
 				}

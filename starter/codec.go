@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	commonpb "go.temporal.io/api/common/v1"
@@ -48,6 +49,7 @@ func cmdCodecServer(ctx context.Context, args []string, stdout, stderr io.Writer
 		nsDefault = "default"
 	}
 	namespace := fs.String("namespace", nsDefault, "the namespace served; TEMPORAL_NAMESPACE by default")
+	check := fs.String("check", "", "instead of serving, check the codec server at this URL: it must decode a payload encrypted with this machine's key")
 	if err := fs.Parse(args); err != nil {
 		return usageErr("%v", err)
 	}
@@ -63,11 +65,18 @@ func cmdCodecServer(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("codec-server: %w", err)
 	}
 	token := strings.TrimSpace(getenv(CodecTokenEnv))
+	if *check != "" {
+		return checkCodecServer(ctx, *check, *namespace, keys, token, stdout)
+	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
-		return fmt.Errorf("codec-server: listen on %s (--listen): %w", *listen, err)
+		hint := ""
+		if errors.Is(err, syscall.EADDRINUSE) {
+			hint = " (another codec server, or `make run`'s, already listens there: check it with codec-server --check, or choose another --listen)"
+		}
+		return fmt.Errorf("codec-server: listen on %s (--listen): %w%s", *listen, err, hint)
 	}
 	srv := &http.Server{
 		Handler:           newCodecHandler(keys, *namespace, allowed, token, logger),

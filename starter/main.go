@@ -36,6 +36,7 @@ commands:
             [--expire-after-days N] | bucket show
   estimate  storage estimate from the database: estimate [--json] [--table NAME ...]
   codec-server  decode/encode payloads for the Web UI and CLI: codec-server [--listen H:P] [--ui-origin URL] [--namespace NS]
+            | codec-server --check URL (does the codec server at URL decode this machine's key?)
 
 environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, ARCHIVE_TASK_QUEUE,
              TEMPORAL_UI_URL, ARCHIVE_POLICY_FILE (see README.md)

@@ -131,8 +131,12 @@ func run(logger *slog.Logger) error {
 		logger.Info("serving metrics and health", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
 	}
 
+	build, err := workerBuildID(cfg)
+	if err != nil {
+		return err
+	}
 	installFailpoints(acts)
-	w := newWorker(c, cfg, acts, inFlight)
+	w := newWorker(c, cfg, build, acts, inFlight)
 	// Until here a signal ends the process at once (nothing runs yet); from
 	// here it drains.
 	sigs := make(chan os.Signal, 2)
@@ -143,7 +147,8 @@ func run(logger *slog.Logger) error {
 	}
 	hc.Running()
 	logger.Info("worker started", "temporal", cfg.TemporalAddress, "namespace", cfg.TemporalNamespace, "task_queue", cfg.TaskQueue,
-		"activity_slots", cfg.ActivitySlots, "db_max_conns", cfg.DBMaxConns, "stop_timeout", cfg.WorkerStopTimeout.String())
+		"activity_slots", cfg.ActivitySlots, "db_max_conns", cfg.DBMaxConns, "stop_timeout", cfg.WorkerStopTimeout.String(),
+		"deployment", deploymentOrOff(cfg.WorkerDeployment), "build_id", build)
 	return serve(logger, c, w, hc, inFlight, cfg.WorkerStopTimeout, sigs)
 }
 
@@ -184,12 +189,26 @@ func poolConfig(cfg config.Config, application string, maxConns int) (*pgxpool.C
 }
 
 // newWorker is the worker with the limits of cfg: activity slots sized to
-// the pool, the drain's stop timeout, the in-flight count.
-func newWorker(c client.Client, cfg config.Config, acts *activities.Activities, inFlight *health.InFlight) worker.Worker {
-	return temporalclient.NewWorker(c, cfg.TaskQueue, acts,
+// the pool, the drain's stop timeout, the in-flight count; and, when
+// ARCHIVE_WORKER_DEPLOYMENT names one, a version (build) of that Worker
+// Deployment.
+func newWorker(c client.Client, cfg config.Config, build string, acts *activities.Activities, inFlight *health.InFlight) worker.Worker {
+	opts := []temporalclient.WorkerOption{
 		temporalclient.WithActivitySlots(cfg.ActivitySlots),
 		temporalclient.WithStopTimeout(cfg.WorkerStopTimeout),
-		temporalclient.WithInterceptors(inFlight))
+		temporalclient.WithInterceptors(inFlight),
+	}
+	if cfg.WorkerDeployment != "" {
+		opts = append(opts, temporalclient.WithDeployment(cfg.WorkerDeployment, build))
+	}
+	return temporalclient.NewWorker(c, cfg.TaskQueue, acts, opts...)
+}
+
+func deploymentOrOff(name string) string {
+	if name == "" {
+		return "off (unversioned)"
+	}
+	return name
 }
 
 // drainGrace is how long, after a drain timed out and the SDK cancelled

@@ -149,7 +149,7 @@ func fanOut(t *testing.T, admin *pgxpool.Pool, c client.Client, cfg config.Confi
 
 	inFlight := health.NewInFlight()
 	cfg.TaskQueue = "slots-" + testenv.RandomID()
-	w := newWorker(c, cfg, acts, inFlight)
+	w := newWorker(c, cfg, "", acts, inFlight)
 	w.RegisterWorkflowWithOptions(slotsFanOut, workflow.RegisterOptions{Name: fanOutWorkflow})
 	if err := w.Start(); err != nil {
 		t.Fatal(err)

@@ -362,6 +362,10 @@ func ignored(patterns []ignorePattern, p string) bool {
 	return excluded
 }
 
+// dockerfileTestVersion stands for the VERSION build argument in the
+// Dockerfile's build run here.
+const dockerfileTestVersion = "v0.0.0-dockerfile-test"
+
 var (
 	buildOnce sync.Once
 	buildDir  string
@@ -391,6 +395,8 @@ func buildImageBinaries(t *testing.T) string {
 					return runtime.GOOS
 				case "TARGETARCH":
 					return runtime.GOARCH
+				case "VERSION":
+					return dockerfileTestVersion
 				}
 				return "$" + v
 			})
@@ -447,6 +453,16 @@ func TestDockerBuildStatic(t *testing.T) {
 			t.Errorf("%s links %v: not static", name, libs)
 		}
 		f.Close()
+	}
+	// The image's VERSION is the worker's build id under Worker
+	// Versioning: the link flags set main.buildID to it (go build records
+	// no -ldflags under -trimpath, so look for the value itself).
+	bin, err := os.ReadFile(filepath.Join(dir, "worker"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(bin, []byte(dockerfileTestVersion)) {
+		t.Errorf("worker: the binary does not carry VERSION %q: build it with -ldflags \"-X main.buildID=${VERSION}\" (its Worker Versioning build id)", dockerfileTestVersion)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -172,6 +172,16 @@ func TestWorkerDeployment(t *testing.T) {
 		t.Error("worker: a preStop hook would eat into the drain's grace period")
 	}
 
+	// Worker Versioning: a deployment name the worker accepts, and the
+	// build id left to the image (a fixed one here would give every image
+	// the same version).
+	if e, ok := envVar(c, "ARCHIVE_WORKER_DEPLOYMENT"); !ok || !regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`).MatchString(e.Value) {
+		t.Errorf("worker: ARCHIVE_WORKER_DEPLOYMENT %q: want the Worker Deployment's name (letters, digits, - and _)", e.Value)
+	}
+	if e, ok := envVar(c, "ARCHIVE_WORKER_BUILD_ID"); ok && e.ValueFrom == nil {
+		t.Errorf("worker: ARCHIVE_WORKER_BUILD_ID fixed to %q in the manifest: every image would announce the same build; leave it to the image's VERSION", e.Value)
+	}
+
 	// Resources.
 	req, lim := c.Resources.Requests, c.Resources.Limits
 	if req.Cpu().IsZero() || req.Memory().IsZero() {

@@ -59,6 +59,12 @@ type Config struct {
 	// at once. ActivitySlots <= DBMaxConns - ReservedConns.
 	DBMaxConns    int
 	ActivitySlots int
+	// WorkerDeployment (ARCHIVE_WORKER_DEPLOYMENT), when set, opts the
+	// worker in to Worker Versioning as a version of that Worker
+	// Deployment; WorkerBuildID (ARCHIVE_WORKER_BUILD_ID) overrides the
+	// build id the binary carries (see deployment.go).
+	WorkerDeployment string
+	WorkerBuildID    string
 }
 
 // Defaults of the worker's limits.
@@ -154,6 +160,9 @@ func LoadFrom(getenv Getenv) (Config, error) {
 		return c, fmt.Errorf("ARCHIVE_WORKER_STOP_TIMEOUT=%q: want a duration such as 2m (how long SIGTERM waits for running activities; 0 cancels them at once)", stop)
 	}
 	if err := c.poolLimits(get); err != nil {
+		return c, err
+	}
+	if err := c.workerDeployment(get); err != nil {
 		return c, err
 	}
 	if c.TaskQueue == "" {

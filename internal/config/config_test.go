@@ -127,3 +127,39 @@ func TestWorkerLimits(t *testing.T) {
 		})
 	}
 }
+
+func TestWorkerDeployment(t *testing.T) {
+	base := map[string]string{"DATABASE_URL": "postgres://h/db"}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	c, err := LoadFrom(env(base))
+	if err != nil || c.WorkerDeployment != "" || c.WorkerBuildID != "" {
+		t.Fatalf("unset: versioning must be off: %+v, %v", c, err)
+	}
+	c, err = LoadFrom(env(with("ARCHIVE_WORKER_DEPLOYMENT", "archiver", "ARCHIVE_WORKER_BUILD_ID", "v1.4.2+3.g1a2b")))
+	if err != nil || c.WorkerDeployment != "archiver" || c.WorkerBuildID != "v1.4.2+3.g1a2b" {
+		t.Fatalf("%+v, %v", c, err)
+	}
+	for name, tc := range map[string]struct{ kv []string }{
+		"dot in deployment":   {[]string{"ARCHIVE_WORKER_DEPLOYMENT", "archiver.prod"}},
+		"colon in deployment": {[]string{"ARCHIVE_WORKER_DEPLOYMENT", "archiver:prod"}},
+		"blank in build id":   {[]string{"ARCHIVE_WORKER_DEPLOYMENT", "archiver", "ARCHIVE_WORKER_BUILD_ID", "v1 2"}},
+		"slash in build id":   {[]string{"ARCHIVE_WORKER_BUILD_ID", "feature/x"}},
+		"long build id":       {[]string{"ARCHIVE_WORKER_BUILD_ID", strings.Repeat("a", 201)}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := LoadFrom(env(with(tc.kv...)))
+			if err == nil || !strings.Contains(err.Error(), tc.kv[len(tc.kv)-2]) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error %v, want one line naming %s", err, tc.kv[len(tc.kv)-2])
+			}
+		})
+	}
+}

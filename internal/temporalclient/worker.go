@@ -57,6 +57,47 @@ func WithOnFatalError(f func(error)) WorkerOption {
 	return func(o *worker.Options) { o.OnFatalError = f }
 }
 
+// WithDeployment makes the worker version buildID of the Worker Deployment
+// name (Worker Versioning): it takes only the tasks of workflows that
+// started on its version (Pinned) or of AutoUpgrade workflows while its
+// version is the deployment's current one, which an operator sets
+// (README "Rolling out a new worker"). A workflow type registered without
+// a behaviour would be Pinned.
+func WithDeployment(name, buildID string) WorkerOption {
+	return func(o *worker.Options) {
+		o.DeploymentOptions = worker.DeploymentOptions{
+			UseVersioning:             true,
+			Version:                   worker.WorkerDeploymentVersion{DeploymentName: name, BuildID: buildID},
+			DefaultVersioningBehavior: workflow.VersioningBehaviorPinned,
+		}
+	}
+}
+
+// Workflows are the workflow types a worker registers, with their
+// behaviour under Worker Versioning (ignored by an unversioned worker):
+//
+//   - ArchiveWorkflow is Pinned: a night's run (and the runs it continues
+//     as new into, and a backfill's child runs) finishes on the build it
+//     started on; a rollout never changes the code under a run.
+//   - BackfillWorkflow is AutoUpgrade: it lives as long as requests keep
+//     coming, and pinning it would keep an old build's workers alive for
+//     as long; it moves to the current build at its next task, so every
+//     change to it stays behind workflow.GetVersion. The runs it starts
+//     are ArchiveWorkflows, pinned to the build current when they start.
+//   - RestoreWorkflow and VerifyWorkflow are Pinned: bounded runs an
+//     operator starts and waits for, like an archive run; the build that
+//     planned a restore's windows moves them back.
+var Workflows = []struct {
+	Name     string
+	Fn       any
+	Behavior workflow.VersioningBehavior
+}{
+	{workflows.ArchiveWorkflowName, workflows.ArchiveWorkflow, workflow.VersioningBehaviorPinned},
+	{workflows.BackfillWorkflowName, workflows.BackfillWorkflow, workflow.VersioningBehaviorAutoUpgrade},
+	{workflows.RestoreWorkflowName, workflows.RestoreWorkflow, workflow.VersioningBehaviorPinned},
+	{workflows.VerifyWorkflowName, workflows.VerifyWorkflow, workflow.VersioningBehaviorPinned},
+}
+
 // NewWorker builds a worker with the archiver's workflows and activities
 // registered under readable names. The worker binary and the tests use it,
 // so both run exactly what production runs; without options it has the
@@ -67,10 +108,9 @@ func NewWorker(c client.Client, taskQueue string, acts *activities.Activities, o
 		opt(&o)
 	}
 	w := worker.New(c, taskQueue, o)
-	w.RegisterWorkflowWithOptions(workflows.ArchiveWorkflow, workflow.RegisterOptions{Name: workflows.ArchiveWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.BackfillWorkflow, workflow.RegisterOptions{Name: workflows.BackfillWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.RestoreWorkflow, workflow.RegisterOptions{Name: workflows.RestoreWorkflowName})
-	w.RegisterWorkflowWithOptions(workflows.VerifyWorkflow, workflow.RegisterOptions{Name: workflows.VerifyWorkflowName})
+	for _, r := range Workflows {
+		w.RegisterWorkflowWithOptions(r.Fn, workflow.RegisterOptions{Name: r.Name, VersioningBehavior: r.Behavior})
+	}
 	w.RegisterActivityWithOptions(acts, activity.RegisterOptions{})
 	return w
 }
