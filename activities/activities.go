@@ -37,6 +37,13 @@ type Activities struct {
 	// above it (0: no check); ReplicaPoll is how often it looks (1 s).
 	MaxReplicaLag time.Duration
 	ReplicaPoll   time.Duration
+	// MaxSlotRetained holds batches back while a logical replication slot
+	// retains more WAL than this many bytes (0: no check); it is looked at
+	// every ReplicaPoll too.
+	MaxSlotRetained int64
+	// VacuumShare: after a job deleted more than this share of a live
+	// table's rows, VacuumTable runs VACUUM (ANALYZE) on it (0: never).
+	VacuumShare float64
 	// Metrics and Tracer observe batches (nil: not observed).
 	Metrics *telemetry.Metrics
 	Tracer  trace.Tracer

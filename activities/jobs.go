@@ -60,6 +60,10 @@ type FinishJobInput struct {
 	JobID  string
 	Failed bool
 	Error  string
+	// StoppedAtDeadline: the run's deadline came before the table was done
+	// (not a failure); Vacuum is the VACUUM step's one-line outcome.
+	StoppedAtDeadline bool   `json:",omitempty"`
+	Vacuum            string `json:",omitempty"`
 }
 
 // JobTotals are a job's figures as the ledger records them.
@@ -78,7 +82,10 @@ type JobTotals struct {
 // Running it twice writes the same values.
 func (a *Activities) FinishJob(ctx context.Context, in FinishJobInput) (JobTotals, error) {
 	status := "completed"
-	var errMsg *string
+	var errMsg, vacuum *string
+	if in.Vacuum != "" {
+		vacuum = &in.Vacuum
+	}
 	if in.Failed {
 		status = "failed"
 		errMsg = &in.Error
@@ -99,16 +106,23 @@ func (a *Activities) FinishJob(ctx context.Context, in FinishJobInput) (JobTotal
 		    completed_at = COALESCE(j.completed_at, now()),
 		    batches = t.batches, records_processed = t.deleted,
 		    records_archived = t.archived + t.merged, records_deleted = t.deleted,
-		    bytes_archived = t.bytes
+		    bytes_archived = t.bytes,
+		    stopped_at_deadline = $4, vacuum = $5
 		FROM t WHERE j.id = $1
 		RETURNING j.job_type, j.status, j.completed_at, j.batches, t.archived, t.merged, j.records_deleted, j.bytes_archived`,
-		in.JobID, status, errMsg).Scan(&out.Table, &out.Status, &completed, &out.Batches, &out.RowsArchived, &out.RowsMerged, &out.RowsDeleted, &out.Bytes)
+		in.JobID, status, errMsg, in.StoppedAtDeadline, vacuum).Scan(&out.Table, &out.Status, &completed, &out.Batches, &out.RowsArchived, &out.RowsMerged, &out.RowsDeleted, &out.Bytes)
 	if err != nil {
 		return out, fmt.Errorf("finish job %s: %w", in.JobID, err)
 	}
 	// A restore is not a night's archive run: the job metrics (and the
 	// "no success for a day" alert on them) leave it out.
-	if !strings.HasPrefix(out.Table, "restore:") {
+	// A table stopped at its deadline is no failure, but its backlog is
+	// not done either: the last success moves, the remaining rows stay.
+	switch {
+	case strings.HasPrefix(out.Table, "restore:"):
+	case in.StoppedAtDeadline && !in.Failed:
+		a.Metrics.SetLastSuccess(out.Table, completed)
+	default:
 		a.Metrics.JobFinished(ctx, out.Table, in.Failed, completed)
 	}
 	return out, nil

@@ -61,7 +61,7 @@ type MoveBatchResult struct {
 	More bool
 	// TxMillis is how long the batch's transaction held its locks, for the
 	// workflow's lock-time budget; ReplicaWaitMillis how long it waited
-	// for replicas to catch up first.
+	// for replicas to catch up and logical slots to release WAL first.
 	TxMillis          int64 `json:",omitempty"`
 	ReplicaWaitMillis int64 `json:",omitempty"`
 	// Last is the (time, id) key of the last row moved (logs), the next
@@ -92,6 +92,11 @@ func (a *Activities) MoveBatch(ctx context.Context, in MoveBatchInput) (MoveBatc
 	if err != nil {
 		return MoveBatchResult{}, err
 	}
+	slotWait, err := a.waitForSlots(ctx)
+	if err != nil {
+		return MoveBatchResult{}, err
+	}
+	waited += slotWait
 	ctx, span := a.tracer().Start(ctx, "archive.batch", trace.WithAttributes(
 		attribute.String("archive.table", t.Name), attribute.String("archive.batch_id", in.BatchID), attribute.Int("archive.limit", in.Limit)))
 	defer span.End()

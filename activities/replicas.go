@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.temporal.io/sdk/activity"
 )
 
@@ -63,4 +64,78 @@ func (a *Activities) replicaPoll() time.Duration {
 		return a.ReplicaPoll
 	}
 	return time.Second
+}
+
+// waitForSlots holds a batch back while a logical replication slot retains
+// more WAL than MaxSlotRetained bytes: every row a batch deletes and inserts
+// is WAL that a slow or stopped logical consumer (a CDC pipeline, a logical
+// replica) makes the primary keep, until its disk fills. It heartbeats the
+// slot and its bytes while it waits and, like the replica wait, gives up at
+// once when the worker drains (the batch has not begun). Zero turns it off.
+func (a *Activities) waitForSlots(ctx context.Context) (time.Duration, error) {
+	if a.MaxSlotRetained <= 0 {
+		return 0, nil
+	}
+	start := time.Now()
+	var stopping <-chan struct{}
+	if activity.IsActivity(ctx) {
+		stopping = activity.GetWorkerStopChannel(ctx)
+	}
+	for {
+		slot, retained, err := a.slotRetained(ctx)
+		if err != nil {
+			return time.Since(start), err
+		}
+		if retained <= a.MaxSlotRetained {
+			return time.Since(start), nil
+		}
+		if activity.IsActivity(ctx) {
+			activity.RecordHeartbeat(ctx, SlotWait{Slot: slot, RetainedBytes: retained, LimitBytes: a.MaxSlotRetained})
+		}
+		select {
+		case <-ctx.Done():
+			return time.Since(start), fmt.Errorf("waiting for logical slot %s to release WAL (%d bytes retained, limit %d): %w", slot, retained, a.MaxSlotRetained, ctx.Err())
+		case <-stopping:
+			return time.Since(start), errors.New("the worker is stopping: this batch, not begun, waited for a logical replication slot and goes to another worker")
+		case <-time.After(a.replicaPoll()):
+		}
+	}
+}
+
+// SlotWait is what a batch waiting on a logical slot heartbeats.
+type SlotWait struct {
+	Slot          string
+	RetainedBytes int64
+	LimitBytes    int64
+}
+
+// slotRetainedSQL: the WAL each logical slot's consumer has not confirmed
+// yet (from confirmed_flush_lsn; restart_lsn when there is none), the
+// largest first. That is the lag a slow or stopped consumer builds, and
+// what it catches up on. restart_lsn itself follows only at the next
+// running-transactions record, and a long transaction holds it back however
+// long the archiver waits, so it is not what a batch waits on. An
+// invalidated slot (wal_status 'lost') retains nothing any more.
+const slotRetainedSQL = `
+SELECT slot_name::text,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), COALESCE(confirmed_flush_lsn, restart_lsn))::bigint
+FROM pg_replication_slots
+WHERE slot_type = 'logical' AND COALESCE(confirmed_flush_lsn, restart_lsn) IS NOT NULL
+  AND wal_status IS DISTINCT FROM 'lost'
+ORDER BY 2 DESC, 1
+LIMIT 1`
+
+// slotRetained is the logical slot retaining the most WAL and its bytes
+// ("" and 0 with none).
+func (a *Activities) slotRetained(ctx context.Context) (string, int64, error) {
+	var slot string
+	var bytes int64
+	err := a.DB.QueryRow(ctx, slotRetainedSQL).Scan(&slot, &bytes)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", 0, nil
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("read logical replication slots: %w", err)
+	}
+	return slot, bytes, nil
 }

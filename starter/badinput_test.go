@@ -95,6 +95,13 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"malformed --as-of", []string{"run", "--logs", "--as-of", "yesterday"}, nil, "is not an RFC3339 time"},
 		{"future --as-of", []string{"run", "--logs", "--as-of", "2099-01-01T00:00:00Z"}, nil, "is in the future"},
+		{"bad deadline: unparsable --stop-by", []string{"run", "--logs", "--stop-by", "dawn"}, nil, `--stop-by "dawn" is neither a time of day HH:MM nor an RFC3339 time`},
+		{"bad deadline: --stop-by 25:00", []string{"run", "--logs", "--stop-by", "25:00"}, nil, `--stop-by "25:00" is neither a time of day HH:MM`},
+		{"bad deadline: --stop-by in the past", []string{"run", "--logs", "--stop-by", "2020-01-01T06:00:00Z"}, nil, "--stop-by 2020-01-01T06:00:00Z is in the past"},
+		{"bad deadline: backfill --stop-by in the past", []string{"backfill", "--table", "logs", "--before", "2024-01-01", "--stop-by", "2020-01-01T06:00:00Z"}, nil, "--stop-by 2020-01-01T06:00:00Z is in the past"},
+		{"bad deadline: schedule --stop-by not a time of day", []string{"schedule", "apply", "--id", "stop-" + testenv.RandomID(), "--stop-by", "2030-01-01T06:00:00Z"}, nil, "is not a time of day HH:MM"},
+		{"unparsable slot retention setting", []string{"run", "--logs", "--dry-run"}, map[string]string{"ARCHIVE_MAX_SLOT_RETAINED_BYTES": "lots"}, `ARCHIVE_MAX_SLOT_RETAINED_BYTES="lots"`},
+		{"unparsable vacuum share setting", []string{"run", "--logs", "--dry-run"}, map[string]string{"ARCHIVE_VACUUM_SHARE": "20%"}, `ARCHIVE_VACUUM_SHARE="20%"`},
 		{"unknown table flag", []string{"run", "--users"}, nil, "flag provided but not defined: -users"},
 		{"unknown table (backfill)", []string{"backfill", "--table", "users", "--before", "2024-01-01"}, nil, `unknown table "users"`},
 		{"--all with a table", []string{"run", "--all", "--logs"}, nil, "cannot be combined"},

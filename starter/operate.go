@@ -63,9 +63,21 @@ func cmdSchedule(ctx context.Context, args []string, stdout, stderr io.Writer, l
 	from := fs.String("from", "", "backfill: first nominal time (RFC3339 or date)")
 	to := fs.String("to", "", "backfill: last nominal time")
 	verifyWeekly := fs.Bool("verify-weekly", false, "apply: also run `verify` every Sunday at 05:00 (schedule <id>-verify-weekly); a mismatch fails that run")
+	stopBy := fs.String("stop-by", "", "apply: each run starts no new batch after this time of day HH:MM in --timezone (the next one after the run starts); tables not done by then record stopped_at_deadline")
 	verifyDeep := fs.Bool("verify-deep", false, "apply: the weekly verification downloads every object (verify --deep)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return usageErr("schedule %s: %v", verb, err)
+	}
+	if *stopBy != "" {
+		if verb != "apply" {
+			return usageErr("schedule %s: --stop-by is an option of schedule apply", verb)
+		}
+		if _, err := workflows.ParseClock(*stopBy); err != nil {
+			return usageErr("schedule apply: --%v (a schedule's deadline is a time of day, the next one after each run starts)", err)
+		}
+		if _, err := time.LoadLocation(*tz); err != nil {
+			return usageErr("schedule apply: time zone %q: %v", *tz, err)
+		}
 	}
 	var fromT, toT time.Time
 	if verb == "backfill" {
@@ -97,6 +109,9 @@ func cmdSchedule(ctx context.Context, args []string, stdout, stderr io.Writer, l
 		in, memo, err := policyInput(policy.BuiltNamesOf(pol))
 		if err != nil {
 			return err
+		}
+		if *stopBy != "" {
+			in.StopBy, in.StopByZone = strings.TrimSpace(*stopBy), *tz
 		}
 		if err := temporalclient.EnsureSearchAttributes(ctx, c, cfg.TemporalNamespace); err != nil {
 			return err
@@ -196,6 +211,7 @@ func cmdBackfill(ctx context.Context, args []string, stdout, stderr io.Writer, l
 	before := fs.String("before", "", "archive rows older than this (RFC3339 or date)")
 	after := fs.String("after", "", "and not older than this (optional)")
 	force := fs.Bool("force", false, "let the window reach into rows younger than the policy's cut-off (recorded in the run and archive_jobs)")
+	stopBy := fs.String("stop-by", "", "the run starts no new batch after this time: HH:MM (local, the next such moment) or RFC3339")
 	if err := fs.Parse(args); err != nil {
 		return usageErr("backfill: %v", err)
 	}
@@ -221,6 +237,11 @@ func cmdBackfill(ctx context.Context, args []string, stdout, stderr io.Writer, l
 	}
 	if *after != "" {
 		if req.After, err = ParseTime("--after", *after); err != nil {
+			return usageErr("backfill: %v", err)
+		}
+	}
+	if *stopBy != "" {
+		if req.Deadline, err = ParseStopBy(*stopBy, time.Now(), time.Local); err != nil {
 			return usageErr("backfill: %v", err)
 		}
 	}

@@ -80,6 +80,9 @@ func progressLine(p workflows.ArchiveResult) string {
 	parts := make([]string, 0, len(p.Tables)+1)
 	for _, t := range p.Tables {
 		s := fmt.Sprintf("%s %s: %d batches, %d rows, %s", t.Table, t.Status, t.Batches, t.RowsDeleted, humanBytes(t.Bytes))
+		if t.StoppedAtDeadline {
+			s += " (stopped at deadline)"
+		}
 		if t.RowsPerSec > 0 {
 			s += fmt.Sprintf(", %.0f rows/s", t.RowsPerSec)
 		}

@@ -29,7 +29,7 @@ type runFlags struct {
 	all, logs, metrics, reports bool
 	tables                      tableList
 	dryRun, wait, json, verbose bool
-	asOf                        string
+	asOf, stopBy                string
 	batchSize, parallel         int
 }
 
@@ -54,6 +54,7 @@ func parseRunFlags(args []string, stderr io.Writer) (runFlags, error) {
 	fs.BoolVar(&f.reports, "reports", false, "the built-in reports entry (as --table reports)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "report what would move; write nothing")
 	fs.StringVar(&f.asOf, "as-of", "", "archive as of this instant (RFC3339; default: the run's start time)")
+	fs.StringVar(&f.stopBy, "stop-by", "", "start no new batch after this time: HH:MM (local time, the next such moment) or an RFC3339 instant; tables not done record stopped_at_deadline")
 	fs.IntVar(&f.batchSize, "batch-size", 0, "rows per batch to start from (default: the policy's; adapts to the lock-time budget)")
 	fs.IntVar(&f.parallel, "parallel", 1, "batch loops per table (logs), shared by every worker on the task queue")
 	fs.BoolVar(&f.wait, "wait", false, "wait for the run, show progress and the summary")
@@ -110,7 +111,38 @@ func (f runFlags) archiveInput(now time.Time, pol []policy.Table) (workflows.Arc
 			return in, usageErr("run: %v", err)
 		}
 	}
+	if f.stopBy != "" {
+		if f.dryRun {
+			return in, usageErr("run: --stop-by has nothing to stop in a dry run")
+		}
+		in.Deadline, err = ParseStopBy(f.stopBy, now, time.Local)
+		if err != nil {
+			return in, usageErr("run: %v", err)
+		}
+	}
 	return in, nil
+}
+
+// ParseStopBy reads a run's deadline: a time of day HH:MM in loc (the next
+// such moment after now) or an RFC3339 instant, which must be in the
+// future: a deadline already past would start the run only to stop it.
+func ParseStopBy(s string, now time.Time, loc *time.Location) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if !strings.Contains(s, "T") {
+		c, err := workflows.ParseClock(s)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("--stop-by %q is neither a time of day HH:MM nor an RFC3339 time such as 2026-01-31T06:00:00Z", s)
+		}
+		return c.Next(now, loc).UTC(), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--stop-by %q is neither a time of day HH:MM nor an RFC3339 time such as 2026-01-31T06:00:00Z", s)
+	}
+	if !t.After(now) {
+		return time.Time{}, fmt.Errorf("--stop-by %s is in the past (now %s): the run would stop before its first batch", t.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	return t.UTC(), nil
 }
 
 // ParseAsOf reads an RFC3339 instant and refuses one in the future: a run as
@@ -318,6 +350,12 @@ func printSummary(w io.Writer, r workflows.ArchiveResult, verbose bool) {
 	fmt.Fprintln(tw, "TABLE\tSTATUS\tCUT-OFF\tBATCHES\tARCHIVED\tDELETED\tBYTES\tSECONDS\tRATE\tNEW PARTITIONS\tRETENTION\tERROR")
 	defer func() {
 		for _, t := range r.Tables {
+			if t.StoppedAtDeadline {
+				fmt.Fprintf(w, "%s: stopped at the run's deadline %s: what had begun finished; the rest waits for the next run\n", t.Table, r.Deadline.Local().Format(time.RFC3339))
+			}
+			if t.Vacuum != nil {
+				fmt.Fprintf(w, "%s: vacuum %s\n", t.Table, t.Vacuum.Note())
+			}
 			if t.PartitionsExchanged > 0 {
 				fmt.Fprintf(w, "%s: %d live partitions moved whole (longest lock %d ms)\n", t.Table, t.PartitionsExchanged, t.LongestLockMillis)
 			}
@@ -335,7 +373,11 @@ func printSummary(w io.Writer, r workflows.ArchiveResult, verbose bool) {
 				retention += fmt.Sprintf(" (%d rows exported, %s)", t.Retention.ExportedRows, humanBytes(t.Retention.ExportedBytes))
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%s\t%.1f\t%s\t%d\t%s\t%s\n", t.Table, t.Status, day(t.Cutoff), t.Batches,
+		status := t.Status
+		if t.StoppedAtDeadline {
+			status += " (stopped at deadline)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%s\t%.1f\t%s\t%d\t%s\t%s\n", t.Table, status, day(t.Cutoff), t.Batches,
 			archived, t.RowsDeleted, humanBytes(t.Bytes), t.Seconds, tableRate(t), t.PartitionsCreated, retention, t.Error)
 	}
 	_ = tw.Flush()

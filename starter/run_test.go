@@ -54,3 +54,31 @@ func TestRunFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestParseStopBy(t *testing.T) {
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Skip("no time zone data")
+	}
+	now := time.Date(2026, 3, 7, 23, 30, 0, 0, ny) // the evening before the spring DST change
+	for in, want := range map[string]time.Time{
+		"06:00":                time.Date(2026, 3, 8, 6, 0, 0, 0, ny), // next morning, after the clocks moved
+		"23:45":                time.Date(2026, 3, 7, 23, 45, 0, 0, ny),
+		"23:30":                time.Date(2026, 3, 8, 23, 30, 0, 0, ny), // now is not "next"
+		"2026-03-08T11:00:00Z": time.Date(2026, 3, 8, 11, 0, 0, 0, time.UTC),
+	} {
+		got, err := ParseStopBy(in, now, ny)
+		if err != nil || !got.Equal(want) {
+			t.Errorf("ParseStopBy(%q) = %s, %v; want %s", in, got, err, want.UTC())
+		}
+	}
+	for _, in := range []string{"6", "6:0", "24:00", "06:60", "", "2026-03-07T23:00:00-05:00", "tomorrow"} {
+		if got, err := ParseStopBy(in, now, ny); err == nil {
+			t.Errorf("ParseStopBy(%q) = %s, want refused", in, got)
+		}
+	}
+	in, err := runFlags{logs: true, parallel: 1, stopBy: "2026-03-08T11:00:00Z"}.archiveInput(now, policy.Tables)
+	if err != nil || !in.Deadline.Equal(time.Date(2026, 3, 8, 11, 0, 0, 0, time.UTC)) {
+		t.Fatalf("archiveInput: deadline %s, %v", in.Deadline, err)
+	}
+}

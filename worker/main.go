@@ -90,7 +90,7 @@ func run(logger *slog.Logger) error {
 		return err
 	}
 	acts := &activities.Activities{DB: pool, ReportsDir: cfg.ReportsDir, ExportDir: cfg.ExportDir, Compression: cfg.ReportsCompression, StoreOptions: cfg.StoreOptions(),
-		MaxReplicaLag: cfg.MaxReplicaLag, Metrics: tel.Metrics, Tracer: tel.TracerProvider.Tracer("github.com/mockupaws/archiver")}
+		MaxReplicaLag: cfg.MaxReplicaLag, MaxSlotRetained: cfg.MaxSlotRetainedBytes, VacuumShare: cfg.VacuumShare, Metrics: tel.Metrics, Tracer: tel.TracerProvider.Tracer("github.com/mockupaws/archiver")}
 	if cfg.ReportsBucket != "" {
 		if acts.Store, err = objectstore.New(ctx, cfg.StoreOptions()); err != nil {
 			return err

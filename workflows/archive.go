@@ -59,6 +59,16 @@ type ArchiveInput struct {
 	// RowByRow archives partitioned live tables by batches only, never
 	// exchanging a whole partition.
 	RowByRow bool `json:",omitempty"`
+	// Deadline, when set, is the instant after which the run starts no new
+	// batch, exchange, report or retention step; what is in flight
+	// finishes, and each table not done records StoppedAtDeadline
+	// (`starter run --stop-by`). A continued or child run carries it.
+	Deadline time.Time `json:",omitempty"`
+	// StopBy is a schedule's deadline as a wall-clock time ("06:00") in
+	// StopByZone (IANA, default UTC): the run resolves it, once, to the next
+	// such moment after it starts, and carries the result as Deadline.
+	StopBy     string `json:",omitempty"`
+	StopByZone string `json:",omitempty"`
 	// Carry is the state a continued run picks up (set by the workflow).
 	Carry *Carry `json:",omitempty"`
 }
@@ -92,6 +102,8 @@ type ArchiveResult struct {
 	// Paused and BatchesPerSecond are the operator's controls in force.
 	Paused           bool    `json:",omitempty"`
 	BatchesPerSecond float64 `json:",omitempty"`
+	// Deadline is the run's deadline in force (zero: none).
+	Deadline time.Time `json:",omitempty"`
 }
 
 // Failed reports whether any table failed.
@@ -138,8 +150,14 @@ type TableResult struct {
 	Seconds float64 `json:",omitempty"`
 	// Retention is what the retention step removed (or would, in a dry run).
 	Retention *activities.RetentionResult `json:",omitempty"`
-	Error     string                      `json:",omitempty"`
-	Preview   *activities.PreviewResult   `json:",omitempty"`
+	// StoppedAtDeadline: the run's deadline came before this table was
+	// done; what was started finished, the rest waits for the next run.
+	// Not a failure.
+	StoppedAtDeadline bool `json:",omitempty"`
+	// Vacuum is what the VACUUM (ANALYZE) step after a large delete did.
+	Vacuum  *activities.VacuumResult  `json:",omitempty"`
+	Error   string                    `json:",omitempty"`
+	Preview *activities.PreviewResult `json:",omitempty"`
 
 	// Progress. Oldest is the oldest eligible row when the branch began,
 	// Reached the newest row moved so far: with Cutoff they give the share
@@ -191,6 +209,12 @@ const (
 	// with the upload's timeouts (it writes, uploads and verifies each
 	// partition before dropping it) and heartbeats.
 	changeColdExport = "cold-export"
+	// changeDeadline: a run with a deadline starts no new unit of work once
+	// workflow.Now reaches it and records StoppedAtDeadline per table.
+	changeDeadline = "run-deadline"
+	// changeVacuum: after a table's rows were deleted, a VACUUM (ANALYZE)
+	// step (the worker decides whether the share deleted calls for it).
+	changeVacuum = "vacuum-analyze"
 )
 
 // ArchiveWorkflow archives the selected tables as of one instant, one
@@ -211,6 +235,10 @@ func ArchiveWorkflow(ctx workflow.Context, in ArchiveInput) (ArchiveResult, erro
 		res.Tables[i] = TableResult{Table: name, Status: StatusPending, Cutoff: cutoffOf(t, asOf, in.Window)}
 	}
 	s := newRunState(ctx, in, &res, ops)
+	if err := s.resolveDeadline(ctx, in); err != nil {
+		return res, err
+	}
+	res.Deadline = s.deadline
 	if in.Carry != nil {
 		res.Tables, res.Runs = in.Carry.Tables, in.Carry.Runs
 		s.paused, s.bps = in.Carry.Paused, in.Carry.BatchesPerSecond
@@ -305,6 +333,14 @@ func validate(in ArchiveInput) ([]string, []policy.Table, error) {
 	}
 	if in.Parallel < 0 || in.Parallel > 16 {
 		return nil, nil, fmt.Errorf("parallel %d: must be between 1 and 16", in.Parallel)
+	}
+	if in.StopBy != "" {
+		if _, err := ParseClock(in.StopBy); err != nil {
+			return nil, nil, err
+		}
+		if !in.Deadline.IsZero() {
+			return nil, nil, errors.New("stop-by: give a deadline or a wall-clock time, not both")
+		}
 	}
 	if in.MinBatch < 0 || in.MaxBatch < 0 || in.MaxBatch > policy.MaxBatchSize || in.MinBatch > 0 && in.MaxBatch > 0 && in.MinBatch > in.MaxBatch {
 		return nil, nil, fmt.Errorf("batch bounds %d..%d: want 1 <= min <= max <= %d", in.MinBatch, in.MaxBatch, policy.MaxBatchSize)

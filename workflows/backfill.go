@@ -34,6 +34,9 @@ type BackfillRequest struct {
 	// Policy is the table's policy in force where the request was made
 	// (the starter's configuration); nil means the built-in default.
 	Policy *policy.Table `json:",omitempty"`
+	// Deadline, when set, is the child run's deadline (`backfill
+	// --stop-by`): it starts no new batch after it.
+	Deadline time.Time `json:",omitempty"`
 }
 
 func (r BackfillRequest) String() string {
@@ -216,7 +219,7 @@ func runBackfill(ctx workflow.Context, r BackfillRequest, n int) BackfillOutcome
 	id := fmt.Sprintf("%s-%d", workflow.GetInfo(ctx).WorkflowExecution.ID, n)
 	out := BackfillOutcome{Request: r, WorkflowID: id}
 	var res ArchiveResult
-	in := ArchiveInput{Tables: []string{r.Table}, Window: &Window{After: r.After, Before: r.Before, Force: r.Force}}
+	in := ArchiveInput{Tables: []string{r.Table}, Window: &Window{After: r.After, Before: r.Before, Force: r.Force}, Deadline: r.Deadline}
 	if r.Policy != nil {
 		in.Policy = []policy.Table{*r.Policy}
 	}

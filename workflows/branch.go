@@ -72,11 +72,19 @@ func (b *branch) archive(ctx workflow.Context) {
 	if err == nil && b.incomplete {
 		return // the next run of the chain goes on from here
 	}
-	if err == nil && b.run.res.Window == nil && workflow.GetVersion(ctx, changeRetention, workflow.DefaultVersion, 1) >= 1 {
-		err = b.retention(ctx)
+	if err == nil && !r.StoppedAtDeadline && b.run.res.Window == nil && workflow.GetVersion(ctx, changeRetention, workflow.DefaultVersion, 1) >= 1 {
+		if !b.atDeadline(ctx) {
+			err = b.retention(ctx)
+		}
+	}
+	if err == nil && r.RowsDeleted > 0 && workflow.GetVersion(ctx, changeVacuum, workflow.DefaultVersion, 1) >= 1 {
+		b.vacuum(ctx)
 	}
 	var totals activities.JobTotals
-	finish := activities.FinishJobInput{JobID: r.JobID, Failed: err != nil}
+	finish := activities.FinishJobInput{JobID: r.JobID, Failed: err != nil, StoppedAtDeadline: r.StoppedAtDeadline}
+	if r.Vacuum != nil {
+		finish.Vacuum = r.Vacuum.Note()
+	}
 	if err != nil {
 		finish.Error = errorMessage(err)
 	}
@@ -169,13 +177,9 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 	var cursor *activities.Key
 	sweeping := false
 	for seq := 1; ; seq++ {
-		ok, err := b.run.gate(ctx)
-		if err != nil {
+		ok, err := b.proceed(ctx)
+		if err != nil || !ok {
 			return err
-		}
-		if !ok {
-			b.incomplete = true
-			return nil
 		}
 		label := fmt.Sprintf("batch-%d", seq)
 		if l > 0 {
@@ -233,13 +237,9 @@ func (b *branch) exchange(ctx workflow.Context) error {
 	}
 	info := workflow.GetInfo(ctx)
 	for _, c := range list.Candidates {
-		ok, err := b.run.gate(ctx)
-		if err != nil {
+		ok, err := b.proceed(ctx)
+		if err != nil || !ok {
 			return err
-		}
-		if !ok {
-			b.incomplete = true
-			return nil
 		}
 		batchID := c.BatchID
 		if batchID == "" {

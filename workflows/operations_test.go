@@ -23,6 +23,7 @@ type batchRecorder struct {
 	limits []int
 	txMs   int64
 	starts int
+	finish activities.FinishJobInput
 }
 
 func (r *batchRecorder) mock() {
@@ -45,6 +46,7 @@ func (r *batchRecorder) mock() {
 	r.env.OnActivity(a.ApplyRetention, mock.Anything, mock.Anything).Return(activities.RetentionResult{}, nil)
 	r.env.OnActivity(a.FinishJob, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in activities.FinishJobInput) (activities.JobTotals, error) {
+			r.finish = in
 			return activities.JobTotals{JobID: in.JobID}, nil
 		})
 }

@@ -42,12 +42,15 @@ func (b *branch) archiveReports(ctx workflow.Context) error {
 		failures = append(failures, r.Error)
 	}
 	for {
-		ok, err := b.run.gate(ctx)
+		ok, err := b.proceed(ctx)
 		if err != nil {
 			return err
 		}
+		if !ok && r.StoppedAtDeadline {
+			break
+		}
 		if !ok {
-			r.Cursor, b.incomplete = &page, true
+			r.Cursor = &page
 			if len(failures) > 0 {
 				r.Error = strings.Join(failures, "; ")
 			}
@@ -70,6 +73,9 @@ func (b *branch) archiveReports(ctx workflow.Context) error {
 			if len(failures) < 3 {
 				failures = append(failures, e)
 			}
+		}
+		if r.StoppedAtDeadline {
+			break // the page's reports not begun wait for the next run
 		}
 		if list.NextTime != nil {
 			r.Reached = list.NextTime
@@ -95,6 +101,10 @@ func (b *branch) reportPage(ctx workflow.Context, ids []string) []string {
 		if err := sem.Acquire(ctx, 1); err != nil {
 			errs[i] = err.Error()
 			continue
+		}
+		if b.atDeadline(ctx) {
+			sem.Release(1)
+			break // reports not begun wait for the next run
 		}
 		wg.Add(1)
 		workflow.Go(ctx, func(ctx workflow.Context) {

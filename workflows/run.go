@@ -51,6 +51,8 @@ type runState struct {
 	batches          int
 	maxBatchesPerRun int
 	stopping         bool
+	// deadline, when set, is when the run stops starting work.
+	deadline time.Time
 
 	pauseCh, resumeCh, throttleCh workflow.ReceiveChannel
 }
@@ -113,7 +115,18 @@ func (s *runState) gate(ctx workflow.Context) (bool, error) {
 		return false, nil
 	}
 	for {
-		if err := workflow.Await(ctx, func() bool { return !s.paused || s.stopping }); err != nil {
+		if s.pastDeadline(ctx) {
+			return false, nil
+		}
+		if !s.deadline.IsZero() {
+			// Paused with a deadline: wait no longer than the deadline.
+			if _, err := workflow.AwaitWithTimeout(ctx, s.deadline.Sub(workflow.Now(ctx)), func() bool { return !s.paused || s.stopping }); err != nil {
+				return false, err
+			}
+			if s.pastDeadline(ctx) {
+				return false, nil
+			}
+		} else if err := workflow.Await(ctx, func() bool { return !s.paused || s.stopping }); err != nil {
 			return false, err
 		}
 		now := workflow.Now(ctx)
@@ -151,6 +164,9 @@ func (s *runState) continueAsNew(ctx workflow.Context, in ArchiveInput, asOf tim
 	}
 	next := in
 	next.AsOf = asOf
+	if !s.deadline.IsZero() {
+		next.Deadline, next.StopBy, next.StopByZone = s.deadline, "", ""
+	}
 	next.Carry = &Carry{Tables: s.res.Tables, Runs: s.res.Runs + 1, Paused: s.paused, BatchesPerSecond: s.bps}
 	return workflow.NewContinueAsNewError(ctx, ArchiveWorkflowName, next)
 }

@@ -49,6 +49,12 @@ type Config struct {
 	TemporalPayloadKey string
 	// MaxReplicaLag holds batches while a replica lags more (0: off).
 	MaxReplicaLag time.Duration
+	// MaxSlotRetainedBytes (ARCHIVE_MAX_SLOT_RETAINED_BYTES) holds batches
+	// while a logical replication slot retains more WAL (0: off).
+	MaxSlotRetainedBytes int64
+	// VacuumShare (ARCHIVE_VACUUM_SHARE): VACUUM (ANALYZE) a live table
+	// after a job deleted more than this share of its rows (0: never).
+	VacuumShare float64
 	// WorkerStopTimeout (ARCHIVE_WORKER_STOP_TIMEOUT) is how long the
 	// worker, on SIGTERM, waits for the activities it runs to finish
 	// before it cancels them (0: at once, the SDK's default).
@@ -77,6 +83,11 @@ const (
 	// heartbeat and resume; a drain longer than this only delays a
 	// rollout. Kubernetes' terminationGracePeriodSeconds must exceed it.
 	DefaultWorkerStopTimeout = 2 * time.Minute
+	// DefaultVacuumShare: a job that deleted more than a fifth of a live
+	// table's rows is followed by VACUUM (ANALYZE) of it, as autovacuum
+	// would (its scale factor is 0.2) but at once, while nothing else runs
+	// at night, instead of in the day's traffic.
+	DefaultVacuumShare = 0.2
 	// DefaultDBMaxConns is the worker's pool when neither
 	// ARCHIVE_DB_MAX_CONNS, pool_max_conns nor ARCHIVE_ACTIVITY_SLOTS says.
 	DefaultDBMaxConns = 10
@@ -155,6 +166,14 @@ func LoadFrom(getenv Getenv) (Config, error) {
 		return c, fmt.Errorf("ARCHIVE_MAX_REPLICA_LAG=%q: want a duration such as 30s (0 turns the check off)", lag)
 	}
 	c.MaxReplicaLag = d
+	slot := get("ARCHIVE_MAX_SLOT_RETAINED_BYTES", "0")
+	if c.MaxSlotRetainedBytes, err = ParseBytes(slot); err != nil {
+		return c, fmt.Errorf("ARCHIVE_MAX_SLOT_RETAINED_BYTES=%q: want a size such as 1GB or 512MB (bytes without a unit; 0 turns the check off)", slot)
+	}
+	share := get("ARCHIVE_VACUUM_SHARE", strconv.FormatFloat(DefaultVacuumShare, 'g', -1, 64))
+	if c.VacuumShare, err = strconv.ParseFloat(share, 64); err != nil || c.VacuumShare < 0 || c.VacuumShare > 1 || c.VacuumShare != c.VacuumShare {
+		return c, fmt.Errorf("ARCHIVE_VACUUM_SHARE=%q: want a share of the table's rows between 0 and 1 such as 0.2 (0 turns VACUUM off)", share)
+	}
 	stop := get("ARCHIVE_WORKER_STOP_TIMEOUT", DefaultWorkerStopTimeout.String())
 	if c.WorkerStopTimeout, err = time.ParseDuration(stop); err != nil || c.WorkerStopTimeout < 0 {
 		return c, fmt.Errorf("ARCHIVE_WORKER_STOP_TIMEOUT=%q: want a duration such as 2m (how long SIGTERM waits for running activities; 0 cancels them at once)", stop)
@@ -214,6 +233,41 @@ func (c *Config) poolLimits(get func(name, def string) string) error {
 	}
 	c.DBMaxConns, c.ActivitySlots = conns, slots
 	return nil
+}
+
+// ParseBytes reads a size: a whole number of bytes, or one with a unit
+// kB, MB, GB or TB as PostgreSQL spells them (powers of 1024; KiB, MiB,
+// GiB, TiB and B are accepted too). Negative sizes are refused.
+func ParseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	i := len(s)
+	for i > 0 && (s[i-1] < '0' || s[i-1] > '9') {
+		i--
+	}
+	num, unit := strings.TrimSpace(s[:i]), strings.TrimSpace(s[i:])
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("size %q: want a whole number with an optional unit (kB, MB, GB, TB)", s)
+	}
+	var mult int64
+	switch strings.ToLower(unit) {
+	case "", "b":
+		mult = 1
+	case "kb", "kib", "k":
+		mult = 1 << 10
+	case "mb", "mib", "m":
+		mult = 1 << 20
+	case "gb", "gib", "g":
+		mult = 1 << 30
+	case "tb", "tib", "t":
+		mult = 1 << 40
+	default:
+		return 0, fmt.Errorf("size %q: unknown unit %q (want kB, MB, GB or TB)", s, unit)
+	}
+	if n > (1<<63-1)/mult {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return n * mult, nil
 }
 
 // positive parses an optional count of at least 1 (0 when unset).

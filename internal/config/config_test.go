@@ -163,3 +163,37 @@ func TestWorkerDeployment(t *testing.T) {
 		})
 	}
 }
+
+func TestOperatorLimits(t *testing.T) {
+	load := func(m map[string]string) (Config, error) {
+		m["DATABASE_URL"] = "postgres://u@h/db"
+		return LoadFrom(env(m))
+	}
+	c, err := load(map[string]string{})
+	if err != nil || c.VacuumShare != DefaultVacuumShare || c.MaxSlotRetainedBytes != 0 {
+		t.Fatalf("defaults: share %v, slot bytes %d, %v; want %v and 0 (off)", c.VacuumShare, c.MaxSlotRetainedBytes, err, DefaultVacuumShare)
+	}
+	for in, want := range map[string]int64{"1GB": 1 << 30, "512MB": 512 << 20, "64kB": 64 << 10, "2 TB": 2 << 40, "1000": 1000, "0": 0, "3GiB": 3 << 30} {
+		c, err := load(map[string]string{"ARCHIVE_MAX_SLOT_RETAINED_BYTES": in})
+		if err != nil || c.MaxSlotRetainedBytes != want {
+			t.Errorf("ARCHIVE_MAX_SLOT_RETAINED_BYTES=%s: %d, %v; want %d", in, c.MaxSlotRetainedBytes, err, want)
+		}
+	}
+	c, err = load(map[string]string{"ARCHIVE_VACUUM_SHARE": "0"})
+	if err != nil || c.VacuumShare != 0 {
+		t.Fatalf("ARCHIVE_VACUUM_SHARE=0: %v, %v; want 0 (off)", c.VacuumShare, err)
+	}
+	for name, tc := range map[string]struct{ env, mention string }{
+		"ARCHIVE_MAX_SLOT_RETAINED_BYTES":   {"lots", `ARCHIVE_MAX_SLOT_RETAINED_BYTES="lots": want a size such as 1GB`},
+		"ARCHIVE_MAX_SLOT_RETAINED_BYTES ":  {"-1GB", `ARCHIVE_MAX_SLOT_RETAINED_BYTES="-1GB"`},
+		"ARCHIVE_MAX_SLOT_RETAINED_BYTES  ": {"1PB", `ARCHIVE_MAX_SLOT_RETAINED_BYTES="1PB"`},
+		"ARCHIVE_VACUUM_SHARE":              {"20%", `ARCHIVE_VACUUM_SHARE="20%": want a share of the table's rows between 0 and 1`},
+		"ARCHIVE_VACUUM_SHARE ":             {"1.5", `ARCHIVE_VACUUM_SHARE="1.5"`},
+		"ARCHIVE_VACUUM_SHARE  ":            {"NaN", `ARCHIVE_VACUUM_SHARE="NaN"`},
+	} {
+		_, err := load(map[string]string{strings.TrimSpace(name): tc.env})
+		if err == nil || !strings.Contains(err.Error(), tc.mention) {
+			t.Errorf("%s=%s: %v, want an error mentioning %q", strings.TrimSpace(name), tc.env, err, tc.mention)
+		}
+	}
+}

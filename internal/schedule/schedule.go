@@ -71,6 +71,20 @@ func (o *Options) defaults() error {
 	if !o.Input.AsOf.IsZero() {
 		return errors.New("a scheduled run archives as of its nominal time: leave as-of unset")
 	}
+	if !o.Input.Deadline.IsZero() {
+		return errors.New("a scheduled run's deadline is a time of day (Input.StopBy), not an instant")
+	}
+	if o.Input.StopBy != "" {
+		if _, err := workflows.ParseClock(o.Input.StopBy); err != nil {
+			return err
+		}
+		if o.Input.StopByZone == "" {
+			o.Input.StopByZone = o.TimeZone
+		}
+		if _, err := time.LoadLocation(o.Input.StopByZone); err != nil {
+			return fmt.Errorf("stop-by time zone %q: %w", o.Input.StopByZone, err)
+		}
+	}
 	return nil
 }
 
