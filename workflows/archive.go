@@ -63,7 +63,7 @@ type ArchiveInput struct {
 	// batch, exchange, report or retention step; what is in flight
 	// finishes, and each table not done records StoppedAtDeadline
 	// (`starter run --stop-by`). A continued or child run carries it.
-	Deadline time.Time `json:",omitempty"`
+	Deadline time.Time `json:",omitzero"`
 	// StopBy is a schedule's deadline as a wall-clock time ("06:00") in
 	// StopByZone (IANA, default UTC): the run resolves it, once, to the next
 	// such moment after it starts, and carries the result as Deadline.
@@ -103,7 +103,7 @@ type ArchiveResult struct {
 	Paused           bool    `json:",omitempty"`
 	BatchesPerSecond float64 `json:",omitempty"`
 	// Deadline is the run's deadline in force (zero: none).
-	Deadline time.Time `json:",omitempty"`
+	Deadline time.Time `json:",omitzero"`
 }
 
 // Failed reports whether any table failed.

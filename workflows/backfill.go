@@ -36,7 +36,7 @@ type BackfillRequest struct {
 	Policy *policy.Table `json:",omitempty"`
 	// Deadline, when set, is the child run's deadline (`backfill
 	// --stop-by`): it starts no new batch after it.
-	Deadline time.Time `json:",omitempty"`
+	Deadline time.Time `json:",omitzero"`
 }
 
 func (r BackfillRequest) String() string {
