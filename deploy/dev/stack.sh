@@ -124,10 +124,8 @@ pg_up() {
     port_free 127.0.0.1 "$PG_PORT" PostgreSQL
     touch "$DEV/logs/postgres.log"
     [ "$(id -u)" = 0 ] && chown postgres "$DEV/logs/postgres.log"
-    # wal_level=logical: the tests of logical-slot throttling create a
-    # slot on it (a server started without it keeps its level until restarted).
     as_pg "$bin/pg_ctl" -D "$data" -l "$DEV/logs/postgres.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories='' -c max_connections=300 -c shared_buffers=256MB -c timezone=UTC -c wal_keep_size=2GB -c wal_level=logical" \
+      -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories='' -c max_connections=300 -c shared_buffers=256MB -c timezone=UTC -c wal_keep_size=2GB" \
       start >/dev/null || die "PostgreSQL did not start: see $DEV/logs/postgres.log"
     log "PostgreSQL on 127.0.0.1:$PG_PORT"
   fi

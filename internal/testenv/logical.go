@@ -16,32 +16,15 @@ import (
 	"github.com/mockupaws/archiver/migrations"
 )
 
-// LogicalDB is a migrated database on a server with wal_level=logical, with
-// an admin pool and a pool of a login in the worker role. The dev stack's
-// server has it when stack.sh started it with wal_level=logical; one started
-// before that has 'replica', and changing it needs a restart, which a test
-// must not do to a shared server: then the test makes a throwaway cluster
-// of its own (initdb and pg_ctl, as the postgres user when root).
+// LogicalDB is a migrated database on a throwaway cluster of its own with
+// wal_level=logical (initdb and pg_ctl, as the postgres user when root),
+// with an admin pool and a pool of a login in the worker role. Not the dev
+// server: a slot there would see the WAL of every test running beside it,
+// so advancing it never brings it under a test's limit for long (CI saw a
+// batch wait for 3 minutes), and it would hold WAL back for all of them.
 func LogicalDB(t testing.TB) (admin, worker *pgxpool.Pool, workerURL string) {
 	t.Helper()
-	env := Load(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, env.AdminURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var level string
-	err = conn.QueryRow(ctx, `SHOW wal_level`).Scan(&level)
-	conn.Close(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if level == "logical" {
-		db, url := NewDB(t)
-		wurl := WorkerURL(t, url)
-		return db, Pool(t, wurl), wurl
-	}
-	t.Logf("the dev server has wal_level=%s (started before stack.sh set logical; a restart would apply it): using a throwaway cluster", level)
 	url := throwawayCluster(t)
 	c, err := pgx.Connect(ctx, url)
 	if err != nil {
