@@ -30,7 +30,7 @@ import (
 
 type options struct {
 	logs, metrics, metricDays, reports, reportMB, bigReportMB, exchangeRows int
-	coldRows, coldRestoreRows                                               int
+	coldRows, coldRestoreRows, appScale, appClients                         int
 	coldRestoreBudget                                                       time.Duration
 	workerEnv                                                               []string
 	keep, nightly, coldCSV                                                  bool
@@ -39,21 +39,34 @@ type options struct {
 
 // Result is one BENCH line.
 type Result struct {
-	Workload      string  `json:"workload"`
-	Rows          int64   `json:"rows,omitempty"`
-	Bytes         int64   `json:"bytes,omitempty"`
-	Seconds       float64 `json:"seconds"`
-	RowsPerS      float64 `json:"rows_per_s,omitempty"`
-	MBPerS        float64 `json:"mb_per_s,omitempty"`
-	BoundSingle   float64 `json:"bound_single,omitempty"`
-	BoundBatched  float64 `json:"bound_batched,omitempty"`
-	RatioSingle   float64 `json:"ratio_single,omitempty"`
-	RatioBatched  float64 `json:"ratio_batched,omitempty"`
-	P50BatchMS    float64 `json:"p50_batch_ms,omitempty"`
-	P99BatchMS    float64 `json:"p99_batch_ms,omitempty"`
-	PeakRSSMB     float64 `json:"worker_peak_rss_mb,omitempty"`
-	HistoryEvents int     `json:"history_events,omitempty"`
-	TemporalShare float64 `json:"temporal_overhead_share,omitempty"`
+	Workload     string  `json:"workload"`
+	Rows         int64   `json:"rows,omitempty"`
+	Bytes        int64   `json:"bytes,omitempty"`
+	Seconds      float64 `json:"seconds"`
+	RowsPerS     float64 `json:"rows_per_s,omitempty"`
+	MBPerS       float64 `json:"mb_per_s,omitempty"`
+	BoundSingle  float64 `json:"bound_single,omitempty"`
+	BoundBatched float64 `json:"bound_batched,omitempty"`
+	RatioSingle  float64 `json:"ratio_single,omitempty"`
+	RatioBatched float64 `json:"ratio_batched,omitempty"`
+	// logs: a client-side loop as written by hand (pt-archiver's shape).
+	BoundClient float64 `json:"bound_client,omitempty"`
+	RatioClient float64 `json:"ratio_client,omitempty"`
+	// app_impact: pgbench's read-write workload alone and during our logs
+	// run, for as long as that run takes.
+	AppClients     int     `json:"app_clients,omitempty"`
+	AppSeconds     int     `json:"app_seconds,omitempty"`
+	AppTPSBefore   float64 `json:"app_tps_before,omitempty"`
+	AppTPS         float64 `json:"app_tps,omitempty"`
+	AppTPSRatio    float64 `json:"app_tps_ratio,omitempty"`
+	AppP99BeforeMS float64 `json:"app_p99_before_ms,omitempty"`
+	AppP99MS       float64 `json:"app_p99_ms,omitempty"`
+	AppErrors      *int64  `json:"app_errors,omitempty"`
+	P50BatchMS     float64 `json:"p50_batch_ms,omitempty"`
+	P99BatchMS     float64 `json:"p99_batch_ms,omitempty"`
+	PeakRSSMB      float64 `json:"worker_peak_rss_mb,omitempty"`
+	HistoryEvents  int     `json:"history_events,omitempty"`
+	TemporalShare  float64 `json:"temporal_overhead_share,omitempty"`
 	// partition_exchange: the longest lock a step held, and the same
 	// partition archived row by row.
 	LongestLockMS   int64            `json:"longest_lock_ms,omitempty"`
@@ -103,6 +116,8 @@ func main() {
 		o.workerEnv = append(o.workerEnv, v)
 		return nil
 	})
+	flag.IntVar(&o.appScale, "app-scale", 10, "pgbench scale of the application database of app_impact")
+	flag.IntVar(&o.appClients, "app-clients", 4, "pgbench clients of app_impact")
 	only := flag.String("only", "", "comma-separated workloads to run (default all): "+strings.Join(workloadNames, ","))
 	flag.BoolVar(&o.keep, "keep", false, "keep the scratch databases and files")
 	flag.BoolVar(&o.nightly, "nightly", false, "only the whole nightly volume in one run (1M logs, 500K metrics, 100 reports of 50 MB)")
@@ -136,10 +151,10 @@ var logsCutoff = asOf.Add(-365 * 24 * time.Hour)
 var metricsCutoff = activities.DayStart(asOf.Add(-730 * 24 * time.Hour))
 
 // workloadNames are what --only selects from.
-var workloadNames = []string{"logs", "metrics", "reports", "big_report", "exchange", "cold", "nightly"}
+var workloadNames = []string{"logs", "metrics", "reports", "big_report", "exchange", "cold", "app_impact", "nightly"}
 
 // seeded are the workloads that clone the shared seed database.
-var seeded = map[string]bool{"logs": true, "metrics": true, "reports": true, "big_report": true, "nightly": true}
+var seeded = map[string]bool{"logs": true, "metrics": true, "reports": true, "big_report": true, "app_impact": true, "nightly": true}
 
 func run(ctx context.Context, o options) error {
 	b, err := newBench(ctx, o)
@@ -159,7 +174,7 @@ func run(ctx context.Context, o options) error {
 	all := map[string]func(context.Context, func(Result)) error{
 		"logs": one(b.logs), "metrics": one(b.metricsWorkload), "reports": one(b.reportsWorkload),
 		"big_report": one(b.bigReport), "exchange": one(b.exchangeWorkload), "cold": b.coldWorkloads,
-		"nightly": one(b.nightlyWorkload),
+		"app_impact": one(b.appImpact), "nightly": one(b.nightlyWorkload),
 	}
 	var names []string
 	for _, name := range workloadNames {

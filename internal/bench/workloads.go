@@ -61,7 +61,22 @@ func (b *bench) logs(ctx context.Context) (Result, error) {
 	if err != nil {
 		return r, fmt.Errorf("logs batched bound: %w", err)
 	}
-	return b.finish(ctx, r, "logs", logsCutoff, single, batched, "")
+	client, err := b.onClone(ctx, "logs_client", "logs", logsCutoff, func(pool *pgxpool.Pool) error {
+		n, err := logsClientLoop(ctx, pool, logsCutoff)
+		if err == nil && n != r.Rows {
+			err = fmt.Errorf("moved %d rows, want %d", n, r.Rows)
+		}
+		return err
+	})
+	if err != nil {
+		return r, fmt.Errorf("logs client bound: %w", err)
+	}
+	r, err = b.finish(ctx, r, "logs", logsCutoff, single, batched, "")
+	if err == nil && client > 0 {
+		r.BoundClient = round(float64(r.Rows) / client)
+		r.RatioClient = round(r.RowsPerS / r.BoundClient)
+	}
+	return r, err
 }
 
 // metricsWorkload: the bound is one INSERT ... SELECT ... GROUP BY and one
