@@ -19,30 +19,41 @@ func (a *Activities) waitForReplicas(ctx context.Context) (time.Duration, error)
 	if a.MaxReplicaLag <= 0 {
 		return 0, nil
 	}
+	return a.waitWhile(ctx, "replicas", func(ctx context.Context) (any, string, error) {
+		lag, err := a.replicaLag(ctx)
+		if err != nil || lag <= a.MaxReplicaLag {
+			return nil, "", err
+		}
+		return fmt.Sprintf("waiting for replicas: replay lag %s > %s", lag.Round(time.Millisecond), a.MaxReplicaLag),
+			fmt.Sprintf("replay lag %s, limit %s", lag.Round(time.Millisecond), a.MaxReplicaLag), nil
+	})
+}
+
+// waitWhile polls held until it reports nothing to wait for (a nil
+// heartbeat), heartbeating what it reports, and returns how long it
+// waited. A draining worker does not wait: the batch has not begun, so it
+// fails at once and is retried by another worker (or this one after its
+// restart) instead of holding the shutdown to its timeout. what names the
+// wait in errors; held's detail says where it stood.
+func (a *Activities) waitWhile(ctx context.Context, what string, held func(context.Context) (heartbeat any, detail string, err error)) (time.Duration, error) {
 	start := time.Now()
-	// A draining worker does not wait out the lag: the batch has not begun,
-	// so it fails at once and is retried by another worker (or this one
-	// after its restart) instead of holding the shutdown to its timeout.
 	var stopping <-chan struct{}
 	if activity.IsActivity(ctx) {
 		stopping = activity.GetWorkerStopChannel(ctx)
 	}
 	for {
-		lag, err := a.replicaLag(ctx)
-		if err != nil {
+		hb, detail, err := held(ctx)
+		if err != nil || hb == nil {
 			return time.Since(start), err
 		}
-		if lag <= a.MaxReplicaLag {
-			return time.Since(start), nil
-		}
 		if activity.IsActivity(ctx) {
-			activity.RecordHeartbeat(ctx, fmt.Sprintf("waiting for replicas: replay lag %s > %s", lag.Round(time.Millisecond), a.MaxReplicaLag))
+			activity.RecordHeartbeat(ctx, hb)
 		}
 		select {
 		case <-ctx.Done():
-			return time.Since(start), fmt.Errorf("waiting for replicas to catch up: %w", ctx.Err())
+			return time.Since(start), fmt.Errorf("waiting for %s (%s): %w", what, detail, ctx.Err())
 		case <-stopping:
-			return time.Since(start), errors.New("the worker is stopping: this batch, not begun, waited for replicas and goes to another worker")
+			return time.Since(start), fmt.Errorf("the worker is stopping: this batch, not begun, waited for %s and goes to another worker", what)
 		case <-time.After(a.replicaPoll()):
 		}
 	}
@@ -76,30 +87,14 @@ func (a *Activities) waitForSlots(ctx context.Context) (time.Duration, error) {
 	if a.MaxSlotRetained <= 0 {
 		return 0, nil
 	}
-	start := time.Now()
-	var stopping <-chan struct{}
-	if activity.IsActivity(ctx) {
-		stopping = activity.GetWorkerStopChannel(ctx)
-	}
-	for {
+	return a.waitWhile(ctx, "a logical replication slot to release WAL", func(ctx context.Context) (any, string, error) {
 		slot, retained, err := a.slotRetained(ctx)
-		if err != nil {
-			return time.Since(start), err
+		if err != nil || retained <= a.MaxSlotRetained {
+			return nil, "", err
 		}
-		if retained <= a.MaxSlotRetained {
-			return time.Since(start), nil
-		}
-		if activity.IsActivity(ctx) {
-			activity.RecordHeartbeat(ctx, SlotWait{Slot: slot, RetainedBytes: retained, LimitBytes: a.MaxSlotRetained})
-		}
-		select {
-		case <-ctx.Done():
-			return time.Since(start), fmt.Errorf("waiting for logical slot %s to release WAL (%d bytes retained, limit %d): %w", slot, retained, a.MaxSlotRetained, ctx.Err())
-		case <-stopping:
-			return time.Since(start), errors.New("the worker is stopping: this batch, not begun, waited for a logical replication slot and goes to another worker")
-		case <-time.After(a.replicaPoll()):
-		}
-	}
+		return SlotWait{Slot: slot, RetainedBytes: retained, LimitBytes: a.MaxSlotRetained},
+			fmt.Sprintf("slot %s, %d bytes retained, limit %d", slot, retained, a.MaxSlotRetained), nil
+	})
 }
 
 // SlotWait is what a batch waiting on a logical slot heartbeats.
