@@ -326,29 +326,7 @@ func TestCodecServerOnStack(t *testing.T) {
 	t.Setenv(CodecTokenEnv, token)
 	t.Setenv("TEMPORAL_UI_URL", ui+"/")
 	t.Setenv("TEMPORAL_NAMESPACE", env.Namespace)
-	sctx, stop := context.WithCancel(ctx)
-	pr, pw := io.Pipe()
-	var stderr syncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- dispatch(sctx, []string{"codec-server", "--listen", "127.0.0.1:0"}, pw, &stderr)
-		pw.Close()
-	}()
-	lines := bufio.NewScanner(pr)
-	if !lines.Scan() || !strings.HasPrefix(lines.Text(), "codec server on http://") {
-		t.Fatalf("codec-server did not start: %q\n%s", lines.Text(), stderr.String())
-	}
-	base := strings.Fields(strings.TrimPrefix(lines.Text(), "codec server on "))[0]
-	go func() { _, _ = io.Copy(io.Discard, pr) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("codec-server: %v", err)
-		}
-		if strings.Contains(stderr.String(), token) || strings.Contains(stderr.String(), k1) {
-			t.Error("the token or a key is in the codec server's output")
-		}
-	}()
+	base := startCodecServer(ctx, t, nil, token, k1)
 	ns := env.Namespace
 
 	if resp := preflight(t, base+"/"+ns+"/decode", ui); resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != ui {
@@ -421,4 +399,39 @@ func decodedData(t *testing.T, out []byte) string {
 	}
 	walk(v)
 	return b.String()
+}
+
+// startCodecServer runs `starter codec-server --listen 127.0.0.1:0` with
+// args added until the test ends, and returns its base URL. At the end it
+// checks the server stopped cleanly and that none of secrets is in its
+// output.
+func startCodecServer(ctx context.Context, t *testing.T, args []string, secrets ...string) string {
+	t.Helper()
+	sctx, stop := context.WithCancel(ctx)
+	pr, pw := io.Pipe()
+	var stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- dispatch(sctx, append([]string{"codec-server", "--listen", "127.0.0.1:0"}, args...), pw, &stderr)
+		pw.Close()
+	}()
+	lines := bufio.NewScanner(pr)
+	if !lines.Scan() || !strings.HasPrefix(lines.Text(), "codec server on http://") {
+		stop()
+		t.Fatalf("codec-server did not start: %q\n%s", lines.Text(), stderr.String())
+	}
+	base := strings.Fields(strings.TrimPrefix(lines.Text(), "codec server on "))[0]
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("codec-server: %v", err)
+		}
+		for _, s := range secrets {
+			if strings.Contains(stderr.String(), s) {
+				t.Error("a token or a key is in the codec server's output")
+			}
+		}
+	})
+	return base
 }

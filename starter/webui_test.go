@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -103,26 +101,7 @@ func TestWebUIShowsTheRun(t *testing.T) {
 	}
 
 	// `starter codec-server`, allowing the UI's origin, on a free port.
-	sctx, stop := context.WithCancel(ctx)
-	pr, pw := io.Pipe()
-	var stderr syncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- dispatch(sctx, []string{"codec-server", "--listen", "127.0.0.1:0", "--ui-origin", uiURL}, pw, &stderr)
-		pw.Close()
-	}()
-	lines := bufio.NewScanner(pr)
-	if !lines.Scan() || !strings.HasPrefix(lines.Text(), "codec server on http://") {
-		t.Fatalf("codec-server did not start: %q\n%s", lines.Text(), stderr.String())
-	}
-	codecURL := strings.Fields(strings.TrimPrefix(lines.Text(), "codec server on "))[0]
-	go func() { _, _ = io.Copy(io.Discard, pr) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("codec-server: %v", err)
-		}
-	}()
+	codecURL := startCodecServer(ctx, t, []string{"--ui-origin", uiURL})
 
 	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1600, 1300))...)
