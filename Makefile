@@ -75,22 +75,24 @@ fuzz:
 record-histories: dev-up
 	$(ENV) && ARCHIVER_REQUIRE_STACK=1 ARCHIVER_RECORD_HISTORY=1 go test -count=1 -run TestLogsRun ./internal/e2e
 
+# need_deb,CMD,PACKAGE: CMD from Debian's PACKAGE, installed when missing
+# (as root; otherwise it says what to run).
+define need_deb
+	@command -v $(1) >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing $(1) (Debian package $(2))"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(2)) >/dev/null || exit 1; \
+	  else echo "$(1) is missing: sudo apt-get install $(2)"; exit 1; fi; }
+endef
+
 # promtool checks the alert rules; Debian's prometheus package ships it.
 promtool:
-	@command -v promtool >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing promtool (Debian package prometheus)"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null || exit 1; \
-	  else echo "promtool is missing: sudo apt-get install prometheus"; exit 1; fi; }
+	$(call need_deb,promtool,prometheus)
 
 # chromium drives the Web UI in TestWebUIShowsTheRun (starter/webui_test.go);
 # Debian's chromium package ships it.
 chromium:
-	@command -v chromium >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing chromium (Debian package chromium)"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null || exit 1; \
-	  else echo "chromium is missing: sudo apt-get install chromium"; exit 1; fi; }
+	$(call need_deb,chromium,chromium)
 
 $(WORKFLOWCHECK):
 	GOBIN=$(abspath $(dir $@)) go install go.temporal.io/sdk/contrib/tools/workflowcheck@$(WORKFLOWCHECK_VERSION)
@@ -106,6 +108,7 @@ lint: $(WORKFLOWCHECK) $(STATICCHECK)
 
 # Speed against the raw SQL bound on identical data (internal/bench):
 # BENCH {json} lines. BENCH_FLAGS=--quick for the under-a-minute sizes,
-# BENCH_FLAGS=--nightly for the whole nightly volume in one run.
+# BENCH_FLAGS=--nightly for the whole nightly volume in one run,
+# BENCH_FLAGS=--scale for the logs cost curve at 1M, 5M and 20M rows.
 bench: dev-up
 	$(ENV) && go run ./internal/bench $(BENCH_FLAGS)
