@@ -108,15 +108,8 @@ func (b *bench) seed(ctx context.Context) error {
 	if _, _, err := migrations.Up(ctx, conn); err != nil {
 		return err
 	}
-	logSpan := int64(365 * 24 * 3600)
-	if _, err := conn.Exec(ctx, `
-		INSERT INTO scenario_logs (id, scenario_id, received_at, message_hash, message_preview, source, size_bytes, has_pii, token_count, sqs_blocks)
-		SELECT gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad((g % 50)::text, 12, '0'))::uuid,
-		       $1::timestamptz - ((g::bigint * 7919) % $2::bigint) * interval '1 second' - interval '1 second',
-		       encode(sha256(g::text::bytea), 'hex'), 'bench log message number ' || g || ' with some text to be realistic',
-		       (ARRAY['api','sqs','lambda','batch'])[g % 4 + 1], 200 + g % 1800, g % 17 = 0, 50 + g % 400, 1 + g % 4
-		FROM generate_series(1, $3::int) g`, logsCutoff, logSpan, b.o.logs); err != nil {
-		return fmt.Errorf("seed logs: %w", err)
+	if err := seedLogs(ctx, conn, b.o.logs); err != nil {
+		return err
 	}
 	daySpan := int64(b.o.metricDays) * 24 * 3600
 	if _, err := conn.Exec(ctx, `
@@ -144,6 +137,22 @@ func (b *bench) seed(ctx context.Context) error {
 	}
 	_, err = conn.Exec(ctx, `ANALYZE`)
 	return err
+}
+
+// seedLogs inserts n log rows, all older than the cut-off, spread over
+// the year before it.
+func seedLogs(ctx context.Context, conn *pgx.Conn, n int) error {
+	logSpan := int64(365 * 24 * 3600)
+	if _, err := conn.Exec(ctx, `
+		INSERT INTO scenario_logs (id, scenario_id, received_at, message_hash, message_preview, source, size_bytes, has_pii, token_count, sqs_blocks)
+		SELECT gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad((g % 50)::text, 12, '0'))::uuid,
+		       $1::timestamptz - ((g::bigint * 7919) % $2::bigint) * interval '1 second' - interval '1 second',
+		       encode(sha256(g::text::bytea), 'hex'), 'bench log message number ' || g || ' with some text to be realistic',
+		       (ARRAY['api','sqs','lambda','batch'])[g % 4 + 1], 200 + g % 1800, g % 17 = 0, 50 + g % 400, 1 + g % 4
+		FROM generate_series(1, $3::int) g`, logsCutoff, logSpan, n); err != nil {
+		return fmt.Errorf("seed logs: %w", err)
+	}
+	return nil
 }
 
 // writeCSV writes n bytes of CSV-like, compressible text.

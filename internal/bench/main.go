@@ -33,7 +33,8 @@ type options struct {
 	coldRows, coldRestoreRows, appScale, appClients                         int
 	coldRestoreBudget                                                       time.Duration
 	workerEnv                                                               []string
-	keep, nightly, coldCSV                                                  bool
+	keep, nightly, coldCSV, scale                                           bool
+	scaleSizes                                                              []int
 	only                                                                    map[string]bool
 }
 
@@ -62,6 +63,10 @@ type Result struct {
 	AppP99BeforeMS float64 `json:"app_p99_before_ms,omitempty"`
 	AppP99MS       float64 `json:"app_p99_ms,omitempty"`
 	AppErrors      *int64  `json:"app_errors,omitempty"`
+	// logs_scale: history events per million rows, and rows/s over the
+	// first size's.
+	EventsPerMRows float64 `json:"history_events_per_m_rows,omitempty"`
+	VsFirst        float64 `json:"vs_first,omitempty"`
 	P50BatchMS     float64 `json:"p50_batch_ms,omitempty"`
 	P99BatchMS     float64 `json:"p99_batch_ms,omitempty"`
 	PeakRSSMB      float64 `json:"worker_peak_rss_mb,omitempty"`
@@ -118,10 +123,23 @@ func main() {
 	})
 	flag.IntVar(&o.appScale, "app-scale", 10, "pgbench scale of the application database of app_impact")
 	flag.IntVar(&o.appClients, "app-clients", 4, "pgbench clients of app_impact")
+	flag.BoolVar(&o.scale, "scale", false, "only the cost curve: logs runs at --scale-sizes rows, each on a database of its own")
+	sizes := flag.String("scale-sizes", "1000000,5000000,20000000", "comma-separated log row counts of --scale")
 	only := flag.String("only", "", "comma-separated workloads to run (default all): "+strings.Join(workloadNames, ","))
 	flag.BoolVar(&o.keep, "keep", false, "keep the scratch databases and files")
 	flag.BoolVar(&o.nightly, "nightly", false, "only the whole nightly volume in one run (1M logs, 500K metrics, 100 reports of 50 MB)")
 	flag.Parse()
+	for _, f := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "bench: --scale-sizes: %q is not a positive row count\n", f)
+			os.Exit(2)
+		}
+		o.scaleSizes = append(o.scaleSizes, n)
+	}
+	if o.scale {
+		o.only = map[string]bool{"scale": true}
+	}
 	if o.nightly {
 		o.reports, o.bigReportMB, o.exchangeRows = 100, 0, 0
 	}
@@ -129,7 +147,7 @@ func main() {
 		o.logs, o.metrics, o.metricDays, o.reports, o.reportMB, o.bigReportMB, o.exchangeRows = 100_000, 50_000, 10, 3, 10, 0, 200_000
 		o.coldRows, o.coldRestoreRows = 200_000, 50_000
 	}
-	if *only != "" {
+	if *only != "" && !o.scale {
 		o.only = map[string]bool{}
 		for _, w := range strings.Split(*only, ",") {
 			if w = strings.TrimSpace(w); !slices.Contains(workloadNames, w) {
@@ -151,7 +169,7 @@ var logsCutoff = asOf.Add(-365 * 24 * time.Hour)
 var metricsCutoff = activities.DayStart(asOf.Add(-730 * 24 * time.Hour))
 
 // workloadNames are what --only selects from.
-var workloadNames = []string{"logs", "metrics", "reports", "big_report", "exchange", "cold", "app_impact", "nightly"}
+var workloadNames = []string{"logs", "metrics", "reports", "big_report", "exchange", "cold", "app_impact", "nightly", "scale"}
 
 // seeded are the workloads that clone the shared seed database.
 var seeded = map[string]bool{"logs": true, "metrics": true, "reports": true, "big_report": true, "app_impact": true, "nightly": true}
@@ -174,13 +192,13 @@ func run(ctx context.Context, o options) error {
 	all := map[string]func(context.Context, func(Result)) error{
 		"logs": one(b.logs), "metrics": one(b.metricsWorkload), "reports": one(b.reportsWorkload),
 		"big_report": one(b.bigReport), "exchange": one(b.exchangeWorkload), "cold": b.coldWorkloads,
-		"app_impact": one(b.appImpact), "nightly": one(b.nightlyWorkload),
+		"app_impact": one(b.appImpact), "nightly": one(b.nightlyWorkload), "scale": b.scaleWorkload,
 	}
 	var names []string
 	for _, name := range workloadNames {
 		switch {
 		case o.only != nil && !o.only[name]:
-		case o.only == nil && o.nightly != (name == "nightly"):
+		case o.only == nil && (o.nightly != (name == "nightly") || name == "scale"):
 		default:
 			names = append(names, name)
 		}
