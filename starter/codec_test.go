@@ -257,15 +257,7 @@ func TestCodecServerOnStack(t *testing.T) {
 
 	k1 := newKey(t)
 	t.Setenv(temporalclient.KeysEnv, "")
-	opts, err := temporalclient.Options(config.Config{TemporalAddress: env.TemporalAddress, TemporalNamespace: env.Namespace, TemporalPayloadKey: k1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Logger = tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	c, err := client.Dial(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := encryptingClient(t, env, k1)
 	t.Cleanup(c.Close) // after the worker's stop (cleanups run last-in first-out)
 	if err := temporalclient.EnsureSearchAttributes(ctx, c, env.Namespace); err != nil {
 		t.Fatal(err)
@@ -434,4 +426,21 @@ func startCodecServer(ctx context.Context, t *testing.T, args []string, secrets 
 		}
 	})
 	return base
+}
+
+// encryptingClient is a Temporal client of the dev stack that encrypts
+// payloads with key, as the starter's and worker's do (warnings only in
+// its log); the caller closes it.
+func encryptingClient(t *testing.T, env testenv.Env, key string) client.Client {
+	t.Helper()
+	opts, err := temporalclient.Options(config.Config{TemporalAddress: env.TemporalAddress, TemporalNamespace: env.Namespace, TemporalPayloadKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Logger = tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	c, err := client.Dial(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

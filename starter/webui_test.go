@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,8 +12,6 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"go.temporal.io/sdk/client"
-	tlog "go.temporal.io/sdk/log"
 
 	"github.com/mockupaws/archiver/activities"
 	"github.com/mockupaws/archiver/internal/config"
@@ -70,15 +67,7 @@ func TestWebUIShowsTheRun(t *testing.T) {
 	t.Setenv(temporalclient.KeysEnv, "")
 	t.Setenv(CodecTokenEnv, "") // the Web UI cannot send a fixed token
 	t.Setenv("TEMPORAL_NAMESPACE", env.Namespace)
-	opts, err := temporalclient.Options(config.Config{TemporalAddress: env.TemporalAddress, TemporalNamespace: env.Namespace, TemporalPayloadKey: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Logger = tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	c, err := client.Dial(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := encryptingClient(t, env, key)
 	t.Cleanup(c.Close)
 	if err := temporalclient.EnsureSearchAttributes(ctx, c, env.Namespace); err != nil {
 		t.Fatal(err)
