@@ -107,10 +107,7 @@ func TestColdArchivePartitionedLive(t *testing.T) {
 	    took     interval,
 	    PRIMARY KEY (id, at)
 	) PARTITION BY RANGE (at)`}
-	for m := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC); m.Before(time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)); m = m.AddDate(0, 1, 0) {
-		ddl = append(ddl, fmt.Sprintf(`CREATE TABLE app.events_p%s PARTITION OF app.events FOR VALUES FROM ('%s') TO ('%s')`,
-			m.Format("2006_01"), m.Format(time.RFC3339), m.AddDate(0, 1, 0).Format(time.RFC3339)))
-	}
+	ddl = append(ddl, monthlyPartitions("app.events")...)
 	ddl = append(ddl, `CREATE TABLE app.events_default PARTITION OF app.events DEFAULT`)
 	d := newRealDB(t, ddl...)
 	// From 2023-08 (the DEFAULT partition) to the run's instant.

@@ -20,10 +20,7 @@ func partitionedLogs(t *testing.T, grant bool) *realDB {
 	t.Helper()
 	owner := ownerRole(t)
 	ddl := []string{logsDDL(", PRIMARY KEY (id, received_at)", "PARTITION BY RANGE (received_at)")}
-	for m := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC); m.Before(time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)); m = m.AddDate(0, 1, 0) {
-		ddl = append(ddl, fmt.Sprintf(`CREATE TABLE scenario_logs_p%s PARTITION OF scenario_logs FOR VALUES FROM ('%s') TO ('%s')`,
-			m.Format("2006_01"), m.Format(time.RFC3339), m.AddDate(0, 1, 0).Format(time.RFC3339)))
-	}
+	ddl = append(ddl, monthlyPartitions("scenario_logs")...)
 	ddl = append(ddl, `CREATE TABLE scenario_logs_default PARTITION OF scenario_logs DEFAULT`)
 	d := newRealDB(t, ddl...)
 	d.exec(fmt.Sprintf(`DO $$ DECLARE r regclass; BEGIN
