@@ -36,7 +36,7 @@ func TestLogicalSlotHoldsBatches(t *testing.T) {
 	}
 	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, slot) })
 	// 2 MB of WAL past the slot's position: more than the 1 MiB limit.
-	if _, err := admin.Exec(ctx, `SELECT pg_logical_emit_message(false, 'archiver-test', repeat('x', 2000000))`); err != nil {
+	if _, err := admin.Exec(ctx, `SELECT pg_logical_emit_message(true, 'archiver-test', repeat('x', 2000000))`); err != nil {
 		t.Fatal(err)
 	}
 	batch := func() activities.MoveBatchInput {
@@ -102,7 +102,7 @@ func TestLogicalSlotHoldsBatches(t *testing.T) {
 	t.Logf("waited %d ms on %s (%d bytes retained, limit %d), then moved %d rows", o.res.ReplicaWaitMillis, slot, retained, 1<<20, o.res.RowsMoved)
 
 	// Dropped slot, nothing held: another eligible row moves at once.
-	if _, err := admin.Exec(ctx, `SELECT pg_logical_emit_message(false, 'archiver-test', repeat('x', 2000000))`); err != nil {
+	if _, err := admin.Exec(ctx, `SELECT pg_logical_emit_message(true, 'archiver-test', repeat('x', 2000000))`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := admin.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {

@@ -31,7 +31,7 @@ func TestLogicalSlotHoldsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, slot) })
-	if _, err := admin.Exec(ctx, `SELECT pg_logical_emit_message(false, 'archiver-test', repeat('x', 2000000))`); err != nil {
+	if _, err := admin.Exec(ctx, `SELECT pg_logical_emit_message(true, 'archiver-test', repeat('x', 2000000))`); err != nil {
 		t.Fatal(err)
 	}
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "e2e-slot-" + testenv.RandomID(), TaskQueue: queue},
