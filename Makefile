@@ -73,7 +73,7 @@ fuzz:
 	go test ./activities -run '^$$' -fuzz '^FuzzResolveReportPath$$' -fuzztime $(FUZZTIME)
 
 record-histories: dev-up
-	$(ENV) && ARCHIVER_REQUIRE_STACK=1 ARCHIVER_RECORD_HISTORY=1 go test -count=1 -run TestLogsRun ./internal/e2e
+	$(ENV) && ARCHIVER_REQUIRE_STACK=1 ARCHIVER_RECORD_HISTORY=1 go test -count=1 -run "TestLogsRun|TestAllTables" ./internal/e2e
 
 # need_deb,CMD,PACKAGE: CMD from Debian's PACKAGE, installed when missing
 # (as root; otherwise it says what to run).

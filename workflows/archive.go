@@ -215,6 +215,13 @@ const (
 	// changeVacuum: after a table's rows were deleted, a VACUUM (ANALYZE)
 	// step (the worker decides whether the share deleted calls for it).
 	changeVacuum = "vacuum-analyze"
+	// changeLocalBatches: MoveBatch runs as a local activity, in the worker
+	// that runs the workflow task: no task queue round trip per batch, one
+	// marker per batch in the history.
+	changeLocalBatches = "local-batches"
+	// changeBudgetAim: the batch size aims at half the lock-time budget
+	// (was 70%), so that the slow tail of batches stays under it.
+	changeBudgetAim = "budget-aim"
 )
 
 // ArchiveWorkflow archives the selected tables as of one instant, one

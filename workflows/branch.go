@@ -1,9 +1,11 @@
 package workflows
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/mockupaws/archiver/activities"
@@ -23,6 +25,10 @@ type branch struct {
 	// cursor: batch loops carry a cursor: the (time, id) key of the last
 	// log row moved, or the day metrics reached.
 	cursor bool
+	// local: batches run as local activities (changeLocalBatches).
+	local bool
+	// aim is the share of the lock-time budget the batch size aims at.
+	aim float64
 }
 
 func (b *branch) window() (after time.Time) {
@@ -143,6 +149,11 @@ func (b *branch) moveAll(ctx workflow.Context) error {
 	case policy.ModeDownsample:
 		b.cursor = workflow.GetVersion(ctx, changeMetricsCursor, workflow.DefaultVersion, 1) >= 1
 	}
+	b.local = workflow.GetVersion(ctx, changeLocalBatches, workflow.DefaultVersion, 1) >= 1
+	b.aim = oldAim
+	if workflow.GetVersion(ctx, changeBudgetAim, workflow.DefaultVersion, 1) >= 1 {
+		b.aim = budgetAim
+	}
 	loops := 1
 	if b.table.ModeOf() == policy.ModeMove {
 		loops = b.run.parallel
@@ -191,7 +202,7 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 			BatchID: runUUID(info, b.table.Name, label).String(), Cursor: cursor,
 		}
 		var mv activities.MoveBatchResult
-		if err := workflow.ExecuteActivity(summarized(ctx, "%s", b.batchSummary(in)), a.MoveBatch, in).Get(ctx, &mv); err != nil {
+		if err := b.moveBatch(ctx, in, &mv); err != nil {
 			return err
 		}
 		r.Batches++
@@ -202,7 +213,7 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 		if mv.MaxTS != nil && (r.Reached == nil || mv.MaxTS.After(*r.Reached)) {
 			r.Reached = mv.MaxTS
 		}
-		r.BatchSize = b.run.adapt(r.BatchSize, mv.TxMillis, b.limit(), b.table.LockBudget)
+		r.BatchSize = b.run.adapt(r.BatchSize, mv.TxMillis, b.limit(), b.table.LockBudget, b.aim)
 		if b.cursor {
 			switch {
 			case mv.More:
@@ -218,6 +229,36 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 			return nil
 		}
 	}
+}
+
+// moveBatch runs one MoveBatch. As a local activity (changeLocalBatches)
+// it runs in this worker as soon as the workflow asks for it: a batch costs
+// no workflow task and no activity task round trip through the server, the
+// history keeps one marker per batch (with the batch's summary and result),
+// and the workflow task stays open, heartbeated by the SDK, across batches.
+// A worker lost mid-batch loses its open workflow task: another worker
+// replays to the last completed one and runs the batches since again,
+// which the ledger answers with what they recorded (MoveBatch's step 1).
+// A draining worker refuses new local batches (ErrWorkerDraining): that
+// batch then goes to the task queue as an activity, for another worker.
+// Timeouts and retries are the activity options' own.
+func (b *branch) moveBatch(ctx workflow.Context, in activities.MoveBatchInput, mv *activities.MoveBatchResult) error {
+	summary := clip(b.batchSummary(in), maxSummary)
+	if b.local {
+		o := workflow.GetActivityOptions(ctx)
+		lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+			ScheduleToCloseTimeout: o.ScheduleToCloseTimeout,
+			StartToCloseTimeout:    o.StartToCloseTimeout,
+			RetryPolicy:            o.RetryPolicy,
+			Summary:                summary,
+		})
+		err := workflow.ExecuteLocalActivity(lctx, a.MoveBatch, in).Get(ctx, mv)
+		var appErr *temporal.ApplicationError
+		if !errors.As(err, &appErr) || appErr.Type() != activities.ErrWorkerDraining {
+			return err
+		}
+	}
+	return workflow.ExecuteActivity(summarized(ctx, "%s", summary), a.MoveBatch, in).Get(ctx, mv)
 }
 
 // exchange moves whole live partitions older than the cut-off to the

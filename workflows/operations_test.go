@@ -119,8 +119,8 @@ func TestOperations(t *testing.T) {
 		if err := env.GetWorkflowError(); err != nil {
 			t.Fatal(err)
 		}
-		if r.limits[0] != 1000 || r.limits[1] != 1500 || r.limits[len(r.limits)-1] != 8000 {
-			t.Fatalf("limits %v: want 1000, 1500, ... capped at 8000", r.limits[:6])
+		if r.limits[0] != 1000 || r.limits[1] != 1250 || r.limits[len(r.limits)-1] != 8000 {
+			t.Fatalf("limits %v: want 1000, 1250, ... capped at 8000", r.limits[:6])
 		}
 
 		env = newEnv(t)
@@ -130,8 +130,8 @@ func TestOperations(t *testing.T) {
 		if err := env.GetWorkflowError(); err != nil {
 			t.Fatal(err)
 		}
-		if r.limits[1] != 1750 || r.limits[len(r.limits)-1] != 700 {
-			t.Fatalf("limits %v: want 10000 -> 1750 (aim at 70%% of 200 ms: 140/800) ... floor 700", r.limits)
+		if r.limits[1] != 1250 || r.limits[len(r.limits)-1] != 700 {
+			t.Fatalf("limits %v: want 10000 -> 1250 (aim at half of 200 ms: 100/800) ... floor 700", r.limits)
 		}
 	})
 
@@ -185,4 +185,29 @@ func TestOperations(t *testing.T) {
 			t.Fatalf("throttle lost across continue-as-new: %v", res.BatchesPerSecond)
 		}
 	})
+}
+
+// TestAdaptAim: runs started before changeBudgetAim keep the old steps
+// (aim at 70%, grow by half); new runs aim at half the budget and grow by a
+// quarter, and a batch between the two thresholds keeps its size.
+func TestAdaptAim(t *testing.T) {
+	s := &runState{ops: true, lockBudget: 200 * time.Millisecond, minBatch: 500}
+	for _, c := range []struct {
+		aim   float64
+		tx    int64
+		limit int
+		want  int
+	}{
+		{oldAim, 400, 10000, 3500}, // 10000 × 140/400
+		{oldAim, 90, 10000, 15000},
+		{oldAim, 150, 10000, 10000},
+		{budgetAim, 400, 10000, 2500}, // 10000 × 100/400
+		{budgetAim, 50, 10000, 12500},
+		{budgetAim, 110, 10000, 10000}, // within 30-60% of the budget
+		{budgetAim, 130, 10000, 7692},  // over 60%: down to 100 ms
+	} {
+		if got := s.adapt(c.limit, c.tx, 10000, 0, c.aim); got != c.want {
+			t.Errorf("adapt(%d, %d ms, aim %.1f) = %d, want %d", c.limit, c.tx, c.aim, got, c.want)
+		}
+	}
 }
