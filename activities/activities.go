@@ -69,6 +69,11 @@ type Activities struct {
 // lists it as non-retryable, so such a run fails fast.
 const ErrInvalidInput = "InvalidInput"
 
+// ErrWorkerDraining: a draining worker refuses to start a local activity
+// (health.InFlight): the workflow runs that batch as an activity instead,
+// which another worker takes from the task queue.
+const ErrWorkerDraining = "WorkerDraining"
+
 // ErrReportUnavailable: a report's file is missing, unreadable, or outside
 // REPORTS_DIR. That report fails; nothing of it is deleted.
 const ErrReportUnavailable = "ReportUnavailable"

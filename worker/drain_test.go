@@ -68,12 +68,10 @@ func newDrainCase(t *testing.T, stopTimeout string) *drainCase {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pending []string
-	for _, a := range desc.GetPendingActivities() {
-		pending = append(pending, a.GetActivityType().GetName()+" "+a.GetState().String())
-	}
-	if len(pending) != 1 || pending[0] != "MoveBatch "+enumspb.PENDING_ACTIVITY_STATE_STARTED.String() {
-		t.Fatalf("pending activities %v, want one MoveBatch started", pending)
+	// The batch is a local activity: it runs inside the workflow task the
+	// worker holds open, and no activity is pending on the server.
+	if n, wt := len(desc.GetPendingActivities()), desc.GetPendingWorkflowTask(); n != 0 || wt.GetState() != enumspb.PENDING_WORKFLOW_TASK_STATE_STARTED {
+		t.Fatalf("%d pending activities, workflow task %v; want none, and the workflow task started (running the local batch)", n, wt)
 	}
 	if code, body := get(d.base + "/readyz"); code != 200 {
 		t.Fatalf("/readyz before SIGTERM: %d\n%s", code, body)
@@ -173,9 +171,12 @@ func TestDrainCommitsTheBatchInFlight(t *testing.T) {
 		t.Fatalf("after the drain: batch %s moved %d (%d rows carry its id), archive %d, live %d; want %d, once", batchID, moved, inBatch, archived, live, drainBatch)
 	}
 	list := attempts(t, d.c, d.run.GetID(), "")
-	// (The next batch waits for a workflow task no worker polls yet.)
-	if moves := moveBatches(list); len(moves) != 1 || moves[0].Outcome != "completed" || moves[0].Attempt != 1 {
-		t.Fatalf("MoveBatch in the history: %+v; want the drained one, completed on attempt 1", moves)
+	// The batch in flight (a local activity) completed on attempt 1; the
+	// draining worker refused to start the next one as a local activity, so
+	// it waits on the task queue as an activity, for the next worker.
+	if moves := moveBatches(list); len(moves) != 3 || moves[0].Outcome != "completed" || moves[0].Attempt != 1 ||
+		moves[1].Outcome != "refused" || moves[2].Outcome != "" {
+		t.Fatalf("MoveBatch in the history: %+v; want the drained one completed on attempt 1, the next refused and then scheduled as an activity", moves)
 	}
 	onlyFirstAttempts(t, list)
 	t.Logf("DRAIN: worker exited %s after the lock's release (%s after SIGTERM); batch %s committed once (%d rows) on attempt 1",
@@ -187,9 +188,11 @@ func TestDrainCommitsTheBatchInFlight(t *testing.T) {
 
 // TestDrainTimeoutRetriesAtOnce: with no time to drain
 // (ARCHIVE_WORKER_STOP_TIMEOUT=0, the SDK's default) the batch in flight
-// is cancelled and rolls back, and the worker fails its attempt on the
-// server before it exits, so another worker retries it at once (attempt 2)
-// instead of after its 30 s start-to-close timeout.
+// is cancelled and rolls back. It is a local activity: there is no attempt
+// on the server to fail, and the workflow task that ran it is left open,
+// so the next worker takes the workflow over after that task's timeout
+// (10 s) and runs the batch again, instead of after the batch's 30 s
+// start-to-close timeout.
 func TestDrainTimeoutRetriesAtOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -198,7 +201,7 @@ func TestDrainTimeoutRetriesAtOnce(t *testing.T) {
 	if err := d.w.wait(30 * time.Second); exitCode(err) != 0 {
 		t.Fatalf("the worker exited with %v; output:\n%s", err, d.w.out.String())
 	}
-	if d.w.logLine("failed a cancelled attempt") == nil && d.w.logLine("a cancelled attempt was already reported failed") == nil {
+	if d.w.logLine("a cancelled local activity is run again by the next worker") == nil {
 		t.Fatalf("the worker did not fail the cancelled attempt:\n%s", d.w.out.String())
 	}
 	if n := testenv.Count(t, d.admin, `SELECT count(*) FROM archive_batches`); n != 0 {
@@ -210,13 +213,13 @@ func TestDrainTimeoutRetriesAtOnce(t *testing.T) {
 	began := time.Now()
 	moves := moveBatches(d.finish(t))
 	took := time.Since(began)
-	if len(moves) == 0 || moves[0].Attempt != 2 || moves[0].Outcome != "completed" || took > 20*time.Second {
-		t.Fatalf("the cancelled batch: %+v, run finished in %s; want it retried once at once", moves, took)
+	if len(moves) == 0 || moves[0].Outcome != "completed" || took > 20*time.Second {
+		t.Fatalf("the cancelled batch: %+v, run finished in %s; want it run again within the workflow task's timeout", moves, took)
 	}
-	for _, a := range moves[1:] {
+	for _, a := range moves {
 		if a.Attempt != 1 || a.Outcome != "completed" {
 			t.Fatalf("MoveBatch %+v", a)
 		}
 	}
-	t.Logf("DRAIN: stop timeout 0: the cancelled batch rolled back and ran again on attempt 2; run finished %s after the restart", took.Round(time.Millisecond))
+	t.Logf("DRAIN: stop timeout 0: the cancelled batch rolled back and ran again on the next worker; run finished %s after the restart", took.Round(time.Millisecond))
 }

@@ -223,6 +223,7 @@ func serve(logger *slog.Logger, c client.Client, w worker.Worker, hc *health.Che
 		s := <-sigs
 		name := signalName(s)
 		hc.Drain(name)
+		inFlight.Drain()
 		logger.Info("draining: no new tasks; waiting for the activities in flight", "signal", name,
 			"in_flight", inFlight.String(), "stop_timeout", stopTimeout.String())
 		stop <- s
@@ -266,6 +267,13 @@ func serve(logger *slog.Logger, c client.Client, w worker.Worker, hc *health.Che
 func failCancelled(logger *slog.Logger, c client.Client, cancelled []health.Attempt, stopTimeout time.Duration) {
 	cause := temporal.NewApplicationError(fmt.Sprintf("the worker shut down (stop timeout %s) before this attempt finished", stopTimeout), "WorkerShutdown")
 	for _, r := range cancelled {
+		if len(r.TaskToken) == 0 {
+			// A local activity (a batch): it has no task of its own; the
+			// worker that takes the workflow over runs it again, and the
+			// ledger answers with what it committed.
+			logger.Info("a cancelled local activity is run again by the next worker", "activity", r.Type)
+			continue
+		}
 		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		err := c.CompleteActivity(rctx, r.TaskToken, nil, cause)
 		rcancel()

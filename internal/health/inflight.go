@@ -10,7 +10,10 @@ import (
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/interceptor"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
+
+	"github.com/mockupaws/archiver/activities"
 )
 
 // InFlight counts the activities a worker is running, by type: a worker
@@ -29,6 +32,8 @@ type InFlight struct {
 	total   int
 	peak    int
 	idle    chan struct{} // closed while total == 0
+	// draining: local activities no longer start (Drain).
+	draining bool
 }
 
 // Attempt is one activity attempt in flight.
@@ -58,6 +63,13 @@ type inFlightActivity struct {
 
 func (i *inFlightActivity) ExecuteActivity(ctx context.Context, in *interceptor.ExecuteActivityInput) (any, error) {
 	info := activity.GetInfo(ctx)
+	if info.IsLocalActivity && i.f.isDraining() {
+		// The SDK keeps a workflow task that runs local activities going
+		// until the task ends, so a draining worker would start batch
+		// after batch: refuse, and the workflow hands the batch to the
+		// task queue (activities.ErrWorkerDraining), which ends the task.
+		return nil, temporal.NewNonRetryableApplicationError("the worker is draining: the batch goes to another worker", activities.ErrWorkerDraining, nil)
+	}
 	id := i.f.start(Attempt{Type: info.ActivityType.Name, TaskToken: info.TaskToken})
 	res, err := i.Next.ExecuteActivity(ctx, in)
 	// Cut short by the worker's shutdown (its stop timeout passed): the SDK
@@ -121,6 +133,20 @@ func (f *InFlight) add(name string, n int) {
 	if f.total == 0 {
 		close(f.idle)
 	}
+}
+
+// Drain stops local activities from starting: each fails at once with
+// activities.ErrWorkerDraining. Activities in flight go on.
+func (f *InFlight) Drain() {
+	f.mu.Lock()
+	f.draining = true
+	f.mu.Unlock()
+}
+
+func (f *InFlight) isDraining() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.draining
 }
 
 // Count is how many activities are running.

@@ -32,14 +32,19 @@ func WithStopTimeout(d time.Duration) WorkerOption {
 // their schedule-to-close timeout runs) instead of inside the process for
 // a database connection, with their start-to-close timeout running. Size n to the
 // pool (config.ReservedConns). Workflow tasks, which touch no database,
-// keep the SDK's default slots; the archiver runs no local activities.
+// keep the SDK's default slots. Local activities (the batches of a run,
+// changeLocalBatches in package workflows) have n slots of their own: a
+// supplier shared with activities would lose the slots its idle pollers
+// reserve. They are as many as the batch loops of the runs the worker
+// holds (one per table, or --parallel), so at most that many may briefly
+// wait for a connection while n activities hold the pool.
 func WithActivitySlots(n int) WorkerOption {
 	return func(o *worker.Options) {
 		if n <= 0 {
 			return
 		}
 		// Only a non-positive size fails, and n is positive.
-		tuner, err := worker.NewFixedSizeTuner(worker.FixedSizeTunerOptions{NumActivitySlots: n})
+		tuner, err := worker.NewFixedSizeTuner(worker.FixedSizeTunerOptions{NumActivitySlots: n, NumLocalActivitySlots: n})
 		if err == nil {
 			o.Tuner = tuner
 		}
