@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 
 	"github.com/mockupaws/archiver/activities"
@@ -253,6 +254,9 @@ func (b *bench) withWorker(ctx context.Context, dbURL, reportsDir string, env []
 		return 0, err
 	}
 	defer func() { _ = w.Process.Signal(syscall.SIGTERM); _ = w.Wait() }()
+	if err := b.polled(ctx, queue); err != nil {
+		return 0, err
+	}
 	err := f(queue, w.Process.Pid)
 	rss := peakRSS(w.Process.Pid)
 	if err != nil {
@@ -260,6 +264,28 @@ func (b *bench) withWorker(ctx context.Context, dbURL, reportsDir string, env []
 		return 0, fmt.Errorf("%w\n%s", err, tail(string(log), 2000))
 	}
 	return rss, nil
+}
+
+// polled waits until a worker polls queue for workflow and activity tasks:
+// a run is timed on a running worker, as the nightly one is, not from the
+// worker process's start (connecting, preflight: about 2 s).
+func (b *bench) polled(ctx context.Context, queue string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for _, kind := range []enumspb.TaskQueueType{enumspb.TASK_QUEUE_TYPE_WORKFLOW, enumspb.TASK_QUEUE_TYPE_ACTIVITY} {
+		for {
+			d, err := b.c.DescribeTaskQueue(ctx, queue, kind)
+			if err == nil && len(d.GetPollers()) > 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("no worker polls %s (%v): %w", queue, err, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 // execute runs the workflow name with in on queue and waits for its

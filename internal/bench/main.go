@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	commonpb "go.temporal.io/api/common/v1"
 	"go.temporal.io/sdk/client"
 
 	"github.com/mockupaws/archiver/activities"
@@ -69,6 +70,7 @@ type Result struct {
 	VsFirst        float64 `json:"vs_first,omitempty"`
 	P50BatchMS     float64 `json:"p50_batch_ms,omitempty"`
 	P99BatchMS     float64 `json:"p99_batch_ms,omitempty"`
+	MaxBatchMS     float64 `json:"max_batch_ms,omitempty"`
 	PeakRSSMB      float64 `json:"worker_peak_rss_mb,omitempty"`
 	HistoryEvents  int     `json:"history_events,omitempty"`
 	TemporalShare  float64 `json:"temporal_overhead_share,omitempty"`
@@ -254,22 +256,67 @@ func peakRSS(pid int) float64 {
 // batchTimes reads every MoveBatch result's lock time from a run's history
 // (all runs of its chain) and the number of events.
 func batchTimes(ctx context.Context, c client.Client, workflowID string) (ms []float64, events int, err error) {
+	h, err := readHistory(ctx, c, workflowID)
+	return h.batchMS, h.events, err
+}
+
+// runHistory is what the bench reads from a run's history (all runs of its
+// chain): each batch's lock time (MoveBatch results, from activity
+// completions or local activity markers), the seconds the other activities
+// ran (started to completed), and the number of events.
+type runHistory struct {
+	batchMS      []float64
+	otherSeconds float64
+	events       int
+}
+
+// temporalShare is the share of the run's wall time in which no step of it
+// was working: 1 - (batch lock time + other activities' run time) / wall.
+// A batch counts its transaction only, so the activity's own work around
+// it (replica checks, taking a connection) counts as overhead too.
+func (h runHistory) temporalShare(secs float64) float64 {
+	busy := h.otherSeconds
+	for _, m := range h.batchMS {
+		busy += m / 1000
+	}
+	return round(max(0, 1-busy/secs))
+}
+
+func readHistory(ctx context.Context, c client.Client, workflowID string) (runHistory, error) {
+	var h runHistory
 	runID := ""
 	for {
 		iter := c.GetWorkflowHistory(ctx, workflowID, runID, false, 0)
 		next := ""
+		started := map[int64]time.Time{}
+		isBatch := map[int64]bool{}
 		for iter.HasNext() {
 			ev, err := iter.Next()
 			if err != nil {
-				return nil, 0, err
+				return h, err
 			}
-			events++
+			h.events++
+			var results []*commonpb.Payload
+			if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
+				isBatch[ev.GetEventId()] = a.GetActivityType().GetName() == "MoveBatch"
+			}
+			if a := ev.GetActivityTaskStartedEventAttributes(); a != nil {
+				started[a.GetScheduledEventId()] = ev.GetEventTime().AsTime()
+			}
 			if a := ev.GetActivityTaskCompletedEventAttributes(); a != nil {
-				for _, p := range a.GetResult().GetPayloads() {
-					var r activities.MoveBatchResult
-					if json.Unmarshal(p.GetData(), &r) == nil && r.TxMillis > 0 {
-						ms = append(ms, float64(r.TxMillis))
-					}
+				if isBatch[a.GetScheduledEventId()] {
+					results = a.GetResult().GetPayloads()
+				} else if t0, ok := started[a.GetScheduledEventId()]; ok {
+					h.otherSeconds += ev.GetEventTime().AsTime().Sub(t0).Seconds()
+				}
+			}
+			if m := ev.GetMarkerRecordedEventAttributes(); m != nil && m.GetMarkerName() == "LocalActivity" {
+				results = m.GetDetails()["result"].GetPayloads()
+			}
+			for _, p := range results {
+				var r activities.MoveBatchResult
+				if json.Unmarshal(p.GetData(), &r) == nil && r.TxMillis > 0 {
+					h.batchMS = append(h.batchMS, float64(r.TxMillis))
 				}
 			}
 			if can := ev.GetWorkflowExecutionContinuedAsNewEventAttributes(); can != nil {
@@ -277,8 +324,8 @@ func batchTimes(ctx context.Context, c client.Client, workflowID string) (ms []f
 			}
 		}
 		if next == "" {
-			sort.Float64s(ms)
-			return ms, events, nil
+			sort.Float64s(h.batchMS)
+			return h, nil
 		}
 		runID = next
 	}

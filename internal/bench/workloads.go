@@ -136,18 +136,18 @@ func (b *bench) finish(ctx context.Context, r Result, table string, cutoff time.
 		return r, err
 	}
 	fmt.Fprintf(os.Stderr, "bench: %s ours %.2f s\n", table, secs)
-	ms, events, err := batchTimes(ctx, b.c, id)
+	h, err := readHistory(ctx, b.c, id)
 	if err != nil {
 		return r, err
 	}
-	var held float64
-	for _, m := range ms {
-		held += m
-	}
-	r.Seconds, r.PeakRSSMB, r.HistoryEvents = round(secs), rss, events
+	ms := h.batchMS
+	r.Seconds, r.PeakRSSMB, r.HistoryEvents = round(secs), rss, h.events
 	r.RowsPerS = round(float64(r.Rows) / secs)
 	r.P50BatchMS, r.P99BatchMS = percentile(ms, 0.5), percentile(ms, 0.99)
-	r.TemporalShare = round(max(0, 1-held/1000/secs))
+	if len(ms) > 0 {
+		r.MaxBatchMS = ms[len(ms)-1]
+	}
+	r.TemporalShare = h.temporalShare(secs)
 	if single > 0 {
 		r.BoundSingle = round(float64(r.Rows) / single)
 		r.RatioSingle = round(r.RowsPerS / r.BoundSingle)
