@@ -69,10 +69,12 @@ type Activities struct {
 // lists it as non-retryable, so such a run fails fast.
 const ErrInvalidInput = "InvalidInput"
 
-// ErrWorkerDraining: a draining worker refuses to start a local activity
-// (health.InFlight): the workflow runs that batch as an activity instead,
-// which another worker takes from the task queue.
-const ErrWorkerDraining = "WorkerDraining"
+// ErrRunAsActivity: a batch started as a local activity that should not
+// run locally: the worker is draining (health.InFlight), or the batch must
+// wait for replicas or a logical slot, which only an activity can report
+// by heartbeats. The workflow runs that batch as an activity instead, from
+// the task queue. A refused batch has not begun.
+const ErrRunAsActivity = "RunAsActivity"
 
 // ErrReportUnavailable: a report's file is missing, unreadable, or outside
 // REPORTS_DIR. That report fails; nothing of it is deleted.

@@ -35,7 +35,13 @@ type MoveBatchInput struct {
 	// Entry is the table's policy entry in force (nil: the built-in table
 	// of that name).
 	Entry *policy.Table `json:",omitempty"`
+	// Pace: after it commits, the batch rests Pace × its lock time
+	// (at most maxRest) before it returns (workflows.ArchiveInput.Pace).
+	Pace float64 `json:",omitempty"`
 }
+
+// maxRest bounds a paced batch's rest.
+const maxRest = 10 * time.Second
 
 // Key is a position in a live table's (time, id) order.
 type Key struct {
@@ -114,8 +120,24 @@ func (a *Activities) MoveBatch(ctx context.Context, in MoveBatchInput) (MoveBatc
 			aggregated = res.RowsDeleted
 		}
 		a.Metrics.Batch(ctx, t.Name, res.RowsMoved+res.RowsMerged, res.RowsDeleted, aggregated, res.Bytes, time.Duration(res.TxMillis)*time.Millisecond, in.Limit)
+		rest(ctx, in.Pace, res.TxMillis)
 	}
 	return res, nil
+}
+
+// rest waits pace × the batch's lock time, leaving the server to the
+// application (a cancelled context ends it: the batch has committed).
+func rest(ctx context.Context, pace float64, txMillis int64) {
+	d := min(time.Duration(pace*float64(txMillis))*time.Millisecond, maxRest)
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // runBatch runs one mover under the ledger protocol, creating a missing

@@ -95,6 +95,8 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"malformed --as-of", []string{"run", "--logs", "--as-of", "yesterday"}, nil, "is not an RFC3339 time"},
 		{"future --as-of", []string{"run", "--logs", "--as-of", "2099-01-01T00:00:00Z"}, nil, "is in the future"},
+		{"bad pace: --pace -1", []string{"run", "--logs", "--pace", "-1"}, nil, "run: --pace -1: must be between 0 and 10"},
+		{"bad pace: --pace 50", []string{"run", "--logs", "--pace", "50"}, nil, "run: --pace 50: must be between 0 and 10"},
 		{"bad deadline: unparsable --stop-by", []string{"run", "--logs", "--stop-by", "dawn"}, nil, `--stop-by "dawn" is neither a time of day HH:MM nor an RFC3339 time`},
 		{"bad deadline: --stop-by 25:00", []string{"run", "--logs", "--stop-by", "25:00"}, nil, `--stop-by "25:00" is neither a time of day HH:MM`},
 		{"bad deadline: --stop-by in the past", []string{"run", "--logs", "--stop-by", "2020-01-01T06:00:00Z"}, nil, "--stop-by 2020-01-01T06:00:00Z is in the past"},

@@ -29,8 +29,10 @@ type runFlags struct {
 	all, logs, metrics, reports bool
 	tables                      tableList
 	dryRun, wait, json, verbose bool
+	batchActivities             bool
 	asOf, stopBy                string
 	batchSize, parallel         int
+	pace                        float64
 }
 
 // tableList is a repeatable --table flag.
@@ -57,6 +59,8 @@ func parseRunFlags(args []string, stderr io.Writer) (runFlags, error) {
 	fs.StringVar(&f.stopBy, "stop-by", "", "start no new batch after this time: HH:MM (local time, the next such moment) or an RFC3339 instant; tables not done record stopped_at_deadline")
 	fs.IntVar(&f.batchSize, "batch-size", 0, "rows per batch to start from (default: the policy's; adapts to the lock-time budget)")
 	fs.IntVar(&f.parallel, "parallel", 1, "batch loops per table (logs), shared by every worker on the task queue")
+	fs.BoolVar(&f.batchActivities, "batch-activities", false, "run each batch as an activity (each on the Web UI's timeline with its heartbeats; pause and progress answered at once) instead of a local activity, at a round trip through Temporal per batch")
+	fs.Float64Var(&f.pace, "pace", 0, "after each batch, rest this many times its lock time, leaving the server to the application (like pt-archiver's --sleep-coef; 1: at most half the time)")
 	fs.BoolVar(&f.wait, "wait", false, "wait for the run, show progress and the summary")
 	fs.BoolVar(&f.json, "json", false, "print the result as JSON")
 	fs.BoolVar(&f.verbose, "verbose", false, "print per-table detail (dry-run partitions, job ids)")
@@ -96,9 +100,12 @@ func (f runFlags) archiveInput(now time.Time, pol []policy.Table) (workflows.Arc
 	if err != nil {
 		return workflows.ArchiveInput{}, usageErr("run: %v", err)
 	}
-	in := workflows.ArchiveInput{Tables: tables, DryRun: f.dryRun, BatchSize: f.batchSize, Parallel: f.parallel}
+	in := workflows.ArchiveInput{Tables: tables, DryRun: f.dryRun, BatchSize: f.batchSize, Parallel: f.parallel, Pace: f.pace, BatchActivities: f.batchActivities}
 	if f.parallel < 1 || f.parallel > 16 {
 		return in, usageErr("run: --parallel %d: must be between 1 and 16", f.parallel)
+	}
+	if f.pace < 0 || f.pace > workflows.MaxPace {
+		return in, usageErr("run: --pace %g: must be between 0 and %d", f.pace, workflows.MaxPace)
 	}
 	if f.batchSize != 0 {
 		if err := policy.ValidateBatchSize(f.batchSize); err != nil {

@@ -102,7 +102,10 @@ func TestWebUIShowsTheRun(t *testing.T) {
 
 	runPage := fmt.Sprintf("%s/namespaces/%s/workflows/%s/%s", uiURL, env.Namespace, run.GetID(), run.GetRunID())
 	summary := workflows.ArchiveSummary(in)
-	batch := regexp.MustCompile(`MoveBatch • logs \d{4}-\d{2}-\d{2} → (\d{4}-)?\d{2}-\d{2}, up to 50 rows`)
+	// A batch's summary: the timeline names an activity's ("MoveBatch •
+	// logs …"); a local batch's marker carries it too, and the UI shows it
+	// in the event list.
+	batch := regexp.MustCompile(`logs \d{4}-\d{2}-\d{2} → (\d{4}-)?\d{2}-\d{2}, up to 50 rows`)
 	// The codec endpoint as the UI's codec server settings store it (they
 	// override the server's --ui-codec-endpoint, which the shared dev
 	// server may have been started without).
@@ -119,7 +122,7 @@ func TestWebUIShowsTheRun(t *testing.T) {
 		t.Errorf("the history page shows no decoded input (ArchiveAfter 8760h, AsOf):\n%.3000s", history)
 	}
 	if got := batch.FindAllString(history, -1); len(got) < 2 {
-		t.Errorf("the timeline shows %d batch summaries like %q, want one per batch:\n%.3000s", len(got), batch, history)
+		t.Errorf("the history shows %d batch summaries like %q, want one per batch:\n%.3000s", len(got), batch, history)
 	}
 	if strings.Contains(history, "encrypted-aes256gcm") || strings.Contains(history, "0001-01-01") {
 		t.Errorf("the history page shows ciphertext or a year-1 instant:\n%.3000s", history)

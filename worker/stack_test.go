@@ -257,7 +257,7 @@ func localAttempt(t *testing.T, m *historypb.MarkerRecordedEventAttributes) (att
 	if f := m.GetFailure(); f != nil {
 		a.Outcome = "failed"
 		for ; f != nil; f = f.GetCause() {
-			if f.GetApplicationFailureInfo().GetType() == activities.ErrWorkerDraining {
+			if f.GetApplicationFailureInfo().GetType() == activities.ErrRunAsActivity {
 				a.Outcome = "refused" // by a draining worker: the batch went to the task queue
 			}
 		}

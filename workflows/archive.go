@@ -14,6 +14,10 @@ import (
 	"github.com/mockupaws/archiver/internal/policy"
 )
 
+// MaxPace bounds ArchiveInput.Pace: at 10 a run holds the server an
+// eleventh of the time; slower than that, pause it instead.
+const MaxPace = 10
+
 // ArchiveWorkflowName is the workflow type as it appears in the Web UI.
 const ArchiveWorkflowName = "ArchiveWorkflow"
 
@@ -56,6 +60,17 @@ type ArchiveInput struct {
 	// is retried after it. Report uploads have their own, longer, timeout
 	// with heartbeats.
 	ActivityTimeout time.Duration `json:",omitempty"`
+	// Pace, when set, makes each batch rest Pace × its lock time after it
+	// commits (pt-archiver's --sleep-coef): with 1, the run holds the
+	// server at most half the time and leaves the rest to the application.
+	// The batch's worker rests, not the workflow: the history is the same.
+	Pace float64 `json:",omitempty"`
+	// BatchActivities runs each batch as an activity from the task queue,
+	// as runs did before local batches (changeLocalBatches): each batch on
+	// the timeline with its heartbeats, signals and queries answered at
+	// once between batches, at a round trip through the server per batch.
+	// Parallel > 1 implies it.
+	BatchActivities bool `json:",omitempty"`
 	// RowByRow archives partitioned live tables by batches only, never
 	// exchanging a whole partition.
 	RowByRow bool `json:",omitempty"`
@@ -337,6 +352,9 @@ func validate(in ArchiveInput) ([]string, []policy.Table, error) {
 		if !w.After.IsZero() && !w.After.Before(w.Before) {
 			return nil, nil, fmt.Errorf("window: after %s is not before %s", w.After.UTC().Format(time.RFC3339), w.Before.UTC().Format(time.RFC3339))
 		}
+	}
+	if in.Pace < 0 || in.Pace > MaxPace {
+		return nil, nil, fmt.Errorf("pace %g: must be between 0 and %d", in.Pace, MaxPace)
 	}
 	if in.Parallel < 0 || in.Parallel > 16 {
 		return nil, nil, fmt.Errorf("parallel %d: must be between 1 and 16", in.Parallel)

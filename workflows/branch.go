@@ -25,8 +25,10 @@ type branch struct {
 	// cursor: batch loops carry a cursor: the (time, id) key of the last
 	// log row moved, or the day metrics reached.
 	cursor bool
-	// local: batches run as local activities (changeLocalBatches).
-	local bool
+	// local: batches run as local activities (changeLocalBatches);
+	// sinceYield is their lock time since the workflow task last ended.
+	local      bool
+	sinceYield time.Duration
 	// aim is the share of the lock-time budget the batch size aims at.
 	aim float64
 }
@@ -149,7 +151,9 @@ func (b *branch) moveAll(ctx workflow.Context) error {
 	case policy.ModeDownsample:
 		b.cursor = workflow.GetVersion(ctx, changeMetricsCursor, workflow.DefaultVersion, 1) >= 1
 	}
-	b.local = workflow.GetVersion(ctx, changeLocalBatches, workflow.DefaultVersion, 1) >= 1
+	// Several loops are meant to spread over every worker on the task
+	// queue, which local activities would not.
+	b.local = workflow.GetVersion(ctx, changeLocalBatches, workflow.DefaultVersion, 1) >= 1 && b.run.parallel == 1 && !b.run.batchActivities
 	b.aim = oldAim
 	if workflow.GetVersion(ctx, changeBudgetAim, workflow.DefaultVersion, 1) >= 1 {
 		b.aim = budgetAim
@@ -199,10 +203,13 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 		limit := r.BatchSize
 		in := activities.MoveBatchInput{
 			Table: b.table.Name, Entry: b.entry(), JobID: r.JobID, Cutoff: r.Cutoff, After: b.window(), Limit: limit,
-			BatchID: runUUID(info, b.table.Name, label).String(), Cursor: cursor,
+			BatchID: runUUID(info, b.table.Name, label).String(), Cursor: cursor, Pace: b.run.pace,
 		}
 		var mv activities.MoveBatchResult
 		if err := b.moveBatch(ctx, in, &mv); err != nil {
+			return err
+		}
+		if err := b.yield(ctx); err != nil {
 			return err
 		}
 		r.Batches++
@@ -235,13 +242,14 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 // it runs in this worker as soon as the workflow asks for it: a batch costs
 // no workflow task and no activity task round trip through the server, the
 // history keeps one marker per batch (with the batch's summary and result),
-// and the workflow task stays open, heartbeated by the SDK, across batches.
-// A worker lost mid-batch loses its open workflow task: another worker
-// replays to the last completed one and runs the batches since again,
-// which the ledger answers with what they recorded (MoveBatch's step 1).
-// A draining worker refuses new local batches (ErrWorkerDraining): that
-// batch then goes to the task queue as an activity, for another worker.
-// Timeouts and retries are the activity options' own.
+// and the workflow task stays open across batches (yield ends it now and
+// then). A worker lost mid-batch loses its open workflow task: another
+// worker replays to the last completed one and runs the batches since
+// again, which the ledger answers with what they recorded (MoveBatch's
+// step 1). A batch that should not run locally (the worker drains, or it
+// must wait for replicas or a slot: ErrRunAsActivity) runs as an activity
+// from the task queue, where another worker may take it and its waits are
+// heartbeated. Timeouts and retries are the activity options' own.
 func (b *branch) moveBatch(ctx workflow.Context, in activities.MoveBatchInput, mv *activities.MoveBatchResult) error {
 	summary := clip(b.batchSummary(in), maxSummary)
 	if b.local {
@@ -254,11 +262,30 @@ func (b *branch) moveBatch(ctx workflow.Context, in activities.MoveBatchInput, m
 		})
 		err := workflow.ExecuteLocalActivity(lctx, a.MoveBatch, in).Get(ctx, mv)
 		var appErr *temporal.ApplicationError
-		if !errors.As(err, &appErr) || appErr.Type() != activities.ErrWorkerDraining {
+		if !errors.As(err, &appErr) || appErr.Type() != activities.ErrRunAsActivity {
+			if err == nil {
+				b.sinceYield += time.Duration(mv.TxMillis) * time.Millisecond
+			}
 			return err
 		}
 	}
 	return workflow.ExecuteActivity(summarized(ctx, "%s", summary), a.MoveBatch, in).Get(ctx, mv)
+}
+
+// yieldEvery is how long local batches may hold one workflow task: signals
+// (pause, throttle) and queries (progress) reach the run only between
+// workflow tasks, so the loop ends the task about this often.
+const yieldEvery = time.Second
+
+// yield ends the open workflow task with a 1 ms timer once local batches
+// held it for yieldEvery: the server then delivers signals and queries
+// that came meanwhile. It costs one timer per second of batches.
+func (b *branch) yield(ctx workflow.Context) error {
+	if !b.local || b.sinceYield < yieldEvery {
+		return nil
+	}
+	b.sinceYield = 0
+	return workflow.NewTimerWithOptions(ctx, time.Millisecond, workflow.TimerOptions{Summary: "let signals and queries in"}).Get(ctx, nil)
 }
 
 // exchange moves whole live partitions older than the cut-off to the

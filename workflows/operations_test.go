@@ -3,11 +3,15 @@ package workflows
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/workflow"
 
@@ -21,6 +25,7 @@ type batchRecorder struct {
 	left   int64
 	times  []time.Time
 	limits []int
+	paces  []float64
 	txMs   int64
 	starts int
 	finish activities.FinishJobInput
@@ -39,6 +44,7 @@ func (r *batchRecorder) mock() {
 		func(_ context.Context, in activities.MoveBatchInput) (activities.MoveBatchResult, error) {
 			r.times = append(r.times, r.env.Now())
 			r.limits = append(r.limits, in.Limit)
+			r.paces = append(r.paces, in.Pace)
 			n := min(r.left, int64(in.Limit))
 			r.left -= n
 			return activities.MoveBatchResult{BatchID: in.BatchID, RowsMoved: n, RowsDeleted: n, More: r.left > 0, TxMillis: r.txMs}, nil
@@ -185,6 +191,109 @@ func TestOperations(t *testing.T) {
 			t.Fatalf("throttle lost across continue-as-new: %v", res.BatchesPerSecond)
 		}
 	})
+}
+
+// TestPaceReachesEveryBatch: the run's pace goes with each batch (the
+// worker rests after the batch commits, so the workflow's history is the
+// same with or without it).
+func TestPaceReachesEveryBatch(t *testing.T) {
+	env := newEnv(t)
+	r := &batchRecorder{env: env, left: 5000, txMs: 100}
+	r.mock()
+	env.ExecuteWorkflow(ArchiveWorkflow, ArchiveInput{Tables: []string{"logs"}, AsOf: testAsOf, BatchSize: 1000, MinBatch: 1000, MaxBatch: 1000, Pace: 1.5})
+	if err := env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.paces) < 5 {
+		t.Fatalf("%d batches, want 5 or more", len(r.paces))
+	}
+	for i, p := range r.paces {
+		if p != 1.5 {
+			t.Fatalf("batch %d had pace %g, want 1.5", i+1, p)
+		}
+	}
+	env = newEnv(t)
+	env.ExecuteWorkflow(ArchiveWorkflow, ArchiveInput{Tables: []string{"logs"}, AsOf: testAsOf, Pace: -1})
+	if err := env.GetWorkflowError(); err == nil || !strings.Contains(err.Error(), "pace -1: must be between 0 and 10") {
+		t.Fatalf("pace -1: %v, want refused", err)
+	}
+}
+
+// TestDrainingWorkerHandsTheBatchOn: a local batch refused by a draining
+// worker (ErrRunAsActivity) runs again, same batch id, as an activity on
+// the task queue, and the loop goes on.
+func TestDrainingWorkerHandsTheBatchOn(t *testing.T) {
+	env := newEnv(t)
+	r := &batchRecorder{env: env, left: 3000}
+	var calls []string
+	refused := false
+	env.OnActivity(a.MoveBatch, mock.Anything, mock.Anything).Return(
+		func(ctx context.Context, in activities.MoveBatchInput) (activities.MoveBatchResult, error) {
+			local := activity.GetInfo(ctx).IsLocalActivity
+			calls = append(calls, fmt.Sprintf("%s local=%v", in.BatchID, local))
+			if local && len(calls) == 2 && !refused {
+				refused = true
+				return activities.MoveBatchResult{}, temporal.NewNonRetryableApplicationError("draining", activities.ErrRunAsActivity, nil)
+			}
+			n := min(r.left, int64(in.Limit))
+			r.left -= n
+			return activities.MoveBatchResult{BatchID: in.BatchID, RowsMoved: n, RowsDeleted: n, More: r.left > 0, TxMillis: 50}, nil
+		})
+	r.mock() // the other steps (its MoveBatch is not reached: the first match answers)
+	env.ExecuteWorkflow(ArchiveWorkflow, ArchiveInput{Tables: []string{"logs"}, AsOf: testAsOf, BatchSize: 1000, MinBatch: 1000, MaxBatch: 1000})
+	var res ArchiveResult
+	if err := env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) < 3 || !strings.HasSuffix(calls[0], "local=true") || !strings.HasSuffix(calls[2], "local=false") ||
+		strings.Fields(calls[1])[0] != strings.Fields(calls[2])[0] || !strings.HasSuffix(calls[3], "local=true") {
+		t.Fatalf("MoveBatch calls %v: want the refused batch again, same id, as an activity, then local batches", calls)
+	}
+	if r.left != 0 || res.Tables[0].Status != StatusCompleted {
+		t.Fatalf("%d rows left, table %s: want every row moved, completed", r.left, res.Tables[0].Status)
+	}
+}
+
+// TestLocalBatchesYield: local batches end their workflow task with a
+// short timer once they held it for a second of lock time, so a pause
+// signal reaches the loop within about a second of batches; with
+// BatchActivities (or Parallel > 1) batches are activities and no timer
+// is needed.
+func TestLocalBatchesYield(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		in     ArchiveInput
+		timers bool
+	}{
+		{"local", ArchiveInput{}, true},
+		{"batch activities", ArchiveInput{BatchActivities: true}, false},
+		{"parallel", ArchiveInput{Parallel: 2}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			env := newEnv(t)
+			r := &batchRecorder{env: env, left: 40_000, txMs: 300}
+			r.mock()
+			timers := 0
+			env.SetOnTimerScheduledListener(func(_ string, d time.Duration) {
+				if d == time.Millisecond {
+					timers++
+				}
+			})
+			in := c.in
+			in.Tables, in.AsOf, in.BatchSize, in.MinBatch, in.MaxBatch = []string{"logs"}, testAsOf, 1000, 1000, 1000
+			env.ExecuteWorkflow(ArchiveWorkflow, in)
+			if err := env.GetWorkflowError(); err != nil {
+				t.Fatal(err)
+			}
+			// 40 batches of 300 ms: a yield after every fourth (1.2 s).
+			if want := map[bool]int{true: 10, false: 0}[c.timers]; timers != want {
+				t.Fatalf("%d yield timers for %d batches of 300 ms, want %d", timers, len(r.limits), want)
+			}
+		})
+	}
 }
 
 // TestAdaptAim: runs started before changeBudgetAim keep the old steps

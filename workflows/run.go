@@ -45,6 +45,8 @@ type runState struct {
 
 	parallel         int
 	rowByRow         bool
+	batchActivities  bool
+	pace             float64
 	lockBudget       time.Duration
 	minBatch         int
 	maxBatch         int
@@ -60,7 +62,7 @@ type runState struct {
 func newRunState(ctx workflow.Context, in ArchiveInput, res *ArchiveResult, ops bool) *runState {
 	s := &runState{
 		res: res, ops: ops,
-		parallel: max(in.Parallel, 1), rowByRow: in.RowByRow, lockBudget: in.LockBudget,
+		parallel: max(in.Parallel, 1), rowByRow: in.RowByRow, batchActivities: in.BatchActivities, pace: in.Pace, lockBudget: in.LockBudget,
 		minBatch: in.MinBatch, maxBatch: in.MaxBatch, maxBatchesPerRun: in.MaxBatchesPerRun,
 		pauseCh:    workflow.GetSignalChannel(ctx, SignalPause),
 		resumeCh:   workflow.GetSignalChannel(ctx, SignalResume),

@@ -22,6 +22,8 @@ import (
 // and then while our logs run archives a fresh clone, each time for as
 // long as that run takes. The line compares the two: TPS during over TPS
 // before, p99 latency before and during, and pgbench's failed transactions.
+// Our run is paced (--app-pace, default 1: each batch rests as long as it
+// held its locks), as an operator archiving during the day would run it.
 func (b *bench) appImpact(ctx context.Context) (Result, error) {
 	r := Result{Workload: "app_impact", Rows: int64(b.o.logs)}
 	pgbench, err := exec.LookPath("pgbench")
@@ -47,7 +49,7 @@ func (b *bench) appImpact(ctx context.Context) (Result, error) {
 		return r, err
 	}
 	pool.Close()
-	alone, _, _, _, err := b.runOurs(ctx, url, workflows.ArchiveInput{Tables: []string{"logs"}, AsOf: asOf}, "")
+	alone, _, _, _, err := b.runOurs(ctx, url, workflows.ArchiveInput{Tables: []string{"logs"}, AsOf: asOf, Pace: b.o.appPace}, "")
 	if err != nil {
 		return r, err
 	}
@@ -75,7 +77,7 @@ func (b *bench) appImpact(ctx context.Context) (Result, error) {
 		s, err := runPgbench(ctx, pgbench, appURL, filepath.Join(b.dir, "pgbench-during"), secs, b.o.appClients)
 		done <- out{s, err}
 	}()
-	during, _, _, _, err := b.runOurs(ctx, url, workflows.ArchiveInput{Tables: []string{"logs"}, AsOf: asOf}, "")
+	during, _, _, _, err := b.runOurs(ctx, url, workflows.ArchiveInput{Tables: []string{"logs"}, AsOf: asOf, Pace: b.o.appPace}, "")
 	app := <-done
 	if err != nil {
 		return r, err
@@ -86,7 +88,7 @@ func (b *bench) appImpact(ctx context.Context) (Result, error) {
 	fmt.Fprintf(os.Stderr, "bench: pgbench during our logs run (%.1f s): %.0f tps, p99 %.1f ms\n", during, app.s.tps, app.s.p99)
 	r.Seconds = round(during)
 	r.RowsPerS = round(float64(r.Rows) / during)
-	r.AppClients = b.o.appClients
+	r.AppClients, r.AppPace = b.o.appClients, b.o.appPace
 	r.AppSeconds = secs
 	r.AppTPSBefore, r.AppTPS = round(before.tps), round(app.s.tps)
 	r.AppTPSRatio = round(app.s.tps / before.tps)

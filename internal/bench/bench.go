@@ -220,7 +220,8 @@ func timed(f func() error) (float64, error) {
 // process on db, and returns seconds, the worker's peak RSS and the
 // workflow id.
 func (b *bench) ours(ctx context.Context, dbURL string, tables []string, reportsDir string) (float64, float64, string, error) {
-	secs, rss, id, _, err := b.runOurs(ctx, dbURL, workflows.ArchiveInput{Tables: tables, AsOf: asOf}, reportsDir)
+	in := workflows.ArchiveInput{Tables: tables, AsOf: asOf, Parallel: b.o.parallel, BatchActivities: b.o.batchActivities}
+	secs, rss, id, _, err := b.runOurs(ctx, dbURL, in, reportsDir)
 	return secs, rss, id, err
 }
 

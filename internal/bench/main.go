@@ -33,6 +33,9 @@ type options struct {
 	logs, metrics, metricDays, reports, reportMB, bigReportMB, exchangeRows int
 	coldRows, coldRestoreRows, appScale, appClients                         int
 	coldRestoreBudget                                                       time.Duration
+	appPace                                                                 float64
+	parallel                                                                int
+	batchActivities                                                         bool
 	workerEnv                                                               []string
 	keep, nightly, coldCSV, scale                                           bool
 	scaleSizes                                                              []int
@@ -64,6 +67,10 @@ type Result struct {
 	AppP99BeforeMS float64 `json:"app_p99_before_ms,omitempty"`
 	AppP99MS       float64 `json:"app_p99_ms,omitempty"`
 	AppErrors      *int64  `json:"app_errors,omitempty"`
+	AppPace        float64 `json:"app_pace,omitempty"`
+	// Our runs' shape, when not the default (one local batch loop).
+	Parallel        int  `json:"parallel,omitempty"`
+	BatchActivities bool `json:"batch_activities,omitempty"`
 	// logs_scale: history events per million rows, and rows/s over the
 	// first size's.
 	EventsPerMRows float64 `json:"history_events_per_m_rows,omitempty"`
@@ -125,6 +132,9 @@ func main() {
 	})
 	flag.IntVar(&o.appScale, "app-scale", 10, "pgbench scale of the application database of app_impact")
 	flag.IntVar(&o.appClients, "app-clients", 4, "pgbench clients of app_impact")
+	flag.IntVar(&o.parallel, "parallel", 1, "batch loops per table of our runs (ArchiveInput.Parallel; above 1, batches are activities)")
+	flag.BoolVar(&o.batchActivities, "batch-activities", false, "our runs' batches as activities (ArchiveInput.BatchActivities), as before local batches")
+	flag.Float64Var(&o.appPace, "app-pace", 1, "our run's --pace in app_impact (0: full speed)")
 	flag.BoolVar(&o.scale, "scale", false, "only the cost curve: logs runs at --scale-sizes rows, each on a database of its own")
 	sizes := flag.String("scale-sizes", "1000000,5000000,20000000", "comma-separated log row counts of --scale")
 	only := flag.String("only", "", "comma-separated workloads to run (default all): "+strings.Join(workloadNames, ","))

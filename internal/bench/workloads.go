@@ -148,6 +148,10 @@ func (b *bench) finish(ctx context.Context, r Result, table string, cutoff time.
 		r.MaxBatchMS = ms[len(ms)-1]
 	}
 	r.TemporalShare = h.temporalShare(secs)
+	if b.o.parallel > 1 {
+		r.Parallel = b.o.parallel
+	}
+	r.BatchActivities = b.o.batchActivities
 	if single > 0 {
 		r.BoundSingle = round(float64(r.Rows) / single)
 		r.RatioSingle = round(r.RowsPerS / r.BoundSingle)

@@ -103,7 +103,8 @@ func TestOperations(t *testing.T) {
 			return nil
 		}
 		run, err := b.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "e2e-pause-" + testenv.RandomID(), TaskQueue: b.queue},
-			workflows.ArchiveWorkflowName, workflows.ArchiveInput{Tables: []string{"logs"}, AsOf: asOf, BatchSize: 500, MinBatch: 500, MaxBatch: 500})
+			workflows.ArchiveWorkflowName, workflows.ArchiveInput{Tables: []string{"logs"}, AsOf: asOf, BatchSize: 500, MinBatch: 500, MaxBatch: 500,
+				BatchActivities: true}) // a local batch holds the workflow task: the pause would wait for it
 		if err != nil {
 			t.Fatal(err)
 		}

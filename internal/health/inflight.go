@@ -67,8 +67,8 @@ func (i *inFlightActivity) ExecuteActivity(ctx context.Context, in *interceptor.
 		// The SDK keeps a workflow task that runs local activities going
 		// until the task ends, so a draining worker would start batch
 		// after batch: refuse, and the workflow hands the batch to the
-		// task queue (activities.ErrWorkerDraining), which ends the task.
-		return nil, temporal.NewNonRetryableApplicationError("the worker is draining: the batch goes to another worker", activities.ErrWorkerDraining, nil)
+		// task queue (activities.ErrRunAsActivity), which ends the task.
+		return nil, temporal.NewNonRetryableApplicationError("the worker is draining: the batch goes to another worker", activities.ErrRunAsActivity, nil)
 	}
 	id := i.f.start(Attempt{Type: info.ActivityType.Name, TaskToken: info.TaskToken})
 	res, err := i.Next.ExecuteActivity(ctx, in)
@@ -136,7 +136,7 @@ func (f *InFlight) add(name string, n int) {
 }
 
 // Drain stops local activities from starting: each fails at once with
-// activities.ErrWorkerDraining. Activities in flight go on.
+// activities.ErrRunAsActivity. Activities in flight go on.
 func (f *InFlight) Drain() {
 	f.mu.Lock()
 	f.draining = true
