@@ -268,9 +268,20 @@ func (b *branch) moveBatch(ctx workflow.Context, in activities.MoveBatchInput, m
 			}
 			return err
 		}
+		// Schedule the activity a moment later, from a new workflow task:
+		// scheduled at once, it could reach a poll the draining worker still
+		// has open, be dropped there and wait out its start-to-close timeout.
+		topts := workflow.TimerOptions{Summary: "batch refused as a local activity: to the task queue"}
+		if err := workflow.NewTimerWithOptions(ctx, handOnDelay, topts).Get(ctx, nil); err != nil {
+			return err
+		}
 	}
 	return workflow.ExecuteActivity(summarized(ctx, "%s", summary), a.MoveBatch, in).Get(ctx, mv)
 }
+
+// handOnDelay is how long a batch refused as a local activity waits before
+// it is scheduled as an activity (the refusing worker drains meanwhile).
+const handOnDelay = time.Second
 
 // yieldEvery is how long local batches may hold one workflow task: signals
 // (pause, throttle) and queries (progress) reach the run only between

@@ -3,20 +3,13 @@ package e2e
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	enumspb "go.temporal.io/api/enums/v1"
-	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/mockupaws/archiver/activities"
 	"github.com/mockupaws/archiver/internal/testenv"
@@ -220,44 +213,9 @@ func TestLogsRun(t *testing.T) {
 	})
 }
 
-// record writes the run's history to testdata/histories when
-// ARCHIVER_RECORD_HISTORY is set, for the replay tests. Recorded histories
-// are committed and never overwritten: each released workflow shape keeps
-// its file, and a new shape gets a new name (bump the -vN suffix).
+// record writes the run's history to testdata/histories for the replay
+// tests when ARCHIVER_RECORD_HISTORY is set (testenv.RecordHistory).
 func record(t *testing.T, c client.Client, run client.WorkflowRun, name string) {
 	t.Helper()
-	if os.Getenv("ARCHIVER_RECORD_HISTORY") == "" {
-		return
-	}
-	iter := c.GetWorkflowHistory(context.Background(), run.GetID(), run.GetRunID(), false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	var h historypb.History
-	for iter.HasNext() {
-		e, err := iter.Next()
-		if err != nil {
-			t.Fatalf("read history: %v", err)
-		}
-		h.Events = append(h.Events, e)
-	}
-	b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(&h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join("..", "..", "testdata", "histories", name)
-	if _, err := os.Stat(path); err == nil {
-		t.Logf("%s exists: kept (histories are never overwritten)", path)
-		return
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// The execution's ids: ids derived from them (child workflows) must
-	// replay as they were.
-	meta := fmt.Sprintf("{\"ID\": %q, \"RunID\": %q}\n", run.GetID(), run.GetRunID())
-	if err := os.WriteFile(strings.TrimSuffix(path, ".json")+".execution", []byte(meta), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("recorded %s (%d events)", path, len(h.Events))
+	testenv.RecordHistory(t, c, run, name)
 }
