@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/mockupaws/archiver/internal/catalog"
 )
@@ -115,20 +116,51 @@ func (b *batchSQL) deleteBatch() string {
 	return sql
 }
 
-// takeSamples starts a downsample batch's statement: the CTE "moved", a
-// DELETE of the batch's rows that the caller ends with RETURNING (aliased
-// l). With an order key, the batch is a key range, deleted without locking
-// its rows first (deleteRange); without one, rows are locked and deleted by
-// address like a move.
-func (b *batchSQL) takeSamples(ctx context.Context, tx pgx.Tx) (string, error) {
-	if b.s.key == "" {
-		return b.selectBatch() + ",\nmoved AS (\n    " + b.deleteBatch(), nil
+// rangeLockWait is how long a downsample range waits for a row lock an
+// application transaction holds before its batch takes the locked path,
+// which skips the rows others hold.
+const rangeLockWait = time.Second
+
+// takeSamples runs a downsample batch's statement, which build makes
+// around the start of the CTE "moved": a DELETE of the batch's rows
+// (aliased l) that build ends with RETURNING. With an order key, the batch
+// is a key range deleted without row locks (deleteRange); without one, or
+// when the range waits on an application's row lock longer than
+// rangeLockWait, the batch locks its rows, skipping those held, and deletes
+// them by address, like a move.
+func takeSamples(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput, build func(b *batchSQL, moved string) string) (moved, error) {
+	if s.key != "" {
+		m, err := takeRange(ctx, tx, s, in, build)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "55P03" {
+			return m, err
+		}
+		// The savepoint rolled back to is before the range and its
+		// lock_timeout.
+		if _, err := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT archiver_range`); err != nil {
+			return moved{}, err
+		}
 	}
+	b := newBatchSQL(s, in)
+	return b.run(ctx, tx, build(b, b.selectBatch()+",\nmoved AS (\n    "+b.deleteBatch()))
+}
+
+// takeRange runs the key-range batch in a savepoint, under a lock_timeout.
+func takeRange(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput, build func(b *batchSQL, moved string) string) (moved, error) {
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`SAVEPOINT archiver_range; SET LOCAL lock_timeout = %d`, rangeLockWait.Milliseconds())); err != nil {
+		return moved{}, err
+	}
+	b := newBatchSQL(s, in)
 	del, err := b.deleteRange(ctx, tx)
 	if err != nil {
-		return "", err
+		return moved{}, err
 	}
-	return "moved AS (\n    " + del, nil
+	m, err := b.run(ctx, tx, build(b, "moved AS (\n    "+del))
+	if err != nil {
+		return m, err
+	}
+	_, err = tx.Exec(ctx, `RELEASE SAVEPOINT archiver_range; SET LOCAL lock_timeout TO DEFAULT`)
+	return m, err
 }
 
 // deleteRange deletes the next Limit eligible rows as one range of the
@@ -145,9 +177,9 @@ func (b *batchSQL) takeSamples(ctx context.Context, tx pgx.Tx) (string, error) {
 // conditions (cut-off, cursor, range, filter, holds) in its latest version,
 // and deleted only if that version still qualifies; RETURNING gives the
 // values of the version deleted, and the batch aggregates exactly those, so
-// nothing is lost or counted twice. The one difference from SKIP LOCKED: a
-// row an application transaction holds makes the batch wait for it rather
-// than skip it.
+// nothing is lost or counted twice. Unlike SKIP LOCKED, a row an
+// application transaction holds makes the batch wait for it, up to
+// rangeLockWait (takeSamples).
 func (b *batchSQL) deleteRange(ctx context.Context, tx pgx.Tx) (string, error) {
 	cond := b.eligible()
 	n := len(b.args)

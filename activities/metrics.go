@@ -34,15 +34,11 @@ func downsampleRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) 
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('archiver.batches.' || $1))`, t.Live); err != nil {
 		return moved{}, fmt.Errorf("lock metric batches: %w", err)
 	}
-	b := newBatchSQL(s, in)
-	take, err := b.takeSamples(ctx, tx)
-	if err != nil {
-		return moved{}, err
-	}
 	groups := catalog.QuoteAll("", t.GroupBy)
 	value := catalog.Quote(t.Value)
 	scale := averageScale(s, t)
-	sql := fmt.Sprintf(`
+	return takeSamples(ctx, tx, s, in, func(b *batchSQL, take string) string {
+		return fmt.Sprintf(`
 WITH %[1]s
     RETURNING %[2]s, l.%[3]s::numeric AS archiver_value, pg_column_size(l.*) AS archiver_row_bytes,
               %[4]s AS archiver_ts, %[5]s AS archiver_key
@@ -72,13 +68,13 @@ WITH %[1]s
         archived_at = now()
     RETURNING (archive_batch_id = %[11]s) AS fresh
 )%[12]s`,
-		take,
-		catalog.QuoteAll("l.", t.GroupBy), value, b.tsExpr("l."), b.keyExpr("l."),
-		groups, catalog.QuoteName(s.archive.Name), catalog.Quote(t.TimeColumn),
-		aggregateID(t.GroupBy), scale, b.arg(in.BatchID),
-		b.recordTotals("(SELECT count(*) FILTER (WHERE fresh) FROM ins)", "(SELECT count(*) FILTER (WHERE NOT fresh) FROM ins)", "(SELECT count(*) FROM agg)"),
-		utcBucket("day", "archiver_ts"))
-	return b.run(ctx, tx, sql)
+			take,
+			catalog.QuoteAll("l.", t.GroupBy), value, b.tsExpr("l."), b.keyExpr("l."),
+			groups, catalog.QuoteName(s.archive.Name), catalog.Quote(t.TimeColumn),
+			aggregateID(t.GroupBy), scale, b.arg(in.BatchID),
+			b.recordTotals("(SELECT count(*) FILTER (WHERE fresh) FROM ins)", "(SELECT count(*) FILTER (WHERE NOT fresh) FROM ins)", "(SELECT count(*) FROM agg)"),
+			utcBucket("day", "archiver_ts"))
+	})
 }
 
 // utcBucket is the SQL expression of the start of the UTC hour, day or
@@ -134,11 +130,6 @@ func aggregateRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('archiver.batches.' || $1))`, t.Live); err != nil {
 		return moved{}, fmt.Errorf("lock %s batches: %w", t.Name, err)
 	}
-	b := newBatchSQL(s, in)
-	take, err := b.takeSamples(ctx, tx)
-	if err != nil {
-		return moved{}, err
-	}
 	groups := catalog.QuoteAll("", t.GroupBy)
 	ret := []string{}
 	for _, g := range t.GroupBy {
@@ -176,7 +167,8 @@ func aggregateRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (
 		groupSel = groups + ", "
 		conflict = groups + ", " + conflict
 	}
-	sql := fmt.Sprintf(`
+	return takeSamples(ctx, tx, s, in, func(b *batchSQL, take string) string {
+		return fmt.Sprintf(`
 WITH %[1]s
     RETURNING %[2]s, pg_column_size(l.*) AS archiver_row_bytes, %[3]s AS archiver_ts, %[4]s AS archiver_key
 ), agg AS (
@@ -192,10 +184,10 @@ WITH %[1]s
     DO UPDATE SET sample_count = a.sample_count + EXCLUDED.sample_count, %[15]s, archived_at = now()
     RETURNING (archive_batch_id = %[13]s) AS fresh
 )%[16]s`,
-		take, strings.Join(ret, ", "), b.tsExpr("l."), b.keyExpr("l."),
-		groupSel, utcBucket(t.Bucket, "archiver_ts"), strings.Join(aggs, ", "), groupList,
-		catalog.QuoteName(t.Archive), catalog.Quote(t.TimeColumn), strings.Join(insCols, ", "), strings.Join(insVals, ", "), b.arg(in.BatchID),
-		conflict, strings.Join(updates, ", "),
-		b.recordTotals("(SELECT count(*) FILTER (WHERE fresh) FROM ins)", "(SELECT count(*) FILTER (WHERE NOT fresh) FROM ins)", "(SELECT count(*) FROM agg)"))
-	return b.run(ctx, tx, sql)
+			take, strings.Join(ret, ", "), b.tsExpr("l."), b.keyExpr("l."),
+			groupSel, utcBucket(t.Bucket, "archiver_ts"), strings.Join(aggs, ", "), groupList,
+			catalog.QuoteName(t.Archive), catalog.Quote(t.TimeColumn), strings.Join(insCols, ", "), strings.Join(insVals, ", "), b.arg(in.BatchID),
+			conflict, strings.Join(updates, ", "),
+			b.recordTotals("(SELECT count(*) FILTER (WHERE fresh) FROM ins)", "(SELECT count(*) FILTER (WHERE NOT fresh) FROM ins)", "(SELECT count(*) FROM agg)"))
+	})
 }
