@@ -332,3 +332,48 @@ func TestMetricsConcurrentChanges(t *testing.T) {
 		}
 	})
 }
+
+func TestMetricsHeldSample(t *testing.T) {
+	t.Run("a sample an application transaction holds past the wait is skipped; the batch goes on and a later one takes it", func(t *testing.T) {
+		b := setup(t)
+		samples := testenv.MetricSamples(metricsCutoff, 1, 48)
+		testenv.InsertMetrics(t, b.db, samples)
+		job := metricsJob(t, b)
+		want := aggregates(t, b, fmt.Sprintf(groupBy, "scenario_metrics"), metricsCutoff)
+
+		ctx := context.Background()
+		app, err := b.db.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = app.Rollback(ctx) }()
+		if _, err := app.Exec(ctx, `SELECT 1 FROM scenario_metrics WHERE timestamp = $1 FOR UPDATE`, samples[5].At); err != nil {
+			t.Fatal(err)
+		}
+		// The application's transaction stays open until the batch is done.
+		done := make(chan error, 1)
+		var first activities.MoveBatchResult
+		go func() {
+			var err error
+			first, err = b.acts.MoveBatch(ctx, activities.MoveBatchInput{
+				Table: "metrics", JobID: job, BatchID: uuid.NewString(), Cutoff: metricsCutoff, Limit: 100})
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("MoveBatch: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the batch still waits on the application's sample")
+		}
+		if first.RowsDeleted != int64(len(samples)-1) {
+			t.Fatalf("the batch deleted %d samples, want all %d but the held one", first.RowsDeleted, len(samples)-1)
+		}
+		if err := app.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		moveMetricsUntilDone(t, b, job, 100)
+		equalAggs(t, aggregates(t, b, archived), want)
+	})
+}
