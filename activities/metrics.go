@@ -23,7 +23,9 @@ import (
 // sums kept in extra_data (so a day filled by several batches equals one
 // GROUP BY over all its samples), min and max widen. Metric batches take a
 // transaction-level advisory lock, so two workers never merge into the same
-// aggregates at once.
+// aggregates at once; the samples are aggregated from what the DELETE
+// returns, which is what it deleted (see deleteRange for concurrent
+// application writes).
 func downsampleRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (moved, error) {
 	if !s.table.Seed() {
 		return aggregateRows(ctx, tx, s, in)
@@ -32,48 +34,58 @@ func downsampleRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) 
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('archiver.batches.' || $1))`, t.Live); err != nil {
 		return moved{}, fmt.Errorf("lock metric batches: %w", err)
 	}
-	b := newBatchSQL(s, in)
 	groups := catalog.QuoteAll("", t.GroupBy)
 	value := catalog.Quote(t.Value)
 	scale := averageScale(s, t)
-	sql := fmt.Sprintf(`
-WITH %[1]s,
-moved AS (
-    %[2]s
-    RETURNING %[3]s, l.%[4]s::numeric AS archiver_value, pg_column_size(l.*) AS archiver_row_bytes,
-              %[5]s AS archiver_ts, %[6]s AS archiver_key
+	return takeSamples(ctx, tx, s, in, func(b *batchSQL, take string) string {
+		return fmt.Sprintf(`
+WITH %[1]s
+    RETURNING %[2]s, l.%[3]s::numeric AS archiver_value, pg_column_size(l.*) AS archiver_row_bytes,
+              %[4]s AS archiver_ts, %[5]s AS archiver_key
 ), agg AS (
-    SELECT %[7]s, date_trunc('day', archiver_ts, 'UTC') AS archiver_day,
+    SELECT %[6]s, %[13]s AS archiver_day,
            count(*) AS n, sum(archiver_value) AS total, min(archiver_value) AS lo, max(archiver_value) AS hi
     FROM moved
-    GROUP BY %[7]s, archiver_day
+    GROUP BY %[6]s, archiver_day
 ), ins AS (
-    INSERT INTO %[8]s AS a
-        (id, %[7]s, %[9]s, %[4]s, extra_data, archive_batch_id, is_aggregated, aggregation_period, sample_count)
-    SELECT md5(%[10]s)::uuid, %[7]s, archiver_day, round(total / n, %[11]d),
+    INSERT INTO %[7]s AS a
+        (id, %[6]s, %[8]s, %[3]s, extra_data, archive_batch_id, is_aggregated, aggregation_period, sample_count)
+    SELECT md5(%[9]s)::uuid, %[6]s, archiver_day, round(total / n, %[10]d),
            jsonb_build_object('min', lo, 'max', hi, 'sum', total),
-           %[12]s, true, 'day', n
+           %[11]s, true, 'day', n
     FROM agg
-    ORDER BY %[7]s, archiver_day
-    ON CONFLICT (%[7]s, aggregation_period, %[9]s)
+    ORDER BY %[6]s, archiver_day
+    ON CONFLICT (%[6]s, aggregation_period, %[8]s)
     DO UPDATE SET
         sample_count = a.sample_count + EXCLUDED.sample_count,
-        %[4]s = round(((a.extra_data->>'sum')::numeric + (EXCLUDED.extra_data->>'sum')::numeric)
-                      / (a.sample_count + EXCLUDED.sample_count), %[11]d),
+        %[3]s = round(((a.extra_data->>'sum')::numeric + (EXCLUDED.extra_data->>'sum')::numeric)
+                      / (a.sample_count + EXCLUDED.sample_count), %[10]d),
         extra_data = a.extra_data || jsonb_build_object(
             'min', LEAST((a.extra_data->>'min')::numeric, (EXCLUDED.extra_data->>'min')::numeric),
             'max', GREATEST((a.extra_data->>'max')::numeric, (EXCLUDED.extra_data->>'max')::numeric),
             'sum', (a.extra_data->>'sum')::numeric + (EXCLUDED.extra_data->>'sum')::numeric,
             'merged_batches', COALESCE((a.extra_data->>'merged_batches')::int, 0) + 1),
         archived_at = now()
-    RETURNING (archive_batch_id = %[12]s) AS fresh
-)%[13]s`,
-		b.selectBatch(), b.deleteBatch(),
-		catalog.QuoteAll("l.", t.GroupBy), value, b.tsExpr("l."), b.keyExpr("l."),
-		groups, catalog.QuoteName(s.archive.Name), catalog.Quote(t.TimeColumn),
-		aggregateID(t.GroupBy), scale, b.arg(in.BatchID),
-		b.recordTotals("(SELECT count(*) FILTER (WHERE fresh) FROM ins)", "(SELECT count(*) FILTER (WHERE NOT fresh) FROM ins)", "(SELECT count(*) FROM agg)"))
-	return b.run(ctx, tx, sql)
+    RETURNING (archive_batch_id = %[11]s) AS fresh
+)%[12]s`,
+			take,
+			catalog.QuoteAll("l.", t.GroupBy), value, b.tsExpr("l."), b.keyExpr("l."),
+			groups, catalog.QuoteName(s.archive.Name), catalog.Quote(t.TimeColumn),
+			aggregateID(t.GroupBy), scale, b.arg(in.BatchID),
+			b.recordTotals("(SELECT count(*) FILTER (WHERE fresh) FROM ins)", "(SELECT count(*) FILTER (WHERE NOT fresh) FROM ins)", "(SELECT count(*) FROM agg)"),
+			utcBucket("day", "archiver_ts"))
+	})
+}
+
+// utcBucket is the SQL expression of the start of the UTC hour, day or
+// week (from Monday) that the timestamptz expression ts falls in. It equals
+// date_trunc(unit, ts, 'UTC') whatever the session's time zone (checked
+// over two centuries) but is plain arithmetic on the timestamp, where
+// date_trunc converts to and from the zone for every row: a sixth of a
+// batch statement's time, measured. The origin is a Monday at 00:00 UTC.
+func utcBucket(unit, ts string) string {
+	stride := map[string]string{"hour": "1 hour", "day": "1 day", "week": "7 days"}[unit]
+	return fmt.Sprintf("date_bin('%s', %s, '2000-01-03 00:00:00+00')", stride, ts)
 }
 
 // aggregateID is the SQL expression of an aggregate's id: an MD5 over an
@@ -118,7 +130,6 @@ func aggregateRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('archiver.batches.' || $1))`, t.Live); err != nil {
 		return moved{}, fmt.Errorf("lock %s batches: %w", t.Name, err)
 	}
-	b := newBatchSQL(s, in)
 	groups := catalog.QuoteAll("", t.GroupBy)
 	ret := []string{}
 	for _, g := range t.GroupBy {
@@ -156,28 +167,27 @@ func aggregateRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (
 		groupSel = groups + ", "
 		conflict = groups + ", " + conflict
 	}
-	sql := fmt.Sprintf(`
-WITH %[1]s,
-moved AS (
-    %[2]s
-    RETURNING %[3]s, pg_column_size(l.*) AS archiver_row_bytes, %[4]s AS archiver_ts, %[5]s AS archiver_key
+	return takeSamples(ctx, tx, s, in, func(b *batchSQL, take string) string {
+		return fmt.Sprintf(`
+WITH %[1]s
+    RETURNING %[2]s, pg_column_size(l.*) AS archiver_row_bytes, %[3]s AS archiver_ts, %[4]s AS archiver_key
 ), agg AS (
-    SELECT %[6]sdate_trunc('%[7]s', archiver_ts, 'UTC') AS archiver_bucket, count(*) AS archiver_n, %[8]s
+    SELECT %[5]s%[6]s AS archiver_bucket, count(*) AS archiver_n, %[7]s
     FROM moved
-    GROUP BY %[9]s
+    GROUP BY %[8]s
 ), ins AS (
-    INSERT INTO %[10]s AS a (%[6]s%[11]s, sample_count, %[12]s, archive_batch_id)
-    SELECT %[6]sarchiver_bucket, archiver_n, %[13]s, %[14]s
+    INSERT INTO %[9]s AS a (%[5]s%[10]s, sample_count, %[11]s, archive_batch_id)
+    SELECT %[5]sarchiver_bucket, archiver_n, %[12]s, %[13]s
     FROM agg
-    ORDER BY %[9]s
-    ON CONFLICT (%[15]s)
-    DO UPDATE SET sample_count = a.sample_count + EXCLUDED.sample_count, %[16]s, archived_at = now()
-    RETURNING (archive_batch_id = %[14]s) AS fresh
-)%[17]s`,
-		b.selectBatch(), b.deleteBatch(), strings.Join(ret, ", "), b.tsExpr("l."), b.keyExpr("l."),
-		groupSel, t.Bucket, strings.Join(aggs, ", "), groupList,
-		catalog.QuoteName(t.Archive), catalog.Quote(t.TimeColumn), strings.Join(insCols, ", "), strings.Join(insVals, ", "), b.arg(in.BatchID),
-		conflict, strings.Join(updates, ", "),
-		b.recordTotals("(SELECT count(*) FILTER (WHERE fresh) FROM ins)", "(SELECT count(*) FILTER (WHERE NOT fresh) FROM ins)", "(SELECT count(*) FROM agg)"))
-	return b.run(ctx, tx, sql)
+    ORDER BY %[8]s
+    ON CONFLICT (%[14]s)
+    DO UPDATE SET sample_count = a.sample_count + EXCLUDED.sample_count, %[15]s, archived_at = now()
+    RETURNING (archive_batch_id = %[13]s) AS fresh
+)%[16]s`,
+			take, strings.Join(ret, ", "), b.tsExpr("l."), b.keyExpr("l."),
+			groupSel, utcBucket(t.Bucket, "archiver_ts"), strings.Join(aggs, ", "), groupList,
+			catalog.QuoteName(t.Archive), catalog.Quote(t.TimeColumn), strings.Join(insCols, ", "), strings.Join(insVals, ", "), b.arg(in.BatchID),
+			conflict, strings.Join(updates, ", "),
+			b.recordTotals("(SELECT count(*) FILTER (WHERE fresh) FROM ins)", "(SELECT count(*) FILTER (WHERE NOT fresh) FROM ins)", "(SELECT count(*) FROM agg)"))
+	})
 }

@@ -3,6 +3,7 @@ package activities_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -212,5 +213,167 @@ func TestMetrics(t *testing.T) {
 			WHERE rows_moved <> (SELECT count(*) FROM scenario_metrics_archive a WHERE a.archive_batch_id = b.batch_id)`); n != 0 {
 			t.Fatalf("%d ledger rows disagree with the rows carrying their batch id", n)
 		}
+	})
+}
+
+// A metrics batch takes its range without row locks: samples the
+// application changes while the batch runs are settled by the DELETE, which
+// re-checks a changed sample's latest version and returns what it deleted.
+func TestMetricsConcurrentChanges(t *testing.T) {
+	t.Run("samples updated or deleted by the application during a batch are counted once, in the version deleted, or left", func(t *testing.T) {
+		b := setup(t)
+		// Plans as on a large table: by index and by row address, never a
+		// sequential scan, whose filter would re-check any condition.
+		if _, err := b.db.Exec(context.Background(), `DO $$ BEGIN
+			EXECUTE format('ALTER DATABASE %I SET enable_seqscan = off', current_database()); END $$`); err != nil {
+			t.Fatal(err)
+		}
+		b.acts = &activities.Activities{DB: testenv.WorkerPool(t, b.url)}
+		samples := testenv.MetricSamples(metricsCutoff, 2, 48)
+		testenv.InsertMetrics(t, b.db, samples)
+		// After the samples: their archive partitions exist, so the first
+		// batch is not retried for a missing one (after the changes).
+		job := metricsJob(t, b)
+		// Three samples of the first batch (the oldest day's first 40): a
+		// new value, a time past the cut-off, deleted. Their timestamps are
+		// unique, so they name them.
+		updated, moved, deleted := samples[1], samples[2], samples[3]
+		young := metricsCutoff.Add(time.Hour)
+
+		// The reference: every change applied before any batch.
+		ref := newBundle(t)
+		var changed []testenv.Sample
+		for i, s := range samples {
+			switch i {
+			case 1:
+				s.Value += 500000
+			case 2:
+				s.At = young
+			case 3:
+				continue
+			}
+			changed = append(changed, s)
+		}
+		testenv.InsertMetrics(t, ref.db, changed)
+		want := aggregates(t, ref, fmt.Sprintf(groupBy, "scenario_metrics"), metricsCutoff)
+
+		ctx := context.Background()
+		app, err := b.db.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = app.Rollback(ctx) }()
+		for _, c := range []struct {
+			sql string
+			at  time.Time
+		}{
+			{`UPDATE scenario_metrics SET value = value + 500000 WHERE timestamp = $1`, updated.At},
+			{`UPDATE scenario_metrics SET timestamp = $2 WHERE timestamp = $1`, moved.At},
+			{`DELETE FROM scenario_metrics WHERE timestamp = $1`, deleted.At},
+		} {
+			args := []any{c.at}
+			if strings.Contains(c.sql, "$2") {
+				args = append(args, young)
+			}
+			if tag, err := app.Exec(ctx, c.sql, args...); err != nil || tag.RowsAffected() != 1 {
+				t.Fatalf("%s: %v (%d rows)", c.sql, err, tag.RowsAffected())
+			}
+		}
+
+		// The batch runs while the application's transaction holds the
+		// three samples: it waits for them (or skips them); the application
+		// commits; the batch goes on.
+		type result struct {
+			r   activities.MoveBatchResult
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			r, err := b.acts.MoveBatch(ctx, activities.MoveBatchInput{
+				Table: "metrics", JobID: job, BatchID: uuid.NewString(), Cutoff: metricsCutoff, Limit: 40})
+			done <- result{r, err}
+		}()
+		// Commit once the batch waits on the application's rows (or has
+		// finished without waiting, as a batch that skipped them would).
+		var first *result
+		deadline := time.Now().Add(30 * time.Second)
+		for first == nil && testenv.Count(t, b.db, `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+			WHERE NOT l.granted AND a.datname = current_database()`) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the batch neither finished nor waited on the application's rows")
+			}
+			select {
+			case r := <-done:
+				first = &r
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		if err := app.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if first == nil {
+			r := <-done
+			first = &r
+		}
+		if first.err != nil {
+			t.Fatalf("MoveBatch: %v", first.err)
+		}
+		moveMetricsUntilDone(t, b, job, 40)
+
+		equalAggs(t, aggregates(t, b, archived), want)
+		if n := testenv.Count(t, b.db, `SELECT count(*) FROM scenario_metrics WHERE timestamp = $1`, young); n != 1 {
+			t.Fatalf("%d samples at the new young time, want the moved one left live", n)
+		}
+		if n := testenv.Count(t, b.db, `SELECT count(*) FROM scenario_metrics WHERE timestamp < $1`, metricsCutoff); n != 0 {
+			t.Fatalf("%d eligible samples left", n)
+		}
+		if n := testenv.Count(t, b.db, `SELECT sum(rows_deleted) FROM archive_batches WHERE job_id = $1`, job); n != int64(len(samples)-2) {
+			t.Fatalf("the ledger counts %d samples deleted, want %d", n, len(samples)-2)
+		}
+	})
+}
+
+func TestMetricsHeldSample(t *testing.T) {
+	t.Run("a sample an application transaction holds past the wait is skipped; the batch goes on and a later one takes it", func(t *testing.T) {
+		b := setup(t)
+		samples := testenv.MetricSamples(metricsCutoff, 1, 48)
+		testenv.InsertMetrics(t, b.db, samples)
+		job := metricsJob(t, b)
+		want := aggregates(t, b, fmt.Sprintf(groupBy, "scenario_metrics"), metricsCutoff)
+
+		ctx := context.Background()
+		app, err := b.db.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = app.Rollback(ctx) }()
+		if _, err := app.Exec(ctx, `SELECT 1 FROM scenario_metrics WHERE timestamp = $1 FOR UPDATE`, samples[5].At); err != nil {
+			t.Fatal(err)
+		}
+		// The application's transaction stays open until the batch is done.
+		done := make(chan error, 1)
+		var first activities.MoveBatchResult
+		go func() {
+			var err error
+			first, err = b.acts.MoveBatch(ctx, activities.MoveBatchInput{
+				Table: "metrics", JobID: job, BatchID: uuid.NewString(), Cutoff: metricsCutoff, Limit: 100})
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("MoveBatch: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the batch still waits on the application's sample")
+		}
+		if first.RowsDeleted != int64(len(samples)-1) {
+			t.Fatalf("the batch deleted %d samples, want all %d but the held one", first.RowsDeleted, len(samples)-1)
+		}
+		if err := app.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		moveMetricsUntilDone(t, b, job, 100)
+		equalAggs(t, aggregates(t, b, archived), want)
 	})
 }

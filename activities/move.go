@@ -80,7 +80,9 @@ type MoveBatchResult struct {
 //  1. claim the batch id in the ledger (a committed duplicate returns its
 //     recorded result; a concurrent one waits on the key);
 //  2. lock the oldest eligible rows with SKIP LOCKED, delete them and insert
-//     them into the archive in one server-side statement;
+//     them into the archive in one server-side statement (a downsample
+//     batch, serialised on an advisory lock, deletes a key range without
+//     row locks: deleteRange);
 //  3. record counts, bytes and the time range in the ledger row; commit.
 func (a *Activities) MoveBatch(ctx context.Context, in MoveBatchInput) (MoveBatchResult, error) {
 	t, err := entryFor(in.Table, in.Entry)
