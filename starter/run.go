@@ -272,6 +272,7 @@ func archiveStartOptions(cfg config.Config, in workflows.ArchiveInput, memo map[
 	return client.StartWorkflowOptions{
 		ID:                    "archive-manual-" + now.UTC().Format("20060102T150405Z") + "-" + randomSuffix(),
 		TaskQueue:             cfg.TaskQueue,
+		WorkflowTaskTimeout:   workflows.TaskTimeout,
 		TypedSearchAttributes: temporal.NewSearchAttributes(sa...),
 		Memo:                  memo,
 		StaticSummary:         workflows.ArchiveSummary(in),

@@ -14,6 +14,15 @@ import (
 	"github.com/mockupaws/archiver/internal/policy"
 )
 
+// TaskTimeout is the workflow task timeout every start path gives archive
+// runs (the server's default is 10 s). A loop of local batches keeps its
+// workflow task open and the SDK heartbeats it at 80% of this timeout:
+// that is when the run sees a signal (pause, throttle) and answers a
+// query (progress), so 3 s keeps both within about 2.4 s. It also bounds
+// how long a lost worker's open task waits before another worker replays
+// it.
+const TaskTimeout = 3 * time.Second
+
 // MaxPace bounds ArchiveInput.Pace: at 10 a run holds the server an
 // eleventh of the time; slower than that, pause it instead.
 const MaxPace = 10

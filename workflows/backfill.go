@@ -226,9 +226,10 @@ func runBackfill(ctx workflow.Context, r BackfillRequest, n int) BackfillOutcome
 	// The summary and details are user metadata, which replay does not
 	// compare (TestReplay over the backfill histories).
 	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-		WorkflowID:    id,
-		StaticSummary: ArchiveSummary(in),
-		StaticDetails: ArchiveDetails(in),
+		WorkflowID:          id,
+		WorkflowTaskTimeout: TaskTimeout,
+		StaticSummary:       ArchiveSummary(in),
+		StaticDetails:       ArchiveDetails(in),
 		TypedSearchAttributes: temporal.NewSearchAttributes(
 			temporal.NewSearchAttributeKeyKeywordList("ArchiveTables").ValueSet([]string{r.Table}),
 			temporal.NewSearchAttributeKeyBool("ArchiveBackfill").ValueSet(true),

@@ -25,10 +25,8 @@ type branch struct {
 	// cursor: batch loops carry a cursor: the (time, id) key of the last
 	// log row moved, or the day metrics reached.
 	cursor bool
-	// local: batches run as local activities (changeLocalBatches);
-	// sinceYield is their lock time since the workflow task last ended.
-	local      bool
-	sinceYield time.Duration
+	// local: batches run as local activities (changeLocalBatches).
+	local bool
 	// aim is the share of the lock-time budget the batch size aims at.
 	aim float64
 }
@@ -209,9 +207,6 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 		if err := b.moveBatch(ctx, in, &mv); err != nil {
 			return err
 		}
-		if err := b.yield(ctx); err != nil {
-			return err
-		}
 		r.Batches++
 		r.RowsArchived += mv.RowsMoved
 		r.RowsDeleted += mv.RowsDeleted
@@ -242,8 +237,9 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 // it runs in this worker as soon as the workflow asks for it: a batch costs
 // no workflow task and no activity task round trip through the server, the
 // history keeps one marker per batch (with the batch's summary and result),
-// and the workflow task stays open across batches (yield ends it now and
-// then). A worker lost mid-batch loses its open workflow task: another
+// and the workflow task stays open across batches: the SDK heartbeats it
+// at 80% of the run's workflow task timeout (TaskTimeout), which is when
+// the run sees signals (pause) and answers queries (progress). A worker lost mid-batch loses its open workflow task: another
 // worker replays to the last completed one and runs the batches since
 // again, which the ledger answers with what they recorded (MoveBatch's
 // step 1). A batch that should not run locally (the worker drains, or it
@@ -263,9 +259,6 @@ func (b *branch) moveBatch(ctx workflow.Context, in activities.MoveBatchInput, m
 		err := workflow.ExecuteLocalActivity(lctx, a.MoveBatch, in).Get(ctx, mv)
 		var appErr *temporal.ApplicationError
 		if !errors.As(err, &appErr) || appErr.Type() != activities.ErrRunAsActivity {
-			if err == nil {
-				b.sinceYield += time.Duration(mv.TxMillis) * time.Millisecond
-			}
 			return err
 		}
 		// Schedule the activity a moment later, from a new workflow task:
@@ -282,22 +275,6 @@ func (b *branch) moveBatch(ctx workflow.Context, in activities.MoveBatchInput, m
 // handOnDelay is how long a batch refused as a local activity waits before
 // it is scheduled as an activity (the refusing worker drains meanwhile).
 const handOnDelay = time.Second
-
-// yieldEvery is how long local batches may hold one workflow task: signals
-// (pause, throttle) and queries (progress) reach the run only between
-// workflow tasks, so the loop ends the task about this often.
-const yieldEvery = time.Second
-
-// yield ends the open workflow task with a 1 ms timer once local batches
-// held it for yieldEvery: the server then delivers signals and queries
-// that came meanwhile. It costs one timer per second of batches.
-func (b *branch) yield(ctx workflow.Context) error {
-	if !b.local || b.sinceYield < yieldEvery {
-		return nil
-	}
-	b.sinceYield = 0
-	return workflow.NewTimerWithOptions(ctx, time.Millisecond, workflow.TimerOptions{Summary: "let signals and queries in"}).Get(ctx, nil)
-}
 
 // exchange moves whole live partitions older than the cut-off to the
 // archive, one exchange at a time, each its own ledger entry; the rows of

@@ -257,45 +257,6 @@ func TestDrainingWorkerHandsTheBatchOn(t *testing.T) {
 	}
 }
 
-// TestLocalBatchesYield: local batches end their workflow task with a
-// short timer once they held it for a second of lock time, so a pause
-// signal reaches the loop within about a second of batches; with
-// BatchActivities (or Parallel > 1) batches are activities and no timer
-// is needed.
-func TestLocalBatchesYield(t *testing.T) {
-	for _, c := range []struct {
-		name   string
-		in     ArchiveInput
-		timers bool
-	}{
-		{"local", ArchiveInput{}, true},
-		{"batch activities", ArchiveInput{BatchActivities: true}, false},
-		{"parallel", ArchiveInput{Parallel: 2}, false},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			env := newEnv(t)
-			r := &batchRecorder{env: env, left: 40_000, txMs: 300}
-			r.mock()
-			timers := 0
-			env.SetOnTimerScheduledListener(func(_ string, d time.Duration) {
-				if d == time.Millisecond {
-					timers++
-				}
-			})
-			in := c.in
-			in.Tables, in.AsOf, in.BatchSize, in.MinBatch, in.MaxBatch = []string{"logs"}, testAsOf, 1000, 1000, 1000
-			env.ExecuteWorkflow(ArchiveWorkflow, in)
-			if err := env.GetWorkflowError(); err != nil {
-				t.Fatal(err)
-			}
-			// 40 batches of 300 ms: a yield after every fourth (1.2 s).
-			if want := map[bool]int{true: 10, false: 0}[c.timers]; timers != want {
-				t.Fatalf("%d yield timers for %d batches of 300 ms, want %d", timers, len(r.limits), want)
-			}
-		})
-	}
-}
-
 // TestAdaptAim: runs started before changeBudgetAim keep the old steps
 // (aim at 70%, grow by half); new runs aim at half the budget and grow by a
 // quarter, and a batch between the two thresholds keeps its size.

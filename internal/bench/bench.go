@@ -301,7 +301,8 @@ func (b *bench) polled(ctx context.Context, queue string) error {
 // result; it returns the seconds from start to result.
 func (b *bench) execute(ctx context.Context, queue, id, name string, in, out any) (float64, error) {
 	return timed(func() error {
-		run, err := b.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: queue}, name, in)
+		// As the starter starts runs (its workflow task timeout).
+		run, err := b.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: queue, WorkflowTaskTimeout: workflows.TaskTimeout}, name, in)
 		if err != nil {
 			return err
 		}

@@ -96,11 +96,12 @@ func (o Options) action() *client.ScheduleWorkflowAction {
 		}
 	}
 	return &client.ScheduleWorkflowAction{
-		ID:        o.ID + "-run",
-		Workflow:  workflows.ArchiveWorkflowName,
-		Args:      []any{o.Input},
-		TaskQueue: o.TaskQueue,
-		Memo:      o.Memo,
+		ID:                  o.ID + "-run",
+		Workflow:            workflows.ArchiveWorkflowName,
+		Args:                []any{o.Input},
+		TaskQueue:           o.TaskQueue,
+		WorkflowTaskTimeout: workflows.TaskTimeout,
+		Memo:                o.Memo,
 		// Every run of the schedule shows these; its as-of is the nominal
 		// time, which ArchiveSummary says for a zero AsOf.
 		StaticSummary: "nightly " + workflows.ArchiveSummary(o.Input),
