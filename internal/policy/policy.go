@@ -182,7 +182,7 @@ var Tables = []Table{
 	{Name: "logs", Live: "scenario_logs", Archive: "scenario_logs_archive", TimeColumn: "received_at",
 		ArchiveAfter: 365 * Day, Retention: 7 * 365 * Day, BatchSize: 10000, Built: true, Mode: ModeMove, Layout: LayoutSeed},
 	{Name: "metrics", Live: "scenario_metrics", Archive: "scenario_metrics_archive", TimeColumn: "timestamp",
-		ArchiveAfter: 730 * Day, Retention: 5 * 365 * Day, BatchSize: 50000, DayAligned: true, Built: true,
+		ArchiveAfter: 730 * Day, Retention: 5 * 365 * Day, BatchSize: 20000, DayAligned: true, Built: true,
 		Mode: ModeDownsample, GroupBy: []string{"scenario_id", "metric_type", "metric_name", "unit"}, Value: "value", Bucket: "day", Layout: LayoutSeed},
 	{Name: "reports", Live: "reports", Archive: "reports_archive", TimeColumn: "created_at",
 		ArchiveAfter: 180 * Day, Retention: 5 * 365 * Day, BatchSize: 50, Built: true,
