@@ -113,13 +113,17 @@ func (b *bench) seed(ctx context.Context) error {
 		return err
 	}
 	daySpan := int64(b.o.metricDays) * 24 * 3600
+	order := ""
+	if b.o.metricsInTimeOrder {
+		order = " ORDER BY 3"
+	}
 	if _, err := conn.Exec(ctx, `
 		INSERT INTO scenario_metrics (id, scenario_id, timestamp, metric_type, metric_name, value, unit, extra_data)
 		SELECT gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad((g % 20)::text, 12, '0'))::uuid,
 		       $1::timestamptz - ((g::bigint * 7919) % $2::bigint) * interval '1 second' - interval '1 second',
 		       (ARRAY['latency','cost','throughput'])[g % 3 + 1], (ARRAY['p50','p95','p99','avg'])[g % 4 + 1],
 		       round((100 + (g * 37 % 1000) / 7.0)::numeric, 6), (ARRAY['ms','usd','rps'])[g % 3 + 1], '{}'::jsonb
-		FROM generate_series(1, $3::int) g`, metricsCutoff, daySpan, b.o.metrics); err != nil {
+		FROM generate_series(1, $3::int) g`+order, metricsCutoff, daySpan, b.o.metrics); err != nil {
 		return fmt.Errorf("seed metrics: %w", err)
 	}
 	seedFiles := filepath.Join(b.dir, "seed")

@@ -35,7 +35,7 @@ type options struct {
 	coldRestoreBudget                                                       time.Duration
 	appPace                                                                 float64
 	parallel                                                                int
-	batchActivities                                                         bool
+	batchActivities, metricsInTimeOrder                                     bool
 	workerEnv                                                               []string
 	keep, nightly, coldCSV, scale                                           bool
 	scaleSizes                                                              []int
@@ -133,6 +133,7 @@ func main() {
 	flag.IntVar(&o.appScale, "app-scale", 10, "pgbench scale of the application database of app_impact")
 	flag.IntVar(&o.appClients, "app-clients", 4, "pgbench clients of app_impact")
 	flag.IntVar(&o.parallel, "parallel", 1, "batch loops per table of our runs (ArchiveInput.Parallel; above 1, batches are activities)")
+	flag.BoolVar(&o.metricsInTimeOrder, "metrics-in-time-order", false, "store the seeded metric samples in time order, as an application appends them (default: scattered over the heap, the worst case for batches in time order)")
 	flag.BoolVar(&o.batchActivities, "batch-activities", false, "our runs' batches as activities (ArchiveInput.BatchActivities), as before local batches")
 	flag.Float64Var(&o.appPace, "app-pace", 1, "our run's --pace in app_impact (0: full speed)")
 	flag.BoolVar(&o.scale, "scale", false, "only the cost curve: logs runs at --scale-sizes rows, each on a database of its own")

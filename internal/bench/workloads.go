@@ -103,6 +103,9 @@ func (b *bench) metricsWorkload(ctx context.Context) (Result, error) {
 	if err != nil {
 		return r, fmt.Errorf("metrics single bound: %w", err)
 	}
+	if b.o.metricsInTimeOrder {
+		r.Notes = append(r.Notes, "samples stored in time order (-metrics-in-time-order)")
+	}
 	return b.finish(ctx, r, "metrics", metricsCutoff, single, 0, "")
 }
 
