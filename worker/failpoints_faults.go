@@ -51,8 +51,8 @@ func installFailpoints(acts *activities.Activities) {
 	if n := envN("ARCHIVER_FAULT_KILL_AFTER_RESTORE_BATCH"); n > 0 {
 		var batches atomic.Int32
 		acts.AfterCommit = func(ctx context.Context, res activities.MoveBatchResult) error {
-			if !activity.IsActivity(ctx) {
-				return nil
+			if !activity.IsActivity(ctx) || res.Replayed {
+				return nil // a replayed batch committed nothing now
 			}
 			switch kind := activity.GetInfo(ctx).ActivityType.Name; kind {
 			case "RestoreBatch", "RestoreExport":
