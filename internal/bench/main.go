@@ -295,51 +295,69 @@ func (h runHistory) temporalShare(secs float64) float64 {
 
 func readHistory(ctx context.Context, c client.Client, workflowID string) (runHistory, error) {
 	var h runHistory
-	runID := ""
+	// The chain's runs, latest first: each run's first event names the run
+	// it continues ("" asks for the latest).
+	runs := []string{""}
 	for {
-		iter := c.GetWorkflowHistory(ctx, workflowID, runID, false, 0)
-		next := ""
-		started := map[int64]time.Time{}
-		isBatch := map[int64]bool{}
-		for iter.HasNext() {
-			ev, err := iter.Next()
-			if err != nil {
-				return h, err
-			}
-			h.events++
-			var results []*commonpb.Payload
-			if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
-				isBatch[ev.GetEventId()] = a.GetActivityType().GetName() == "MoveBatch"
-			}
-			if a := ev.GetActivityTaskStartedEventAttributes(); a != nil {
-				started[a.GetScheduledEventId()] = ev.GetEventTime().AsTime()
-			}
-			if a := ev.GetActivityTaskCompletedEventAttributes(); a != nil {
-				if isBatch[a.GetScheduledEventId()] {
-					results = a.GetResult().GetPayloads()
-				} else if t0, ok := started[a.GetScheduledEventId()]; ok {
-					h.otherSeconds += ev.GetEventTime().AsTime().Sub(t0).Seconds()
-				}
-			}
-			if m := ev.GetMarkerRecordedEventAttributes(); m != nil && m.GetMarkerName() == "LocalActivity" {
-				results = m.GetDetails()["result"].GetPayloads()
-			}
-			for _, p := range results {
-				var r activities.MoveBatchResult
-				if json.Unmarshal(p.GetData(), &r) == nil && r.TxMillis > 0 {
-					h.batchMS = append(h.batchMS, float64(r.TxMillis))
-				}
-			}
-			if can := ev.GetWorkflowExecutionContinuedAsNewEventAttributes(); can != nil {
-				next = can.GetNewExecutionRunId()
-			}
+		iter := c.GetWorkflowHistory(ctx, workflowID, runs[len(runs)-1], false, 0)
+		if !iter.HasNext() {
+			break
 		}
-		if next == "" {
-			sort.Float64s(h.batchMS)
-			return h, nil
+		ev, err := iter.Next()
+		if err != nil {
+			return h, err
 		}
-		runID = next
+		prev := ev.GetWorkflowExecutionStartedEventAttributes().GetContinuedExecutionRunId()
+		if prev == "" {
+			break
+		}
+		runs = append(runs, prev)
 	}
+	for i := len(runs) - 1; i >= 0; i-- {
+		if err := h.read(ctx, c, workflowID, runs[i]); err != nil {
+			return h, err
+		}
+	}
+	sort.Float64s(h.batchMS)
+	return h, nil
+}
+
+// read adds one run's history.
+func (h *runHistory) read(ctx context.Context, c client.Client, workflowID, runID string) error {
+	iter := c.GetWorkflowHistory(ctx, workflowID, runID, false, 0)
+	started := map[int64]time.Time{}
+	isBatch := map[int64]bool{}
+	for iter.HasNext() {
+		ev, err := iter.Next()
+		if err != nil {
+			return err
+		}
+		h.events++
+		var results []*commonpb.Payload
+		if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
+			isBatch[ev.GetEventId()] = a.GetActivityType().GetName() == "MoveBatch"
+		}
+		if a := ev.GetActivityTaskStartedEventAttributes(); a != nil {
+			started[a.GetScheduledEventId()] = ev.GetEventTime().AsTime()
+		}
+		if a := ev.GetActivityTaskCompletedEventAttributes(); a != nil {
+			if isBatch[a.GetScheduledEventId()] {
+				results = a.GetResult().GetPayloads()
+			} else if t0, ok := started[a.GetScheduledEventId()]; ok {
+				h.otherSeconds += ev.GetEventTime().AsTime().Sub(t0).Seconds()
+			}
+		}
+		if m := ev.GetMarkerRecordedEventAttributes(); m != nil && m.GetMarkerName() == "LocalActivity" {
+			results = m.GetDetails()["result"].GetPayloads()
+		}
+		for _, p := range results {
+			var r activities.MoveBatchResult
+			if json.Unmarshal(p.GetData(), &r) == nil && r.TxMillis > 0 {
+				h.batchMS = append(h.batchMS, float64(r.TxMillis))
+			}
+		}
+	}
+	return nil
 }
 
 // exec runs a shell command, for the reports bound (gzip -1).

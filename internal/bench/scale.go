@@ -43,7 +43,7 @@ func (b *bench) scaleWorkload(ctx context.Context, emit func(Result)) error {
 			PeakRSSMB: rss, HistoryEvents: events, Batches: len(ms), LoadAvg: []float64{loadAvg()}}
 		r.EventsPerMRows = round(float64(events) / (float64(n) / 1e6))
 		if len(ms) > 0 {
-			r.P50BatchMS, r.P99BatchMS = percentile(ms, 0.5), percentile(ms, 0.99)
+			r.P50BatchMS, r.P99BatchMS, r.MaxBatchMS = percentile(ms, 0.5), percentile(ms, 0.99), ms[len(ms)-1]
 		}
 		if first == 0 {
 			first = r.RowsPerS
