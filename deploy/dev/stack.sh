@@ -79,6 +79,16 @@ pg_datadir() {
   echo "$d"
 }
 
+# pg_log NAME: the path a server of the cluster logs to. Beside the cluster
+# when it lives outside .dev (the postgres user cannot write there), with
+# .dev/logs/NAME a link to it, so that every log is found in .dev/logs.
+pg_log() {
+  local d; d=$(dirname "$(pg_datadir)")
+  if [ "$d" = "$DEV" ]; then echo "$DEV/logs/$1"; return; fi
+  ln -sfn "$d/$1" "$DEV/logs/$1"
+  echo "$d/$1"
+}
+
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
@@ -122,9 +132,10 @@ pg_up() {
     log "PostgreSQL already running on 127.0.0.1:$PG_PORT"
   else
     port_free 127.0.0.1 "$PG_PORT" PostgreSQL
-    touch "$DEV/logs/postgres.log"
-    [ "$(id -u)" = 0 ] && chown postgres "$DEV/logs/postgres.log"
-    as_pg "$bin/pg_ctl" -D "$data" -l "$DEV/logs/postgres.log" -w -t 60 \
+    local logf; logf=$(pg_log postgres.log)
+    touch "$logf"
+    [ "$(id -u)" = 0 ] && chown postgres "$logf"
+    as_pg "$bin/pg_ctl" -D "$data" -l "$logf" -w -t 60 \
       -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories='' -c max_connections=300 -c shared_buffers=256MB -c timezone=UTC -c wal_keep_size=2GB" \
       start >/dev/null || die "PostgreSQL did not start: see $DEV/logs/postgres.log"
     log "PostgreSQL on 127.0.0.1:$PG_PORT"
@@ -226,8 +237,9 @@ replica_up() {
     return
   fi
   port_free 127.0.0.1 "$REPLICA_PORT" "PostgreSQL replica"
-  touch "$DEV/logs/replica.log"; [ "$(id -u)" = 0 ] && chown postgres "$DEV/logs/replica.log"
-  as_pg "$bin/pg_ctl" -D "$data" -l "$DEV/logs/replica.log" -w -t 60 \
+  local logf; logf=$(pg_log replica.log)
+  touch "$logf"; [ "$(id -u)" = 0 ] && chown postgres "$logf"
+  as_pg "$bin/pg_ctl" -D "$data" -l "$logf" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -p $REPLICA_PORT -c unix_socket_directories='' -c max_connections=300 -c recovery_min_apply_delay=$REPLICA_APPLY_DELAY -c hot_standby_feedback=on" \
     start >/dev/null || die "replica did not start: see $DEV/logs/replica.log"
   log "replica on 127.0.0.1:$REPLICA_PORT (applies WAL $REPLICA_APPLY_DELAY late)"
