@@ -76,6 +76,11 @@ const ErrInvalidInput = "InvalidInput"
 // the task queue. A refused batch has not begun.
 const ErrRunAsActivity = "RunAsActivity"
 
+// RunAsActivity is a local batch's refusal to run locally, saying why.
+func RunAsActivity(why string) error {
+	return temporal.NewNonRetryableApplicationError(why, ErrRunAsActivity, nil)
+}
+
 // ErrReportUnavailable: a report's file is missing, unreadable, or outside
 // REPORTS_DIR. That report fails; nothing of it is deleted.
 const ErrReportUnavailable = "ReportUnavailable"

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"go.temporal.io/sdk/activity"
-	"go.temporal.io/sdk/temporal"
 )
 
 // waitForReplicas holds a batch back while any streaming replica's replay
@@ -49,8 +48,7 @@ func (a *Activities) waitWhile(ctx context.Context, what string, held func(conte
 		}
 		if activity.IsActivity(ctx) && activity.GetInfo(ctx).IsLocalActivity {
 			// A local batch cannot heartbeat where an operator sees it.
-			return time.Since(start), temporal.NewNonRetryableApplicationError(
-				fmt.Sprintf("a local batch must wait for %s (%s): it runs as an activity", what, detail), ErrRunAsActivity, nil)
+			return time.Since(start), RunAsActivity(fmt.Sprintf("a local batch must wait for %s (%s): it runs as an activity", what, detail))
 		}
 		if activity.IsActivity(ctx) {
 			activity.RecordHeartbeat(ctx, hb)

@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/mock"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/converter"
-	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/workflow"
 
@@ -233,7 +232,7 @@ func TestDrainingWorkerHandsTheBatchOn(t *testing.T) {
 			calls = append(calls, fmt.Sprintf("%s local=%v", in.BatchID, local))
 			if local && len(calls) == 2 && !refused {
 				refused = true
-				return activities.MoveBatchResult{}, temporal.NewNonRetryableApplicationError("draining", activities.ErrRunAsActivity, nil)
+				return activities.MoveBatchResult{}, activities.RunAsActivity("draining")
 			}
 			n := min(r.left, int64(in.Limit))
 			r.left -= n

@@ -10,7 +10,6 @@ import (
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/interceptor"
-	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/mockupaws/archiver/activities"
@@ -68,7 +67,7 @@ func (i *inFlightActivity) ExecuteActivity(ctx context.Context, in *interceptor.
 		// until the task ends, so a draining worker would start batch
 		// after batch: refuse, and the workflow hands the batch to the
 		// task queue (activities.ErrRunAsActivity), which ends the task.
-		return nil, temporal.NewNonRetryableApplicationError("the worker is draining: the batch goes to another worker", activities.ErrRunAsActivity, nil)
+		return nil, activities.RunAsActivity("the worker is draining: the batch goes to another worker")
 	}
 	id := i.f.start(Attempt{Type: info.ActivityType.Name, TaskToken: info.TaskToken})
 	res, err := i.Next.ExecuteActivity(ctx, in)

@@ -19,10 +19,7 @@ import (
 func partitionedLogs(t *testing.T, grant bool) *realDB {
 	t.Helper()
 	owner := ownerRole(t)
-	ddl := []string{logsDDL(", PRIMARY KEY (id, received_at)", "PARTITION BY RANGE (received_at)")}
-	ddl = append(ddl, monthlyPartitions("scenario_logs")...)
-	ddl = append(ddl, `CREATE TABLE scenario_logs_default PARTITION OF scenario_logs DEFAULT`)
-	d := newRealDB(t, ddl...)
+	d := newRealDB(t, partmanLogsDDL()...)
 	d.exec(fmt.Sprintf(`DO $$ DECLARE r regclass; BEGIN
 		FOR r IN SELECT 'scenario_logs'::regclass UNION ALL SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'scenario_logs'::regclass LOOP
 			EXECUTE format('ALTER TABLE %%s OWNER TO %s', r);

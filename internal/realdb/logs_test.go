@@ -17,11 +17,7 @@ var logsRun = workflows.ArchiveInput{Tables: []string{"logs"}, BatchSize: 500, M
 
 func TestLiveTableKinds(t *testing.T) {
 	t.Run("partitioned by month, pg_partman style, with a DEFAULT partition", func(t *testing.T) {
-		var ddl []string
-		ddl = append(ddl, logsDDL(", PRIMARY KEY (id, received_at)", "PARTITION BY RANGE (received_at)"))
-		ddl = append(ddl, monthlyPartitions("scenario_logs")...)
-		ddl = append(ddl, `CREATE TABLE scenario_logs_default PARTITION OF scenario_logs DEFAULT`)
-		d := newRealDB(t, ddl...)
+		d := newRealDB(t, partmanLogsDDL()...)
 		// From mid-2023 (the DEFAULT partition) to the run: every partition
 		// holds rows whose addresses repeat across partitions.
 		d.insertLogs("scenario_logs", 5000, asOf, 5*time.Hour)
@@ -264,11 +260,7 @@ func TestJunkAndOrphans(t *testing.T) {
 // run records the skip with the GRANT that would let it; the owner's VACUUM
 // (ANALYZE) reaches every partition the rows left.
 func TestVacuumPartitionedLive(t *testing.T) {
-	var ddl []string
-	ddl = append(ddl, logsDDL(", PRIMARY KEY (id, received_at)", "PARTITION BY RANGE (received_at)"))
-	ddl = append(ddl, monthlyPartitions("scenario_logs")...)
-	ddl = append(ddl, `CREATE TABLE scenario_logs_default PARTITION OF scenario_logs DEFAULT`)
-	d := newRealDB(t, ddl...)
+	d := newRealDB(t, partmanLogsDDL()...)
 	d.insertLogs("scenario_logs", 5000, asOf, 5*time.Hour)
 	d.migrate()
 	d.worker(func(a *activities.Activities) { a.VacuumShare = 0.2 })
@@ -296,6 +288,15 @@ func TestVacuumPartitionedLive(t *testing.T) {
 	if !vr.Ran || vr.Share < 0.2 || v1 < v0+2 || a1 <= a0 {
 		t.Fatalf("owner's vacuum %+v: vacuum_count %d -> %d, analyze_count %d -> %d over the partitions; want it ran on them all", vr, v0, v1, a0, a1)
 	}
+}
+
+// partmanLogsDDL is scenario_logs partitioned by month as pg_partman makes
+// it: the seed's columns, a primary key with the partition key, monthly
+// partitions and a DEFAULT partition.
+func partmanLogsDDL() []string {
+	ddl := []string{logsDDL(", PRIMARY KEY (id, received_at)", "PARTITION BY RANGE (received_at)")}
+	ddl = append(ddl, monthlyPartitions("scenario_logs")...)
+	return append(ddl, `CREATE TABLE scenario_logs_default PARTITION OF scenario_logs DEFAULT`)
 }
 
 // monthlyPartitions is the DDL of parent's monthly partitions from 2024-01
