@@ -29,7 +29,7 @@ help:
 	@echo "make test-unit  the tests that need no dev stack"
 	@echo "make lint       gofmt, go vet, staticcheck, workflowcheck"
 	@echo "make dev-up | dev-down | dev-clean    the local stack (state in .dev/)"
-	@echo "make record-histories   re-record testdata/histories for the replay tests"
+	@echo "make record-histories   record new histories for the replay tests (existing files are kept)"
 	@echo "make fuzz       fuzz the parsers of user input (FUZZTIME=30s each)"
 
 build:
@@ -73,7 +73,7 @@ fuzz:
 	go test ./activities -run '^$$' -fuzz '^FuzzResolveReportPath$$' -fuzztime $(FUZZTIME)
 
 record-histories: dev-up
-	$(ENV) && ARCHIVER_REQUIRE_STACK=1 ARCHIVER_RECORD_HISTORY=1 go test -count=1 -run "TestLogsRun|TestAllTables" ./internal/e2e
+	$(ENV) && ARCHIVER_REQUIRE_STACK=1 ARCHIVER_RECORD_HISTORY=1 go test -count=1 -run "TestLogsRun|TestAllTables|TestPauseReachesLocalBatches" ./internal/e2e
 
 # need_deb,CMD,PACKAGE: CMD from Debian's PACKAGE, installed when missing
 # (as root; otherwise it says what to run).

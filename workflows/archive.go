@@ -246,6 +246,13 @@ const (
 	// changeBudgetAim: the batch size aims at half the lock-time budget
 	// (was 70%), so that the slow tail of batches stays under it.
 	changeBudgetAim = "budget-aim"
+	// changeNoYieldTimer: a loop of local batches no longer ends its
+	// workflow task with a 1 ms timer after each second of batches; the
+	// SDK's workflow task heartbeat (at 80% of TaskTimeout) lets signals
+	// and queries in. Runs without this marker that started with another
+	// task timeout than TaskTimeout began before the timer was dropped and
+	// replay with it (legacyYield).
+	changeNoYieldTimer = "local-batches-no-yield-timer"
 )
 
 // ArchiveWorkflow archives the selected tables as of one instant, one

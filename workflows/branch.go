@@ -27,6 +27,11 @@ type branch struct {
 	cursor bool
 	// local: batches run as local activities (changeLocalBatches).
 	local bool
+	// yieldTimer: the loop ends its workflow task with a timer after each
+	// yieldEvery of local batches' lock time (sinceYield), as runs did
+	// before changeNoYieldTimer.
+	yieldTimer bool
+	sinceYield time.Duration
 	// aim is the share of the lock-time budget the batch size aims at.
 	aim float64
 }
@@ -152,6 +157,9 @@ func (b *branch) moveAll(ctx workflow.Context) error {
 	// Several loops are meant to spread over every worker on the task
 	// queue, which local activities would not.
 	b.local = workflow.GetVersion(ctx, changeLocalBatches, workflow.DefaultVersion, 1) >= 1 && b.run.parallel == 1 && !b.run.batchActivities
+	if b.local && workflow.GetVersion(ctx, changeNoYieldTimer, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		b.yieldTimer = legacyYield(ctx)
+	}
 	b.aim = oldAim
 	if workflow.GetVersion(ctx, changeBudgetAim, workflow.DefaultVersion, 1) >= 1 {
 		b.aim = budgetAim
@@ -207,6 +215,9 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 		if err := b.moveBatch(ctx, in, &mv); err != nil {
 			return err
 		}
+		if err := b.yield(ctx); err != nil {
+			return err
+		}
 		r.Batches++
 		r.RowsArchived += mv.RowsMoved
 		r.RowsDeleted += mv.RowsDeleted
@@ -259,6 +270,9 @@ func (b *branch) moveBatch(ctx workflow.Context, in activities.MoveBatchInput, m
 		err := workflow.ExecuteLocalActivity(lctx, a.MoveBatch, in).Get(ctx, mv)
 		var appErr *temporal.ApplicationError
 		if !errors.As(err, &appErr) || appErr.Type() != activities.ErrRunAsActivity {
+			if err == nil {
+				b.sinceYield += time.Duration(mv.TxMillis) * time.Millisecond
+			}
 			return err
 		}
 		// Schedule the activity a moment later, from a new workflow task:
@@ -270,6 +284,29 @@ func (b *branch) moveBatch(ctx workflow.Context, in activities.MoveBatchInput, m
 		}
 	}
 	return workflow.ExecuteActivity(summarized(ctx, "%s", summary), a.MoveBatch, in).Get(ctx, mv)
+}
+
+// yieldEvery is how long local batches held one workflow task before runs
+// without changeNoYieldTimer ended it with a timer.
+const yieldEvery = time.Second
+
+// legacyYield tells a run without the changeNoYieldTimer marker whether it
+// began under the build that ended its workflow task with a timer: that
+// build started runs with the server's default task timeout, the build
+// that dropped the timer with TaskTimeout (3 s) on every start path.
+func legacyYield(ctx workflow.Context) bool {
+	return workflow.GetInfo(ctx).WorkflowTaskTimeout != TaskTimeout
+}
+
+// yield is the timer of runs before changeNoYieldTimer: a 1 ms timer once
+// local batches held the workflow task for yieldEvery, so that signals and
+// queries got in.
+func (b *branch) yield(ctx workflow.Context) error {
+	if !b.yieldTimer || b.sinceYield < yieldEvery {
+		return nil
+	}
+	b.sinceYield = 0
+	return workflow.NewTimerWithOptions(ctx, time.Millisecond, workflow.TimerOptions{Summary: "let signals and queries in"}).Get(ctx, nil)
 }
 
 // handOnDelay is how long a batch refused as a local activity waits before

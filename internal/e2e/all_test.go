@@ -44,7 +44,7 @@ func TestAllTables(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	record(t, b.c, run, "archive-all-v6.json")
+	record(t, b.c, run, "archive-all-v8.json")
 	for _, tr := range res.Tables {
 		if tr.Status != workflows.StatusCompleted || tr.RowsArchived == 0 {
 			t.Fatalf("%s: %+v", tr.Table, tr)

@@ -94,5 +94,5 @@ func TestPauseReachesLocalBatches(t *testing.T) {
 	if markers < 750 || paused > 1 {
 		t.Fatalf("%d local batches, %d completed while paused: want 750 or more, at most the one in flight", markers, paused)
 	}
-	record(t, b.c, run, "archive-logs-local-pause-v1.json")
+	record(t, b.c, run, "archive-logs-local-pause-v3.json")
 }

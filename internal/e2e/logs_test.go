@@ -87,7 +87,7 @@ func TestLogsRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("run failed: %v", err)
 		}
-		record(t, b.c, run, "archive-logs-v8.json")
+		record(t, b.c, run, "archive-logs-v10.json")
 		after := b.snapshot(t)
 
 		if after.allN != before.allN || after.allSum != before.allSum {
