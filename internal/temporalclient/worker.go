@@ -112,6 +112,9 @@ func NewWorker(c client.Client, taskQueue string, acts *activities.Activities, o
 	for _, opt := range opts {
 		opt(&o)
 	}
+	// Innermost (interceptors listed earlier wrap later ones): the others
+	// see the error as the workflow will.
+	o.Interceptors = append(o.Interceptors, activities.ClassifyErrors())
 	w := worker.New(c, taskQueue, o)
 	for _, r := range Workflows {
 		w.RegisterWorkflowWithOptions(r.Fn, workflow.RegisterOptions{Name: r.Name, VersioningBehavior: r.Behavior})
