@@ -64,7 +64,9 @@ func Classify(activityType, table string, err error) error {
 // error that no retry can heal stops being retried.
 func ClassifyErrors() interceptor.WorkerInterceptor { return &classifyErrors{} }
 
-type classifyErrors struct{ interceptor.WorkerInterceptorBase }
+type classifyErrors struct {
+	interceptor.WorkerInterceptorBase
+}
 
 func (*classifyErrors) InterceptActivity(ctx context.Context, next interceptor.ActivityInboundInterceptor) interceptor.ActivityInboundInterceptor {
 	i := &classifyActivity{}
@@ -72,7 +74,9 @@ func (*classifyErrors) InterceptActivity(ctx context.Context, next interceptor.A
 	return i
 }
 
-type classifyActivity struct{ interceptor.ActivityInboundInterceptorBase }
+type classifyActivity struct {
+	interceptor.ActivityInboundInterceptorBase
+}
 
 func (c *classifyActivity) ExecuteActivity(ctx context.Context, in *interceptor.ExecuteActivityInput) (any, error) {
 	res, err := c.Next.ExecuteActivity(ctx, in)
