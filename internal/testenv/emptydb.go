@@ -23,6 +23,12 @@ func EmptyDB(t testing.TB) (*pgxpool.Pool, string) {
 	}
 	defer admin.Close(ctx)
 	name := "t_" + randomHex(6)
+	// Not cloned from the template, but made after it: the application's
+	// DDL may grant to archiver_worker before the test migrates, and that
+	// role is the cluster's, made by the first migration on it.
+	if err := withTemplate(ctx, admin, env.AdminURL, func(string) error { return nil }); err != nil {
+		t.Fatalf("create empty test database: %v", err)
+	}
 	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE template0`, pgx.Identifier{name}.Sanitize())); err != nil {
 		t.Fatalf("create empty test database: %v", err)
 	}

@@ -72,26 +72,12 @@ func NewDB(t testing.TB) (*pgxpool.Pool, string) {
 	}
 	defer admin.Close(ctx)
 
-	fp, err := migrations.Fingerprint()
-	if err != nil {
-		t.Fatalf("fingerprint migrations: %v", err)
-	}
-	tmpl := "archiver_tmpl_" + fp
 	name := "t_" + randomHex(6)
-	// One lock for every test process: template creation and CREATE
-	// DATABASE ... TEMPLATE both need the template free of other sessions.
-	if _, err := admin.Exec(ctx, `SELECT pg_advisory_lock(7243001)`); err != nil {
-		t.Fatalf("lock: %v", err)
-	}
-	err = func() error {
-		defer admin.Exec(ctx, `SELECT pg_advisory_unlock(7243001)`) //nolint:errcheck
-		if err := ensureTemplate(ctx, admin, env.AdminURL, tmpl); err != nil {
-			return err
-		}
+	err = withTemplate(ctx, admin, env.AdminURL, func(tmpl string) error {
 		_, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`,
 			pgx.Identifier{name}.Sanitize(), pgx.Identifier{tmpl}.Sanitize()))
 		return err
-	}()
+	})
 	if err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
@@ -118,6 +104,27 @@ func dropAtCleanup(t testing.TB, env Env, name string) {
 			t.Errorf("drop test database %s: %v", name, err)
 		}
 	})
+}
+
+// withTemplate makes sure the template of the current schema version
+// exists (migrating it also makes the cluster's roles, archiver_worker
+// among them), then runs f with its name. One lock for every test process:
+// template creation and CREATE DATABASE ... TEMPLATE both need the template
+// free of other sessions.
+func withTemplate(ctx context.Context, admin *pgx.Conn, adminURL string, f func(tmpl string) error) error {
+	fp, err := migrations.Fingerprint()
+	if err != nil {
+		return fmt.Errorf("fingerprint migrations: %w", err)
+	}
+	tmpl := "archiver_tmpl_" + fp
+	if _, err := admin.Exec(ctx, `SELECT pg_advisory_lock(7243001)`); err != nil {
+		return fmt.Errorf("lock: %w", err)
+	}
+	defer admin.Exec(ctx, `SELECT pg_advisory_unlock(7243001)`) //nolint:errcheck
+	if err := ensureTemplate(ctx, admin, adminURL, tmpl); err != nil {
+		return err
+	}
+	return f(tmpl)
 }
 
 func ensureTemplate(ctx context.Context, admin *pgx.Conn, adminURL, tmpl string) error {
