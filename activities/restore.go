@@ -226,7 +226,8 @@ func (a *Activities) restoreOnce(ctx context.Context, t policy.Table, in MoveBat
 }
 
 // restoreRows is moveRows the other way: the batch's rows leave the
-// archive table and go back into the live table, the live columns only.
+// archive table and go back into the live table, the live columns only
+// (its generated columns computed anew, its identity values kept).
 func restoreRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (moved, error) {
 	rev := s
 	rev.live, rev.archive = s.archive, s.live
@@ -238,13 +239,14 @@ func restoreRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (mo
 	in.Cursor = nil
 	b := newBatchSQL(rev, in)
 	b.anyOrder = true
+	ins, overriding := s.live.InsertColumns(s.copy)
 	sql := fmt.Sprintf(`
 WITH %s,
 moved AS (
     %s
     RETURNING %s, l.archive_batch_id AS archiver_from, pg_column_size(l.*) AS archiver_row_bytes, %s AS archiver_ts, %s AS archiver_key
 ), ins AS (
-    INSERT INTO %s (%s)
+    INSERT INTO %s (%s) %s
     SELECT %s FROM moved
     RETURNING 1
 ), origin AS (
@@ -265,7 +267,7 @@ WHERE ab.batch_id = %s
 RETURNING t.inserted, 0::bigint, t.expected, t.expected, t.bytes, t.min_ts, t.max_ts, t.last_key`,
 		b.selectBatch(), b.deleteBatch(),
 		catalog.QuoteAll("l.", s.copy), b.tsExpr("l."), b.keyExpr("l."),
-		catalog.QuoteName(s.live.Name), catalog.QuoteAll("", s.copy), catalog.QuoteAll("", s.copy),
+		catalog.QuoteName(s.live.Name), catalog.QuoteAll("", ins), overriding, catalog.QuoteAll("", ins),
 		b.arg(in.BatchID))
 	return b.run(ctx, tx, sql)
 }
@@ -407,6 +409,7 @@ func restoreFromFile(ctx context.Context, tx pgx.Tx, s shape, e Export, f *os.Fi
 			cols = append(cols, c)
 		}
 	}
+	cols, overriding := s.live.InsertColumns(cols)
 	hasBatch := columnIn(e.Columns, "archive_batch_id")
 	from := "NULL::jsonb"
 	if hasBatch {
@@ -415,7 +418,7 @@ func restoreFromFile(ctx context.Context, tx pgx.Tx, s shape, e Export, f *os.Fi
 	ts := catalog.Quote(s.timeColumn)
 	err = tx.QueryRow(ctx, fmt.Sprintf(`
 WITH ins AS (
-    INSERT INTO %[1]s (%[2]s) SELECT %[2]s FROM %[3]s RETURNING 1
+    INSERT INTO %[1]s (%[2]s) %[6]s SELECT %[2]s FROM %[3]s RETURNING 1
 ), marked AS (
     UPDATE archive_exports SET state = 'restored', restored_at = now() WHERE id = $1 AND state = 'dropped' RETURNING 1
 )
@@ -425,7 +428,7 @@ SET rows_moved = (SELECT count(*) FROM ins), rows_deleted = $3, bytes = $4,
     restored_from = %[5]s, committed_at = now()
 WHERE ab.batch_id = $2 AND (SELECT count(*) FROM marked) = 1
 RETURNING rows_moved, min_ts, max_ts`,
-		catalog.QuoteName(s.live.Name), catalog.QuoteAll("", cols), stage, ts, from),
+		catalog.QuoteName(s.live.Name), catalog.QuoteAll("", cols), stage, ts, from, overriding),
 		e.ID, batchID, e.Rows, e.Bytes).Scan(&m.inserted, &m.minTS, &m.maxTS)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return m, cannotRestore("export %d was restored by another run meanwhile", e.ID)
