@@ -143,7 +143,10 @@ func bucketOf(t policy.Table) string {
 
 // HoldWindow records the restore's hold on its window, then waits for
 // batches already running on the table to commit (a SHARE lock, taken and
-// released at once), so that every batch after it sees the hold.
+// released at once), so that every batch after it sees the hold. The hold
+// is the window's: a retry finds its row, and another window of the table
+// (another restore under the same workflow id, restore-<table>) adds its
+// own beside it.
 func (a *Activities) HoldWindow(ctx context.Context, in RestoreInput) error {
 	t, err := entryFor(in.Table, in.Entry)
 	if err != nil {
@@ -151,7 +154,7 @@ func (a *Activities) HoldWindow(ctx context.Context, in RestoreInput) error {
 	}
 	if _, err := a.DB.Exec(ctx, `
 		INSERT INTO archive_holds (table_name, after_ts, before_ts, hold_until, workflow_id) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (workflow_id, table_name) DO UPDATE SET after_ts = EXCLUDED.after_ts, before_ts = EXCLUDED.before_ts, hold_until = EXCLUDED.hold_until`,
+		ON CONFLICT (workflow_id, table_name, after_ts, before_ts) DO UPDATE SET hold_until = EXCLUDED.hold_until`,
 		t.Live, in.After, in.Before, in.HoldUntil, in.WorkflowID); err != nil {
 		return fmt.Errorf("hold %s: %w", t.Live, err)
 	}

@@ -11,6 +11,44 @@ import (
 	"github.com/mockupaws/archiver/internal/testenv"
 )
 
+// TestHoldWindowPerWindow: a hold belongs to its window. HoldWindow
+// retried with the same window keeps one row; another window of the same
+// table under the same workflow id (every restore of a table runs as
+// restore-<table>) adds its own, and batches see both.
+func TestHoldWindowPerWindow(t *testing.T) {
+	b := setup(t)
+	ctx := context.Background()
+	until := time.Now().UTC().Add(24 * time.Hour).Truncate(time.Microsecond)
+	jan := activities.RestoreInput{Table: "logs", WorkflowID: "restore-logs", HoldUntil: until,
+		After: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), Before: time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC)}
+	jun := jan
+	jun.After, jun.Before = time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC), time.Date(2024, 7, 1, 0, 0, 0, 0, time.UTC)
+	for _, in := range []activities.RestoreInput{jan, jan, jun, jun} {
+		if err := b.acts.HoldWindow(ctx, in); err != nil {
+			t.Fatalf("HoldWindow %s .. %s: %v", in.After, in.Before, err)
+		}
+	}
+	for _, w := range []activities.RestoreInput{jan, jun} {
+		if n := testenv.Count(t, b.db, `SELECT count(*) FROM archive_holds WHERE table_name = 'scenario_logs' AND workflow_id = 'restore-logs'
+			AND after_ts = $1 AND before_ts = $2 AND hold_until = $3`, w.After, w.Before, until); n != 1 {
+			t.Errorf("%d holds of %s .. %s, want 1", n, w.After.Format(time.DateOnly), w.Before.Format(time.DateOnly))
+		}
+	}
+	if n := testenv.Count(t, b.db, `SELECT count(*) FROM archive_holds`); n != 2 {
+		t.Fatalf("%d holds after holding two windows (each twice), want 2", n)
+	}
+	// Rows of both windows stay live through a batch.
+	testenv.InsertLogs(t, b.db, []time.Time{
+		time.Date(2024, 1, 10, 0, 0, 0, 0, time.UTC), time.Date(2024, 3, 10, 0, 0, 0, 0, time.UTC), time.Date(2024, 6, 10, 0, 0, 0, 0, time.UTC)})
+	b.ensure(t)
+	if res := b.move(t, "00000000-0000-4000-8000-0000000000a1", 1000); res.RowsMoved != 1 {
+		t.Fatalf("the batch moved %d rows, want only March's", res.RowsMoved)
+	}
+	if n := testenv.Count(t, b.db, `SELECT count(*) FROM scenario_logs`); n != 2 {
+		t.Fatalf("%d rows live after the batch, want the two held", n)
+	}
+}
+
 // TestRestoreExportGeneratedAndIdentity: a live table with a stored
 // generated column and an identity column GENERATED ALWAYS, archived,
 // exported and dropped by retention, comes back from the export: the

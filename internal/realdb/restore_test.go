@@ -1,12 +1,82 @@
 package realdb
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
+	"go.temporal.io/sdk/client"
+
+	"github.com/mockupaws/archiver/internal/policy"
 	"github.com/mockupaws/archiver/internal/testenv"
+	"github.com/mockupaws/archiver/workflows"
 )
+
+// ticketsPolicy archives tickets two months after they open, in batches of
+// 500, keeping the archive (no retention past it in these tests). The
+// entry's name is the test's own: a restore's workflow id is
+// restore-<entry>, and the Temporal server is shared by every test.
+func ticketsPolicy(t *testing.T) []policy.Table {
+	return declared(t, `
+tables:
+  - name: tickets_`+testenv.RandomID()+`
+    table: tickets
+    time_column: opened_at
+    archive_after_days: 60
+    retention_days: 3000
+    batch_size: 500`)
+}
+
+// TestTwoRestoresOfOneTable: two restores of one table (one workflow id,
+// restore-<table>, used twice) each hold their own window; the next archive
+// run, as of the same instant, leaves the rows of both windows live.
+func TestTwoRestoresOfOneTable(t *testing.T) {
+	d := newRealDB(t, `CREATE TABLE tickets (
+	    id        bigint PRIMARY KEY,
+	    opened_at timestamptz NOT NULL,
+	    subject   text
+	)`, `CREATE INDEX ON tickets (opened_at)`)
+	d.exec(fmt.Sprintf(`INSERT INTO tickets
+		SELECT i, '%s'::timestamptz - i * interval '3 hours 11 minutes', 'subject ' || i
+		FROM generate_series(1, 6000) i`, asOf.Format(time.RFC3339)))
+	d.migrate()
+	d.exec(`GRANT SELECT, DELETE, UPDATE (opened_at) ON tickets TO archiver_worker`)
+	d.worker(nil)
+	pol := ticketsPolicy(t)
+	const cols = "id, opened_at, subject"
+	jan := "opened_at >= '2025-01-01 00:00:00+00' AND opened_at < '2025-02-01 00:00:00+00'"
+	jun := "opened_at >= '2025-06-01 00:00:00+00' AND opened_at < '2025-07-01 00:00:00+00'"
+	janN, janSum := d.columns("tickets", cols, jan)
+	junN, junSum := d.columns("tickets", cols, jun)
+	if janN == 0 || junN == 0 {
+		t.Fatalf("fixture: %d rows in January, %d in June", janN, junN)
+	}
+	d.mustRunEntries(pol, pol[0].Name)
+	if k := d.count(`SELECT count(*) FROM tickets WHERE ` + jan + ` OR ` + jun); k != 0 {
+		t.Fatalf("%d rows of the windows still live after the archive run", k)
+	}
+	d.exec(`GRANT INSERT ON tickets TO archiver_worker`)
+	id := workflows.RestoreWorkflowID(pol[0].Name)
+	for _, w := range [][2]time.Time{
+		{time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2025, 2, 1, 0, 0, 0, 0, time.UTC)},
+		{time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC), time.Date(2025, 7, 1, 0, 0, 0, 0, time.UTC)},
+	} {
+		if _, err := d.restoreAs(id, pol[0], w[0], w[1], nil); err != nil {
+			t.Fatalf("restore %s .. %s: %v", w[0], w[1], err)
+		}
+	}
+	if k := d.count(`SELECT count(*) FROM archive_holds WHERE table_name = 'tickets' AND workflow_id = $1 AND hold_until > now()`, id); k != 2 {
+		t.Errorf("%d active holds on tickets after restoring two windows, want 2 (one each)", k)
+	}
+	d.mustRunEntries(pol, pol[0].Name)
+	if n, sum := d.columns("tickets", cols, jan); n != janN || sum != janSum {
+		t.Fatalf("January after the next archive run: %d live rows (%s), want the %d restored (%s)", n, sum, janN, janSum)
+	}
+	if n, sum := d.columns("tickets", cols, jun); n != junN || sum != junSum {
+		t.Fatalf("June after the next archive run: %d live rows (%s), want the %d restored (%s)", n, sum, junN, junSum)
+	}
+}
 
 // TestRestoreGeneratedAndIdentityColumns: a live table with a stored
 // generated column and an identity column GENERATED ALWAYS is archived
@@ -66,4 +136,22 @@ tables:
 	if k := d.count(`SELECT count(*) FROM ledger WHERE amount_cents <> (amount * 100)::bigint`); k != 0 {
 		t.Fatalf("%d rows whose generated value is not the expression's", k)
 	}
+}
+
+// restoreAs runs RestoreWorkflow for entry's window [after, before) under
+// workflow id id and returns its result and error.
+func (d *realDB) restoreAs(id string, entry policy.Table, after, before time.Time, opts func(*client.StartWorkflowOptions)) (workflows.RestoreResult, error) {
+	d.t.Helper()
+	o := client.StartWorkflowOptions{ID: id, TaskQueue: d.queue}
+	if opts != nil {
+		opts(&o)
+	}
+	run, err := d.c.ExecuteWorkflow(context.Background(), o,
+		workflows.RestoreWorkflowName, workflows.RestoreRequest{Table: entry.Name, Policy: &entry, After: after, Before: before})
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	var got workflows.RestoreResult
+	err = testenv.Wait(d.t, d.c, run, testenv.DefaultWait, &got)
+	return got, err
 }
