@@ -62,7 +62,8 @@ type RestoreExportRef struct {
 }
 
 // ErrCannotRestore: what was asked cannot be brought back (aggregated
-// samples, a window without rows anywhere).
+// samples, a window without rows anywhere, an entry nothing was archived
+// of yet).
 const ErrCannotRestore = "CannotRestore"
 
 func cannotRestore(format string, args ...any) error {
@@ -84,6 +85,16 @@ func (a *Activities) PlanRestore(ctx context.Context, in RestoreInput) (RestoreP
 			t.Name, bucketOf(t), t.Archive)
 	}
 	plan := RestorePlan{HoldAfter: in.After.UTC(), HoldBefore: in.Before.UTC()}
+	// Every later statement reads the archive table: without it each would
+	// fail the same way on every attempt.
+	archive, err := catalog.Describe(ctx, a.DB, t.Archive)
+	if err != nil {
+		return plan, err
+	}
+	if !archive.Exists() {
+		return plan, cannotRestore("%s: nothing was archived yet, so there is nothing to restore: its archive table %s does not exist (an archive run of %s makes it)",
+			t.Name, t.Archive, t.Name)
+	}
 	// The worker archives with no INSERT on live tables; a restore needs it,
 	// granted by the operator for the restore's time.
 	var role string

@@ -2,12 +2,17 @@ package realdb
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
 
+	"github.com/mockupaws/archiver/activities"
 	"github.com/mockupaws/archiver/internal/policy"
 	"github.com/mockupaws/archiver/internal/testenv"
 	"github.com/mockupaws/archiver/workflows"
@@ -138,6 +143,43 @@ tables:
 	}
 }
 
+// TestRestoreBeforeAnyArchiveRun: a restore of an entry whose archive
+// table no run has made yet fails at once, saying nothing was archived,
+// instead of retrying its plan for as long as the activity may run.
+func TestRestoreBeforeAnyArchiveRun(t *testing.T) {
+	d := newRealDB(t, `CREATE TABLE tickets (
+	    id        bigint PRIMARY KEY,
+	    opened_at timestamptz NOT NULL,
+	    subject   text
+	)`)
+	d.exec(fmt.Sprintf(`INSERT INTO tickets SELECT i, '%s'::timestamptz - i * interval '1 day', 's' FROM generate_series(1, 500) i`, asOf.Format(time.RFC3339)))
+	d.migrate()
+	d.exec(`GRANT SELECT, DELETE, UPDATE (opened_at), INSERT ON tickets TO archiver_worker`)
+	d.worker(nil)
+	pol := ticketsPolicy(t)
+	id := workflows.RestoreWorkflowID(pol[0].Name)
+	before := d.fingerprintOf("tickets")
+	// A run given 90 seconds: the plan retried with the activity's
+	// back-off would still be retrying at its end.
+	_, err := d.restoreAs(id, pol[0],
+		time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2025, 2, 1, 0, 0, 0, 0, time.UTC),
+		func(o *client.StartWorkflowOptions) { o.WorkflowRunTimeout = 90 * time.Second })
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || appErr.Type() != activities.ErrCannotRestore ||
+		!strings.Contains(err.Error(), "tickets") || !strings.Contains(err.Error(), "nothing was archived") {
+		t.Fatalf("restore before any archive run: %v\nwant a %s error naming tickets and saying nothing was archived", err, activities.ErrCannotRestore)
+	}
+	if attempts := d.activityAttempts(id, "PlanRestore"); len(attempts) != 1 || attempts[0] != 1 {
+		t.Fatalf("PlanRestore ran with attempts %v, want one attempt", attempts)
+	}
+	if after := d.fingerprintOf("tickets"); after != before {
+		t.Fatal("the failed restore changed the live table")
+	}
+	if k := d.count(`SELECT count(*) FROM archive_holds`); k != 0 {
+		t.Fatalf("%d holds written by a restore that had nothing to restore", k)
+	}
+}
+
 // restoreAs runs RestoreWorkflow for entry's window [after, before) under
 // workflow id id and returns its result and error.
 func (d *realDB) restoreAs(id string, entry policy.Table, after, before time.Time, opts func(*client.StartWorkflowOptions)) (workflows.RestoreResult, error) {
@@ -154,4 +196,26 @@ func (d *realDB) restoreAs(id string, entry policy.Table, after, before time.Tim
 	var got workflows.RestoreResult
 	err = testenv.Wait(d.t, d.c, run, testenv.DefaultWait, &got)
 	return got, err
+}
+
+// activityAttempts lists the attempt of every started activity of type
+// name in the latest run of workflow id.
+func (d *realDB) activityAttempts(id, name string) []int32 {
+	d.t.Helper()
+	it := d.c.GetWorkflowHistory(context.Background(), id, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	types := map[int64]string{}
+	var out []int32
+	for it.HasNext() {
+		e, err := it.Next()
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		if a := e.GetActivityTaskScheduledEventAttributes(); a != nil {
+			types[e.GetEventId()] = a.GetActivityType().GetName()
+		}
+		if a := e.GetActivityTaskStartedEventAttributes(); a != nil && types[a.GetScheduledEventId()] == name {
+			out = append(out, a.GetAttempt())
+		}
+	}
+	return out
 }
