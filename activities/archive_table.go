@@ -46,6 +46,8 @@ func archiveColumnsFor(t policy.Table, live catalog.Table) ([]archiveColumn, err
 			cols = append(cols, aggregateColumns(a, c)...)
 		}
 	default:
+		// Plain columns, generated and identity ones included: the archive
+		// keeps the values the live rows had, it computes none.
 		for _, c := range live.Columns {
 			cols = append(cols, archiveColumn{name: c.Name, typ: c.Type, notNull: c.NotNull || c.Name == t.TimeColumn})
 		}
@@ -156,7 +158,7 @@ func plannedArchive(t policy.Table, live catalog.Table) (catalog.Table, error) {
 	out := catalog.Table{Name: t.Archive, Kind: catalog.Partitioned, PrimaryKey: archiveKey(t, live)}
 	for _, c := range cols {
 		lc, _ := live.Column(c.name)
-		col := catalog.Column{Name: c.name, Type: c.typ, NotNull: c.notNull, HasDefault: c.extra != ""}
+		col := catalog.Column{Name: c.name, Type: c.typ, NotNull: c.notNull, HasDefault: c.extra != "", Generated: strings.HasPrefix(c.extra, "GENERATED")}
 		if lc.Name != "" && lc.Type == c.typ {
 			col.TypeOID, col.Typmod = lc.TypeOID, lc.Typmod
 		}

@@ -62,7 +62,8 @@ type RestoreExportRef struct {
 }
 
 // ErrCannotRestore: what was asked cannot be brought back (aggregated
-// samples, a window without rows anywhere).
+// samples, a window without rows anywhere, an entry nothing was archived
+// of yet).
 const ErrCannotRestore = "CannotRestore"
 
 func cannotRestore(format string, args ...any) error {
@@ -84,6 +85,16 @@ func (a *Activities) PlanRestore(ctx context.Context, in RestoreInput) (RestoreP
 			t.Name, bucketOf(t), t.Archive)
 	}
 	plan := RestorePlan{HoldAfter: in.After.UTC(), HoldBefore: in.Before.UTC()}
+	// Every later statement reads the archive table: without it each would
+	// fail the same way on every attempt.
+	archive, err := catalog.Describe(ctx, a.DB, t.Archive)
+	if err != nil {
+		return plan, err
+	}
+	if !archive.Exists() {
+		return plan, cannotRestore("%s: nothing was archived yet, so there is nothing to restore: its archive table %s does not exist (an archive run of %s makes it)",
+			t.Name, t.Archive, t.Name)
+	}
 	// The worker archives with no INSERT on live tables; a restore needs it,
 	// granted by the operator for the restore's time.
 	var role string
@@ -143,7 +154,10 @@ func bucketOf(t policy.Table) string {
 
 // HoldWindow records the restore's hold on its window, then waits for
 // batches already running on the table to commit (a SHARE lock, taken and
-// released at once), so that every batch after it sees the hold.
+// released at once), so that every batch after it sees the hold. The hold
+// is the window's: a retry finds its row, and another window of the table
+// (another restore under the same workflow id, restore-<table>) adds its
+// own beside it.
 func (a *Activities) HoldWindow(ctx context.Context, in RestoreInput) error {
 	t, err := entryFor(in.Table, in.Entry)
 	if err != nil {
@@ -151,7 +165,7 @@ func (a *Activities) HoldWindow(ctx context.Context, in RestoreInput) error {
 	}
 	if _, err := a.DB.Exec(ctx, `
 		INSERT INTO archive_holds (table_name, after_ts, before_ts, hold_until, workflow_id) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (workflow_id, table_name) DO UPDATE SET after_ts = EXCLUDED.after_ts, before_ts = EXCLUDED.before_ts, hold_until = EXCLUDED.hold_until`,
+		ON CONFLICT (workflow_id, table_name, after_ts, before_ts) DO UPDATE SET hold_until = EXCLUDED.hold_until`,
 		t.Live, in.After, in.Before, in.HoldUntil, in.WorkflowID); err != nil {
 		return fmt.Errorf("hold %s: %w", t.Live, err)
 	}
@@ -226,7 +240,8 @@ func (a *Activities) restoreOnce(ctx context.Context, t policy.Table, in MoveBat
 }
 
 // restoreRows is moveRows the other way: the batch's rows leave the
-// archive table and go back into the live table, the live columns only.
+// archive table and go back into the live table, the live columns only
+// (its generated columns computed anew, its identity values kept).
 func restoreRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (moved, error) {
 	rev := s
 	rev.live, rev.archive = s.archive, s.live
@@ -238,13 +253,14 @@ func restoreRows(ctx context.Context, tx pgx.Tx, s shape, in MoveBatchInput) (mo
 	in.Cursor = nil
 	b := newBatchSQL(rev, in)
 	b.anyOrder = true
+	ins, overriding := s.live.InsertColumns(s.copy)
 	sql := fmt.Sprintf(`
 WITH %s,
 moved AS (
     %s
     RETURNING %s, l.archive_batch_id AS archiver_from, pg_column_size(l.*) AS archiver_row_bytes, %s AS archiver_ts, %s AS archiver_key
 ), ins AS (
-    INSERT INTO %s (%s)
+    INSERT INTO %s (%s) %s
     SELECT %s FROM moved
     RETURNING 1
 ), origin AS (
@@ -265,7 +281,7 @@ WHERE ab.batch_id = %s
 RETURNING t.inserted, 0::bigint, t.expected, t.expected, t.bytes, t.min_ts, t.max_ts, t.last_key`,
 		b.selectBatch(), b.deleteBatch(),
 		catalog.QuoteAll("l.", s.copy), b.tsExpr("l."), b.keyExpr("l."),
-		catalog.QuoteName(s.live.Name), catalog.QuoteAll("", s.copy), catalog.QuoteAll("", s.copy),
+		catalog.QuoteName(s.live.Name), catalog.QuoteAll("", ins), overriding, catalog.QuoteAll("", ins),
 		b.arg(in.BatchID))
 	return b.run(ctx, tx, sql)
 }
@@ -407,6 +423,7 @@ func restoreFromFile(ctx context.Context, tx pgx.Tx, s shape, e Export, f *os.Fi
 			cols = append(cols, c)
 		}
 	}
+	cols, overriding := s.live.InsertColumns(cols)
 	hasBatch := columnIn(e.Columns, "archive_batch_id")
 	from := "NULL::jsonb"
 	if hasBatch {
@@ -415,7 +432,7 @@ func restoreFromFile(ctx context.Context, tx pgx.Tx, s shape, e Export, f *os.Fi
 	ts := catalog.Quote(s.timeColumn)
 	err = tx.QueryRow(ctx, fmt.Sprintf(`
 WITH ins AS (
-    INSERT INTO %[1]s (%[2]s) SELECT %[2]s FROM %[3]s RETURNING 1
+    INSERT INTO %[1]s (%[2]s) %[6]s SELECT %[2]s FROM %[3]s RETURNING 1
 ), marked AS (
     UPDATE archive_exports SET state = 'restored', restored_at = now() WHERE id = $1 AND state = 'dropped' RETURNING 1
 )
@@ -425,7 +442,7 @@ SET rows_moved = (SELECT count(*) FROM ins), rows_deleted = $3, bytes = $4,
     restored_from = %[5]s, committed_at = now()
 WHERE ab.batch_id = $2 AND (SELECT count(*) FROM marked) = 1
 RETURNING rows_moved, min_ts, max_ts`,
-		catalog.QuoteName(s.live.Name), catalog.QuoteAll("", cols), stage, ts, from),
+		catalog.QuoteName(s.live.Name), catalog.QuoteAll("", cols), stage, ts, from, overriding),
 		e.ID, batchID, e.Rows, e.Bytes).Scan(&m.inserted, &m.minTS, &m.maxTS)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return m, cannotRestore("export %d was restored by another run meanwhile", e.ID)

@@ -253,8 +253,9 @@ func restoreFileRows(ctx context.Context, tx pgx.Tx, s shape, o offload, keys []
 	if len(keys) == 0 {
 		return m, recordEmpty(ctx, tx, batchID)
 	}
-	values := make([]string, len(s.copy))
-	for i, c := range s.copy {
+	cols, overriding := s.live.InsertColumns(s.copy)
+	values := make([]string, len(cols))
+	for i, c := range cols {
 		values[i] = catalog.Quote(c)
 		if o.t.Seed() && c == "extra_data" {
 			values[i] = "extra_data - 'archive'"
@@ -266,7 +267,7 @@ WITH moved AS (
     DELETE FROM %[1]s l WHERE l.%[2]s::text = ANY ($1::text[])
     RETURNING l.*
 ), ins AS (
-    INSERT INTO %[3]s (%[4]s) SELECT %[5]s FROM moved RETURNING 1
+    INSERT INTO %[3]s (%[4]s) %[7]s SELECT %[5]s FROM moved RETURNING 1
 ), origin AS (
     SELECT jsonb_object_agg(f, n) AS restored_from
     FROM (SELECT archive_batch_id::text AS f, count(*) AS n FROM moved GROUP BY 1) x
@@ -279,7 +280,7 @@ SET rows_moved = t.inserted, rows_deleted = t.expected, min_ts = t.min_ts, max_t
 FROM totals t WHERE ab.batch_id = $2
 RETURNING t.inserted, t.expected, t.min_ts, t.max_ts`,
 		catalog.QuoteName(s.archive.Name), catalog.Quote(o.key), catalog.QuoteName(s.live.Name),
-		catalog.QuoteAll("", s.copy), strings.Join(values, ", "), ts)
+		catalog.QuoteAll("", cols), strings.Join(values, ", "), ts, overriding)
 	err := tx.QueryRow(ctx, sql, keys, batchID).Scan(&m.inserted, &m.expected, &m.minTS, &m.maxTS)
 	if err != nil {
 		return m, fmt.Errorf("restore rows of %s: %w", s.archive.Name, err)

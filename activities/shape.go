@@ -172,6 +172,9 @@ func (s *shape) checkCopy(t policy.Table) error {
 		if err := columnFits(t, lc, ac, lc.Name != t.TimeColumn); err != nil {
 			return err
 		}
+		if err := archiveColumnTakes(t, ac); err != nil {
+			return err
+		}
 		s.copy = append(s.copy, lc.Name)
 	}
 	for _, ac := range s.archive.Columns {
@@ -278,6 +281,22 @@ func columnFits(t policy.Table, lc, ac catalog.Column, checkNull bool) error {
 	if checkNull && !lc.NotNull && ac.NotNull {
 		return invalid("schema drift", fmt.Errorf("%s.%s is nullable but %s.%s is NOT NULL: a row with a NULL there would fail every batch; ALTER TABLE %s ALTER COLUMN %s DROP NOT NULL",
 			t.Live, lc.Name, t.Archive, ac.Name, catalog.QuoteName(t.Archive), catalog.Quote(ac.Name)))
+	}
+	return nil
+}
+
+// archiveColumnTakes checks that an INSERT can give the archive column the
+// live value: a generated column (as CREATE TABLE ... (LIKE live INCLUDING
+// ALL) makes one) computes its own, and an identity GENERATED ALWAYS
+// refuses any; every batch would fail on them.
+func archiveColumnTakes(t policy.Table, ac catalog.Column) error {
+	switch {
+	case ac.Generated:
+		return invalid("schema drift", fmt.Errorf("%s.%s is a generated column: it cannot keep the archived rows' values; make it a plain column: ALTER TABLE %s ALTER COLUMN %s DROP EXPRESSION",
+			t.Archive, ac.Name, catalog.QuoteName(t.Archive), catalog.Quote(ac.Name)))
+	case ac.Identity == catalog.IdentityAlways:
+		return invalid("schema drift", fmt.Errorf("%s.%s is an identity column GENERATED ALWAYS: it refuses the archived rows' values; make it a plain column: ALTER TABLE %s ALTER COLUMN %s DROP IDENTITY",
+			t.Archive, ac.Name, catalog.QuoteName(t.Archive), catalog.Quote(ac.Name)))
 	}
 	return nil
 }

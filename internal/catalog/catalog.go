@@ -46,8 +46,39 @@ type Column struct {
 	TypeOID uint32 `json:"oid"`
 	Typmod  int32  `json:"typmod"`
 	NotNull bool   `json:"notnull"`
-	// HasDefault: an INSERT that omits the column gets a value.
+	// HasDefault: an INSERT that omits the column gets a value (a
+	// default, an identity or a generated column).
 	HasDefault bool `json:"hasdefault"`
+	// Generated: a stored generated column; PostgreSQL computes its value
+	// and refuses any other in an INSERT.
+	Generated bool `json:"generated,omitempty"`
+	// Identity is "always" (GENERATED ALWAYS AS IDENTITY: an INSERT gives
+	// it a value only with OVERRIDING SYSTEM VALUE), "by default", or "".
+	Identity string `json:"identity,omitempty"`
+}
+
+// Identity kinds.
+const (
+	IdentityAlways    = "always"
+	IdentityByDefault = "by default"
+)
+
+// InsertColumns is what an INSERT of whole rows into t names: cols without
+// t's generated columns (computed anew from the others), and the
+// OVERRIDING clause an identity column GENERATED ALWAYS needs for the
+// values given to be kept ("" when none is named).
+func (t Table) InsertColumns(cols []string) (names []string, overriding string) {
+	for _, n := range cols {
+		c, ok := t.Column(n)
+		switch {
+		case ok && c.Generated:
+			continue
+		case ok && c.Identity == IdentityAlways:
+			overriding = "OVERRIDING SYSTEM VALUE"
+		}
+		names = append(names, n)
+	}
+	return names, overriding
 }
 
 // Table is one relation's description.
@@ -104,7 +135,9 @@ SELECT c.oid, c.relkind::text, pg_get_userbyid(c.relowner), n.nspname,
        EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid),
        COALESCE((SELECT json_agg(json_build_object(
                     'name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
-                    'oid', a.atttypid::int8, 'typmod', a.atttypmod, 'notnull', a.attnotnull, 'hasdefault', a.atthasdef) ORDER BY a.attnum)
+                    'oid', a.atttypid::int8, 'typmod', a.atttypmod, 'notnull', a.attnotnull,
+                    'hasdefault', a.atthasdef OR a.attidentity <> '', 'generated', a.attgenerated <> '',
+                    'identity', CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' ELSE '' END) ORDER BY a.attnum)
                  FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]'),
        COALESCE((SELECT json_agg(a.attname ORDER BY k.ord)
                  FROM pg_constraint p
