@@ -5,9 +5,11 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -83,6 +85,16 @@ func objectContent(t *testing.T, db *pgxpool.Pool, st *objectstore.Store, e acti
 	return [2]string{n, sum}
 }
 
+// addRow copies a row of a (detached) partition under a new id.
+func addRow(t *testing.T, db *pgxpool.Pool, table string) {
+	t.Helper()
+	q := fmt.Sprintf(`INSERT INTO %[1]s SELECT (jsonb_populate_record(NULL::%[1]s, to_jsonb(x) || jsonb_build_object('id', gen_random_uuid()))).*
+		FROM %[1]s x LIMIT 1`, catalog.Quote(table))
+	if tag, err := db.Exec(context.Background(), q); err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("add a row to %s: %v", table, err)
+	}
+}
+
 // contentOfObjects checks that every export's object holds exactly the
 // rows want says its partition held when it was dropped.
 func contentOfObjects(t *testing.T, b bundle, st *objectstore.Store, ex []activities.Export, want map[string][2]string) {
@@ -93,6 +105,65 @@ func contentOfObjects(t *testing.T, b bundle, st *objectstore.Store, ex []activi
 				e.Partition, e.Key, got[0], got[1], want[e.Partition][0], want[e.Partition][1])
 		}
 	}
+}
+
+// TestRetentionDropsOnlyExportedRows: a partition is dropped only when its
+// export holds exactly its rows at that moment. Rows that reach it after
+// its export was verified (written into the detached table, or moved in
+// by a later run that attached it again for late rows of its month) are
+// exported anew before the drop, never lost with it.
+func TestRetentionDropsOnlyExportedRows(t *testing.T) {
+	t.Run("a row reaches the detached partition after its export is verified", func(t *testing.T) {
+		b, st, entry, want := exportFixture(t, policy.ExportParquet)
+		added := false
+		b.acts.AfterExportStep = func(step string) {
+			if step == "verified" && !added {
+				added = true
+				addRow(t, b.db, firstExpiring)
+				want[firstExpiring] = measure(t, b.db, firstExpiring)
+			}
+		}
+		if _, err := b.acts.ApplyRetention(context.Background(), activities.RetentionInput{Table: "logs", Entry: &entry, Before: retentionBefore()}); err != nil {
+			t.Fatalf("retention: %v", err)
+		}
+		ex := checkExports(t, b, st, want, true)
+		contentOfObjects(t, b, st, ex, want)
+	})
+	t.Run("the partition is attached again for late rows after its export is verified", func(t *testing.T) {
+		b, st, entry, want := exportFixture(t, policy.ExportParquet)
+		// The first partition's export is verified; the worker is lost
+		// before the drop: the partition stays detached, its manifest
+		// verified.
+		ctx, cancel := context.WithCancel(context.Background())
+		b.acts.AfterExportStep = func(step string) {
+			if step == "verified" {
+				cancel()
+			}
+		}
+		if _, err := b.acts.ApplyRetention(ctx, activities.RetentionInput{Table: "logs", Entry: &entry, Before: retentionBefore()}); err == nil {
+			t.Fatal("the interrupted retention succeeded")
+		}
+		b.acts.AfterExportStep = nil
+		ex, err := activities.Exports(context.Background(), b.db, "scenario_logs_archive")
+		if err != nil || len(ex) != 1 || ex[0].Partition != firstExpiring || ex[0].State != activities.ExportVerified {
+			t.Fatalf("after the interruption: %+v (%v), want %s verified", ex, err, firstExpiring)
+		}
+		// A late row of its month: the next run attaches the partition
+		// again and moves the row into it.
+		testenv.InsertLogs(t, b.db, []time.Time{time.Date(2017, 11, 25, 8, 0, 0, 0, time.UTC)})
+		if res := b.ensure(t); len(res.Reattached) != 1 || res.Reattached[0] != firstExpiring {
+			t.Fatalf("EnsurePartitions %+v: want %s attached again", res, firstExpiring)
+		}
+		if res := b.move(t, "00000000-0000-4000-8000-0000000f0001", 5000); res.RowsMoved != 1 {
+			t.Fatalf("the late row: %+v", res)
+		}
+		want[firstExpiring] = measure(t, b.db, firstExpiring)
+		if _, err := b.acts.ApplyRetention(context.Background(), activities.RetentionInput{Table: "logs", Entry: &entry, Before: retentionBefore()}); err != nil {
+			t.Fatalf("retention: %v", err)
+		}
+		ex = checkExports(t, b, st, want, true)
+		contentOfObjects(t, b, st, ex, want)
+	})
 }
 
 // TestExportReadBack: between the upload and the drop the object is read

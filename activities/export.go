@@ -228,12 +228,15 @@ func (a *Activities) writeExportFile(ctx context.Context, t policy.Table, rel st
 //  1. write the file locally; commit the manifest (state uploading) with
 //     the object's key, size, SHA-256 and the rows' count and checksum;
 //  2. upload, unless the object is there already with that SHA-256 (an
-//     earlier attempt uploaded it): never uploaded twice;
+//     earlier attempt uploaded it) and the partition still holds exactly
+//     the manifest's rows: never uploaded twice, never reused for rows
+//     that changed since;
 //  3. read the object back from S3: its SHA-256 and size, and the Parquet
 //     footer's row count (a CSV's records), against the manifest; then its
 //     rows, loaded as a restore loads them, against the manifest's count
 //     and content checksum (the partition's when the file was written);
-//  4. mark the manifest verified. Only then may the partition be dropped.
+//  4. mark the manifest verified. The partition may then be dropped, by
+//     dropExported, only while it still holds exactly those rows.
 func (a *Activities) exportPartition(ctx context.Context, t policy.Table, p partition) (*Export, error) {
 	rel := partitionIdent(t, p.name)
 	m, err := pendingExport(ctx, a.DB, t.Archive, p.name)
@@ -253,7 +256,20 @@ func (a *Activities) exportPartition(ctx context.Context, t policy.Table, p part
 		obj, err := store.Head(ctx, m.Key)
 		switch {
 		case err == nil && obj.Metadata["sha256"] == m.SHA256 && obj.Size == m.Bytes:
-			uploaded = true // the attempt before uploaded it; it is checked below
+			// The attempt before uploaded it (it is read back below), of
+			// the partition's rows as they were then: reused only while
+			// the partition still holds exactly those.
+			stop := keepAlive(ctx, "export "+p.name+": checking its rows against the object uploaded before")
+			now, err := measurePartition(ctx, a.DB, t, p.name)
+			stop()
+			if err != nil {
+				return nil, err
+			}
+			if m.differsFrom(now) == "" {
+				uploaded = true
+			} else if err := store.Delete(ctx, m.Key); err != nil {
+				return nil, storageError(err)
+			}
 		case err != nil && !errors.Is(err, objectstore.ErrNotFound):
 			return nil, storageError(err)
 		}
@@ -494,6 +510,57 @@ func (r *errReader) Read(p []byte) (int, error) {
 		r.err = err
 	}
 	return n, err
+}
+
+// partitionState is what a partition holds now: its columns, row count
+// and content checksum (coldstore.ChecksumSQL), or that it is gone.
+type partitionState struct {
+	exists   bool
+	attached bool
+	columns  []coldstore.Column
+	rows     int64
+	checksum string
+}
+
+// measurePartition reads the partition name of t's archive as it is now.
+func measurePartition(ctx context.Context, db catalog.Querier, t policy.Table, name string) (partitionState, error) {
+	var s partitionState
+	desc, err := catalog.Describe(ctx, db, catalog.Sibling(t.Archive, name))
+	if err != nil || !desc.Exists() {
+		return s, err
+	}
+	s.exists, s.columns = true, coldstore.Columns(desc)
+	if err := db.QueryRow(ctx, `SELECT relispartition FROM pg_class WHERE oid = to_regclass($1)`, partitionIdent(t, name)).Scan(&s.attached); err != nil {
+		return s, fmt.Errorf("look up %s: %w", name, err)
+	}
+	if err := db.QueryRow(ctx, coldstore.ChecksumSQL("ONLY "+partitionIdent(t, name), s.columns)).Scan(&s.rows, &s.checksum); err != nil {
+		return s, fmt.Errorf("checksum %s: %w", name, err)
+	}
+	return s, nil
+}
+
+// differsFrom says how the partition (now) differs from what the export
+// holds, "" when it holds exactly the export's rows. A nil export holds
+// no rows.
+func (m *Export) differsFrom(now partitionState) string {
+	if m == nil {
+		if now.rows != 0 {
+			return fmt.Sprintf("it holds %d rows, and no export was made of it", now.rows)
+		}
+		return ""
+	}
+	if len(now.columns) != len(m.Columns) {
+		return fmt.Sprintf("it has %d columns, the export %d", len(now.columns), len(m.Columns))
+	}
+	for i, c := range now.columns {
+		if c.Name != m.Columns[i].Name || c.Type != m.Columns[i].Type {
+			return fmt.Sprintf("its column %d is %q %s, the export's %q %s", i+1, c.Name, c.Type, m.Columns[i].Name, m.Columns[i].Type)
+		}
+	}
+	if now.rows != m.Rows || now.checksum != m.Checksum {
+		return fmt.Sprintf("it holds %d rows (content checksum %s), the export %d (%s)", now.rows, now.checksum, m.Rows, m.Checksum)
+	}
+	return ""
 }
 
 // recordExport commits the manifest of a file about to be uploaded: a new
