@@ -19,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/klauspost/compress/gzip"
 	"go.temporal.io/sdk/temporal"
 
@@ -192,6 +193,10 @@ func (a *Activities) writeExportFile(ctx context.Context, t policy.Table, rel st
 		heartbeat(ctx, fmt.Sprintf("export %s: %d of %d rows", p.name, n, out.rows))
 	})
 	rows.Close()
+	var bad *coldstore.ValueError
+	if errors.As(err, &bad) {
+		return out, cannotExport("%s cannot be exported: %v; the partition is kept until the value is changed", p.name, bad)
+	}
 	if err != nil {
 		return out, fmt.Errorf("export %s: %w", p.name, err)
 	}
@@ -223,10 +228,15 @@ func (a *Activities) writeExportFile(ctx context.Context, t policy.Table, rel st
 //  1. write the file locally; commit the manifest (state uploading) with
 //     the object's key, size, SHA-256 and the rows' count and checksum;
 //  2. upload, unless the object is there already with that SHA-256 (an
-//     earlier attempt uploaded it): never uploaded twice;
+//     earlier attempt uploaded it) and the partition still holds exactly
+//     the manifest's rows: never uploaded twice, never reused for rows
+//     that changed since;
 //  3. read the object back from S3: its SHA-256 and size, and the Parquet
-//     footer's row count (a CSV's records), against the manifest;
-//  4. mark the manifest verified. Only then may the partition be dropped.
+//     footer's row count (a CSV's records), against the manifest; then its
+//     rows, loaded as a restore loads them, against the manifest's count
+//     and content checksum (the partition's when the file was written);
+//  4. mark the manifest verified. The partition may then be dropped, by
+//     dropExported, only while it still holds exactly those rows.
 func (a *Activities) exportPartition(ctx context.Context, t policy.Table, p partition) (*Export, error) {
 	rel := partitionIdent(t, p.name)
 	m, err := pendingExport(ctx, a.DB, t.Archive, p.name)
@@ -246,7 +256,20 @@ func (a *Activities) exportPartition(ctx context.Context, t policy.Table, p part
 		obj, err := store.Head(ctx, m.Key)
 		switch {
 		case err == nil && obj.Metadata["sha256"] == m.SHA256 && obj.Size == m.Bytes:
-			uploaded = true // the attempt before uploaded it; it is checked below
+			// The attempt before uploaded it (it is read back below), of
+			// the partition's rows as they were then: reused only while
+			// the partition still holds exactly those.
+			stop := keepAlive(ctx, "export "+p.name+": checking its rows against the object uploaded before")
+			now, err := measurePartition(ctx, a.DB, t, p.name)
+			stop()
+			if err != nil {
+				return nil, err
+			}
+			if m.differsFrom(now) == "" {
+				uploaded = true
+			} else if err := store.Delete(ctx, m.Key); err != nil {
+				return nil, storageError(err)
+			}
 		case err != nil && !errors.Is(err, objectstore.ErrNotFound):
 			return nil, storageError(err)
 		}
@@ -284,14 +307,22 @@ func (a *Activities) exportPartition(ctx context.Context, t policy.Table, p part
 	if file.path != "" {
 		os.Remove(file.path)
 	}
-	if err := VerifyExport(ctx, store, *m, false, a.exportDir()); err != nil {
+	// The object is held to the manifest as committed: what a restore
+	// will hold it to.
+	committed, err := scanExport(a.DB.QueryRow(ctx, `SELECT `+exportColumns+` FROM archive_exports WHERE id = $1`, m.ID))
+	if err != nil {
+		return nil, fmt.Errorf("read the export of %s: %w", p.name, err)
+	}
+	m = &committed
+	if err := a.readBack(ctx, store, *m, rel); err != nil {
 		var appErr *temporal.ApplicationError
-		if !errors.As(err, &appErr) || appErr.Type() != ErrExportMismatch {
-			return nil, err // S3 or the disk failed, not the object: retried as it is
+		if !errors.As(err, &appErr) || (appErr.Type() != ErrExportMismatch && appErr.Type() != ErrCannotExport) {
+			return nil, err // S3, the disk or the database failed, not the object: retried as it is
 		}
-		// The object on S3 is not what was written: it is replaced by the
-		// next attempt (the manifest stays uploading), never trusted. Only
-		// an unverified manifest's object is ever removed.
+		// The object on S3 is not what was written, or its rows are not
+		// the partition's: it is replaced by the next attempt (the
+		// manifest stays uploading), never trusted. Only an unverified
+		// manifest's object is ever removed.
 		var state string
 		if qerr := a.DB.QueryRow(ctx, `SELECT state FROM archive_exports WHERE id = $1`, m.ID).Scan(&state); qerr != nil || state != ExportUploading {
 			return nil, fmt.Errorf("%w (the object is kept: its manifest is %q, %v)", err, state, qerr)
@@ -307,6 +338,229 @@ func (a *Activities) exportPartition(ctx context.Context, t policy.Table, p part
 	m.State = ExportVerified
 	a.exportStep("verified")
 	return m, nil
+}
+
+// readBack downloads m's object and checks it as VerifyExport does, then
+// loads its rows into a temporary table, as a restore would, and compares
+// their count and content checksum with the manifest's. The object's bytes
+// are what was written, so rows that differ are the export format's doing:
+// a non-retryable ErrCannotExport, naming the columns that differ from
+// the partition rel's.
+func (a *Activities) readBack(ctx context.Context, store *objectstore.Store, m Export, rel string) error {
+	f, err := fetchExport(ctx, store, m, false, a.exportDir())
+	if f != nil {
+		defer os.Remove(f.Name())
+		defer f.Close()
+	}
+	if err != nil {
+		return err
+	}
+	stop := keepAlive(ctx, "verify "+m.Partition+": loading the object's rows back")
+	defer stop()
+	err = checkContent(ctx, a.DB, m, f, rel)
+	var cm *contentMismatch
+	if errors.As(err, &cm) {
+		return cannotExport("%s cannot be exported: %s", m.Partition, cm.msg)
+	}
+	return err
+}
+
+// contentMismatch: an object's rows are not its manifest's.
+type contentMismatch struct{ msg string }
+
+func (e *contentMismatch) Error() string { return e.msg }
+
+// checkContent loads the rows of m's downloaded object f into a temporary
+// table (rolled back) and compares their count and content checksum with
+// the manifest's: a *contentMismatch when they differ, or when the file
+// cannot be read into the manifest's columns. With rel (the partition,
+// still there), the mismatch names the columns whose values differ.
+func checkContent(ctx context.Context, db *pgxpool.Pool, m Export, f *os.File, rel string) error {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	const stage = "archiver_verify_stage"
+	if _, err := tx.Exec(ctx, coldstore.TableSQL("CREATE TEMP TABLE", stage, m.Columns)+" ON COMMIT DROP"); err != nil {
+		return fmt.Errorf("verify %s: make the staging table: %w", m.Partition, err)
+	}
+	loaded, err := loadExport(ctx, tx, m, f, stage)
+	// A value COPY refuses (class 22, data exception) is a value the
+	// format did not carry; other failures are the database's.
+	var pgErr *pgconn.PgError
+	if errors.Is(err, errUnreadable) || (errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22")) {
+		return &contentMismatch{fmt.Sprintf("the object %s cannot be read back into its columns: %v", m.Location(), err)}
+	}
+	if err != nil {
+		return err
+	}
+	var n int64
+	var sum string
+	if err := tx.QueryRow(ctx, coldstore.ChecksumSQL(stage, m.Columns)).Scan(&n, &sum); err != nil {
+		return fmt.Errorf("verify %s: checksum the rows read back: %w", m.Partition, err)
+	}
+	if n == m.Rows && loaded == m.Rows && sum == m.Checksum {
+		return nil
+	}
+	msg := fmt.Sprintf("the rows read back from %s (%d, content checksum %s) are not the partition's (%d, content checksum %s)",
+		m.Location(), n, sum, m.Rows, m.Checksum)
+	if rel != "" {
+		cols, err := columnsThatDiffer(ctx, tx, rel, stage, m.Columns)
+		if err != nil {
+			return err
+		}
+		if len(cols) > 0 {
+			msg += fmt.Sprintf(": the values of %s do not survive the %s format", strings.Join(cols, ", "), m.Format)
+		}
+	}
+	return &contentMismatch{msg}
+}
+
+// columnsThatDiffer compares, column by column, the order-independent
+// checksum of a's values with b's, and names the columns that differ.
+func columnsThatDiffer(ctx context.Context, tx pgx.Tx, a, b string, cols []coldstore.Column) ([]string, error) {
+	sums := func(rel string) ([]string, error) {
+		list := make([]string, len(cols))
+		for i, c := range cols {
+			list[i] = fmt.Sprintf(`COALESCE(sum(('x' || left(md5(%s::text), 16))::bit(64)::bigint::numeric), 0)::text`, catalog.Quote(c.Name))
+		}
+		out := make([]string, len(cols))
+		dest := make([]any, len(cols))
+		for i := range out {
+			dest[i] = &out[i]
+		}
+		err := tx.QueryRow(ctx, `SELECT `+strings.Join(list, ", ")+` FROM ONLY `+rel).Scan(dest...)
+		return out, err
+	}
+	x, err := sums(a)
+	if err != nil {
+		return nil, fmt.Errorf("compare the columns of %s: %w", a, err)
+	}
+	y, err := sums(b)
+	if err != nil {
+		return nil, fmt.Errorf("compare the columns of %s: %w", b, err)
+	}
+	var out []string
+	for i := range cols {
+		if x[i] != y[i] {
+			out = append(out, strconv.Quote(cols[i].Name))
+		}
+	}
+	return out, nil
+}
+
+// errUnreadable: an export's file could not be decoded.
+var errUnreadable = errors.New("the file cannot be read")
+
+// loadExport copies the rows of e's file f into stage, a table of e's
+// columns, as CSV through COPY (a Parquet file is turned into CSV on the
+// way), and returns how many rows COPY loaded. A file that cannot be
+// decoded is an error wrapping errUnreadable.
+func loadExport(ctx context.Context, tx pgx.Tx, e Export, f *os.File, stage string) (int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	var csv io.Reader
+	var decodeErr func() error
+	switch e.Format {
+	case coldstore.Parquet:
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() {
+			_, err := coldstore.ParquetToCSV(f, st.Size(), e.Columns, pw)
+			pw.CloseWithError(err)
+			done <- err
+		}()
+		// COPY may stop reading first: closing the pipe stops the
+		// decoder, which is waited for (it reads f).
+		decodeErr = func() error { pr.Close(); return <-done }
+		csv = pr
+	default:
+		// From the start, whatever f's offset (a download leaves it at
+		// the end).
+		gz, err := gzip.NewReader(io.NewSectionReader(f, 0, st.Size()))
+		if err != nil {
+			return 0, fmt.Errorf("load export %d (%s): %w: %w", e.ID, e.Partition, errUnreadable, err)
+		}
+		r := &errReader{r: gz}
+		decodeErr = func() error { return r.err }
+		csv = r
+	}
+	tag, err := tx.Conn().PgConn().CopyFrom(ctx, csv, `COPY `+stage+` FROM STDIN (FORMAT csv, HEADER true)`)
+	if derr := decodeErr(); derr != nil && !errors.Is(derr, io.ErrClosedPipe) {
+		return 0, fmt.Errorf("load export %d (%s): %w: %w", e.ID, e.Partition, errUnreadable, derr)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("load export %d (%s): %w", e.ID, e.Partition, err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// errReader keeps the first error other than io.EOF its reader returns.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (r *errReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) && r.err == nil {
+		r.err = err
+	}
+	return n, err
+}
+
+// partitionState is what a partition holds now: its columns, row count
+// and content checksum (coldstore.ChecksumSQL), or that it is gone.
+type partitionState struct {
+	exists   bool
+	attached bool
+	columns  []coldstore.Column
+	rows     int64
+	checksum string
+}
+
+// measurePartition reads the partition name of t's archive as it is now.
+func measurePartition(ctx context.Context, db catalog.Querier, t policy.Table, name string) (partitionState, error) {
+	var s partitionState
+	desc, err := catalog.Describe(ctx, db, catalog.Sibling(t.Archive, name))
+	if err != nil || !desc.Exists() {
+		return s, err
+	}
+	s.exists, s.columns = true, coldstore.Columns(desc)
+	if err := db.QueryRow(ctx, `SELECT relispartition FROM pg_class WHERE oid = to_regclass($1)`, partitionIdent(t, name)).Scan(&s.attached); err != nil {
+		return s, fmt.Errorf("look up %s: %w", name, err)
+	}
+	if err := db.QueryRow(ctx, coldstore.ChecksumSQL("ONLY "+partitionIdent(t, name), s.columns)).Scan(&s.rows, &s.checksum); err != nil {
+		return s, fmt.Errorf("checksum %s: %w", name, err)
+	}
+	return s, nil
+}
+
+// differsFrom says how the partition (now) differs from what the export
+// holds, "" when it holds exactly the export's rows. A nil export holds
+// no rows.
+func (m *Export) differsFrom(now partitionState) string {
+	if m == nil {
+		if now.rows != 0 {
+			return fmt.Sprintf("it holds %d rows, and no export was made of it", now.rows)
+		}
+		return ""
+	}
+	if len(now.columns) != len(m.Columns) {
+		return fmt.Sprintf("it has %d columns, the export %d", len(now.columns), len(m.Columns))
+	}
+	for i, c := range now.columns {
+		if c.Name != m.Columns[i].Name || c.Type != m.Columns[i].Type {
+			return fmt.Sprintf("its column %d is %q %s, the export's %q %s", i+1, c.Name, c.Type, m.Columns[i].Name, m.Columns[i].Type)
+		}
+	}
+	if now.rows != m.Rows || now.checksum != m.Checksum {
+		return fmt.Sprintf("it holds %d rows (content checksum %s), the export %d (%s)", now.rows, now.checksum, m.Rows, m.Checksum)
+	}
+	return ""
 }
 
 // recordExport commits the manifest of a file about to be uploaded: a new
@@ -351,11 +605,30 @@ func (a *Activities) exportStep(step string) {
 // ErrExportMismatch: an exported object is not what its manifest says.
 const ErrExportMismatch = "ExportMismatch"
 
+// ErrCannotExport: a partition holds what its export cannot carry back as
+// it is; no retry changes that.
+const ErrCannotExport = "CannotExport"
+
+func cannotExport(format string, args ...any) error {
+	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, args...), ErrCannotExport, nil)
+}
+
 // VerifyExport reads an export's object back from S3 into dir: its size
 // and SHA-256 must be the manifest's, and its row count too: from the
 // Parquet footer, or, deep, by reading every page (a CSV's records are
 // always counted). A mismatch is an ErrExportMismatch application error.
 func VerifyExport(ctx context.Context, store *objectstore.Store, m Export, deep bool, dir string) error {
+	f, err := fetchExport(ctx, store, m, deep, dir)
+	if f != nil {
+		f.Close()
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// fetchExport is VerifyExport, which leaves the downloaded file (when
+// there is one) to its caller to remove.
+func fetchExport(ctx context.Context, store *objectstore.Store, m Export, deep bool, dir string) (*os.File, error) {
 	mismatch := func(format string, args ...any) error {
 		msg := fmt.Sprintf("export %s of %s (%s): ", m.Partition, m.Table, m.Location()) + fmt.Sprintf(format, args...)
 		return temporal.NewApplicationError(msg, ErrExportMismatch)
@@ -363,27 +636,25 @@ func VerifyExport(ctx context.Context, store *objectstore.Store, m Export, deep 
 	body, err := store.Get(ctx, m.Key)
 	if err != nil {
 		if strings.Contains(err.Error(), "NoSuchKey") {
-			return mismatch("the object is missing")
+			return nil, mismatch("the object is missing")
 		}
-		return storageError(err)
+		return nil, storageError(err)
 	}
 	defer body.Close()
 	f, err := os.CreateTemp(dir, "archiver-verify-*")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer os.Remove(f.Name())
-	defer f.Close()
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), &progressReader{r: body, ctx: ctx, at: time.Now()})
 	if err != nil {
-		return fmt.Errorf("download %s: %w", m.Location(), err)
+		return f, fmt.Errorf("download %s: %w", m.Location(), err)
 	}
 	if n != m.Bytes {
-		return mismatch("%d bytes, the manifest says %d", n, m.Bytes)
+		return f, mismatch("%d bytes, the manifest says %d", n, m.Bytes)
 	}
 	if sum := hex.EncodeToString(h.Sum(nil)); sum != m.SHA256 {
-		return mismatch("SHA-256 %s, the manifest says %s", sum[:12], m.SHA256[:12])
+		return f, mismatch("SHA-256 %s, the manifest says %s", sum[:12], m.SHA256[:12])
 	}
 	var rows int64
 	stop := keepAlive(ctx, "verify "+m.Partition+": reading the object back")
@@ -402,12 +673,12 @@ func VerifyExport(ctx context.Context, store *objectstore.Store, m Export, deep 
 		rows, err = countCSV(f)
 	}
 	if err != nil {
-		return mismatch("%v", err)
+		return f, mismatch("%v", err)
 	}
 	if rows != m.Rows {
-		return mismatch("%d rows, the manifest says %d", rows, m.Rows)
+		return f, mismatch("%d rows, the manifest says %d", rows, m.Rows)
 	}
-	return nil
+	return f, nil
 }
 
 // countCSV counts the records of a gzip CSV export (after its header).

@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/klauspost/compress/gzip"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/mockupaws/archiver/internal/catalog"
@@ -375,37 +374,16 @@ func restoreFromFile(ctx context.Context, tx pgx.Tx, s shape, e Export, f *os.Fi
 	if _, err := tx.Exec(ctx, coldstore.TableSQL("CREATE TEMP TABLE", stage, e.Columns)+" ON COMMIT DROP"); err != nil {
 		return m, fmt.Errorf("make the staging table: %w", err)
 	}
-	var csv io.Reader
-	pr, pw := io.Pipe()
-	switch e.Format {
-	case coldstore.Parquet:
-		st, err := f.Stat()
-		if err != nil {
-			return m, err
-		}
-		go func() {
-			_, err := coldstore.ParquetToCSV(f, st.Size(), e.Columns, pw)
-			pw.CloseWithError(err)
-		}()
-		csv = pr
-	default:
-		gz, err := gzip.NewReader(f)
-		if err != nil {
-			return m, err
-		}
-		csv = gz
-	}
-	tag, err := tx.Conn().PgConn().CopyFrom(ctx, csv, `COPY `+stage+` FROM STDIN (FORMAT csv, HEADER true)`)
-	pr.Close()
+	loaded, err := loadExport(ctx, tx, e, f, stage)
 	if err != nil {
-		return m, fmt.Errorf("load export %d: %w", e.ID, err)
+		return m, err
 	}
 	var n int64
 	var sum string
 	if err := tx.QueryRow(ctx, coldstore.ChecksumSQL(stage, e.Columns)).Scan(&n, &sum); err != nil {
 		return m, err
 	}
-	if n != e.Rows || sum != e.Checksum || tag.RowsAffected() != e.Rows {
+	if n != e.Rows || sum != e.Checksum || loaded != e.Rows {
 		return m, temporal.NewNonRetryableApplicationError(fmt.Sprintf("export %d (%s): read back %d rows with checksum %s; the manifest says %d rows, %s",
 			e.ID, e.Location(), n, sum, e.Rows, e.Checksum), ErrExportMismatch, nil)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.temporal.io/sdk/activity"
 
 	"github.com/mockupaws/archiver/internal/catalog"
@@ -138,12 +139,34 @@ func (a *Activities) ApplyRetention(ctx context.Context, in RetentionInput) (Ret
 				return out, fmt.Errorf("detach %s: %w", p.name, err)
 			}
 		}
-		// Exported after the detach: no row can reach the table any more,
-		// so the export holds exactly what the drop removes.
+		// Exported after the detach, and dropped only while it still holds
+		// exactly the export's rows (dropExported): rows that reached it
+		// since (written into the detached table, or moved in by a run
+		// that attached it again for late rows of its month) are exported
+		// anew first.
 		var exp *Export
 		if t.Export != nil {
-			if exp, err = a.exportPartition(ctx, t, p); err != nil {
-				return out, fmt.Errorf("export %s before retention (detached and kept; the next run goes on): %w", p.name, err)
+			for round := 1; ; round++ {
+				if exp, err = a.exportPartition(ctx, t, p); err != nil {
+					return out, fmt.Errorf("export %s before retention (detached and kept; the next run goes on): %w", p.name, err)
+				}
+				if mode != RetentionDrop {
+					break
+				}
+				why, err := dropExported(ctx, conn, t, p, exp)
+				if err != nil {
+					return out, fmt.Errorf("drop %s (detached; the next run drops it): %w", p.name, err)
+				}
+				if why == "" {
+					if exp != nil {
+						a.exportStep("dropped")
+					}
+					break
+				}
+				if round == exportRounds {
+					return out, fmt.Errorf("%s changed again after each of %d exports (%s): kept, detached; the next attempt exports it anew", p.name, round, why)
+				}
+				heartbeat(ctx, fmt.Sprintf("%s changed after its export (%s): exporting it anew", p.name, why))
 			}
 			loc := ""
 			if exp != nil {
@@ -153,18 +176,13 @@ func (a *Activities) ApplyRetention(ctx context.Context, in RetentionInput) (Ret
 			}
 			out.Exports = append(out.Exports, loc)
 		}
-		if mode == RetentionDrop {
+		switch {
+		case mode == RetentionDrop && t.Export == nil:
 			drop := fmt.Sprintf(`DROP TABLE IF EXISTS %s`, partitionIdent(t, p.name))
 			if err := withLockRetries(ctx, func() error { _, err := conn.Exec(ctx, drop); return err }); err != nil {
 				return out, fmt.Errorf("drop %s (detached; the next run drops it): %w", p.name, err)
 			}
-			if exp != nil {
-				if err := markDropped(ctx, conn, exp.ID); err != nil {
-					return out, fmt.Errorf("record the drop of %s: %w", p.name, err)
-				}
-				a.exportStep("dropped")
-			}
-		} else {
+		case mode == RetentionDetach:
 			// Kept on purpose: not an orphan for later runs to finish.
 			mark := fmt.Sprintf(`COMMENT ON TABLE %s IS %s`, partitionIdent(t, p.name), quoteLiteral(retentionKeptComment))
 			if _, err := conn.Exec(ctx, mark); err != nil {
@@ -178,6 +196,86 @@ func (a *Activities) ApplyRetention(ctx context.Context, in RetentionInput) (Ret
 		heartbeat(ctx, "removed "+p.name)
 	}
 	return out, nil
+}
+
+// exportRounds bounds how often one attempt exports a partition whose
+// rows keep changing before its drop.
+const exportRounds = 3
+
+// dropExported drops the detached partition p of t in one transaction
+// that first locks it and measures it: only when it holds exactly the rows
+// of its verified export exp (none, when exp is nil) does it go, with the
+// export marked dropped in the same commit. Otherwise the partition stays,
+// exp goes back to uploading (its object is never trusted for the rows the
+// partition holds now: exportPartition writes them anew), and why says how
+// they differ.
+func dropExported(ctx context.Context, conn *pgxpool.Conn, t policy.Table, p partition, exp *Export) (why string, err error) {
+	rel := partitionIdent(t, p.name)
+	stop := keepAlive(ctx, "drop "+p.name+": checking its rows against its export")
+	defer stop()
+	err = withLockRetries(ctx, func() error {
+		why = ""
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, rel).Scan(&exists); err != nil {
+			return err
+		}
+		if exists {
+			if _, err := tx.Exec(ctx, `LOCK TABLE `+rel+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+				return err
+			}
+		}
+		now, err := measurePartition(ctx, tx, t, p.name)
+		if err != nil {
+			return err
+		}
+		if exp != nil {
+			// The manifest as committed, locked: what a restore will hold
+			// the object to.
+			m, err := scanExport(tx.QueryRow(ctx, `SELECT `+exportColumns+` FROM archive_exports WHERE id = $1 FOR UPDATE`, exp.ID))
+			if err != nil {
+				return fmt.Errorf("read the export of %s: %w", p.name, err)
+			}
+			if m.State != ExportVerified {
+				return fmt.Errorf("the export of %s is %s, not verified: its partition is kept", p.name, m.State)
+			}
+			exp = &m
+		}
+		switch {
+		case !now.exists:
+			// Dropped by an earlier attempt, or by hand: nothing is left to
+			// keep but the export.
+		case now.attached:
+			return fmt.Errorf("%s was attached to %s again before its drop", p.name, t.Archive)
+		default:
+			if why = exp.differsFrom(now); why != "" {
+				if exp != nil {
+					if _, err := tx.Exec(ctx, `UPDATE archive_exports SET state = 'uploading', verified_at = NULL WHERE id = $1 AND state = 'verified'`, exp.ID); err != nil {
+						return fmt.Errorf("export %s anew: %w", p.name, err)
+					}
+				}
+				return tx.Commit(ctx)
+			}
+			if _, err := tx.Exec(ctx, `DROP TABLE `+rel); err != nil {
+				return err
+			}
+		}
+		if exp != nil {
+			tag, err := tx.Exec(ctx, `UPDATE archive_exports SET state = 'dropped', dropped_at = now() WHERE id = $1 AND state = 'verified'`, exp.ID)
+			if err != nil {
+				return fmt.Errorf("record the drop of %s: %w", p.name, err)
+			}
+			if tag.RowsAffected() != 1 {
+				return fmt.Errorf("the export of %s is no longer verified", p.name)
+			}
+		}
+		return tx.Commit(ctx)
+	})
+	return why, err
 }
 
 // withLockRetries retries f while it fails on lock_timeout (SQLSTATE 55P03),

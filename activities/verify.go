@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"time"
 
@@ -67,7 +68,8 @@ func (c *VerifyCheck) fail(format string, args ...any) {
 // rows carrying its archive_batch_id (less the rows restores took back and
 // the rows of exported partitions retention dropped); every export's
 // object (HEAD: present, size, SHA-256 recorded at upload; deep: read back
-// whole, checksum and rows); and every offloaded file's object (HEAD:
+// whole, its SHA-256, pages and rows, and the rows' content checksum); and
+// every offloaded file's object (HEAD:
 // present, size; deep: its content's SHA-256). It writes nothing.
 func (a *Activities) Verify(ctx context.Context, in VerifyInput) (VerifyReport, error) {
 	out := VerifyReport{Deep: in.Deep}
@@ -197,7 +199,7 @@ func (a *Activities) verifyExports(ctx context.Context, t policy.Table, deep boo
 			return c, err
 		}
 		if deep {
-			if err := VerifyExport(ctx, store, e, true, a.exportDir()); err != nil {
+			if err := a.verifyExportDeep(ctx, store, e); err != nil {
 				var appErr *temporal.ApplicationError
 				if !errors.As(err, &appErr) || appErr.Type() != ErrExportMismatch {
 					return c, err // not a finding: S3 or the disk failed
@@ -227,6 +229,26 @@ func (a *Activities) verifyExports(ctx context.Context, t policy.Table, deep boo
 		}
 	}
 	return c, nil
+}
+
+// verifyExportDeep is VerifyExport reading every page, then the object's
+// rows loaded as a restore loads them, against the manifest's count and
+// content checksum: a mismatch of either is an ErrExportMismatch.
+func (a *Activities) verifyExportDeep(ctx context.Context, store *objectstore.Store, e Export) error {
+	f, err := fetchExport(ctx, store, e, true, a.exportDir())
+	if f != nil {
+		defer os.Remove(f.Name())
+		defer f.Close()
+	}
+	if err != nil {
+		return err
+	}
+	err = checkContent(ctx, a.DB, e, f, "")
+	var cm *contentMismatch
+	if errors.As(err, &cm) {
+		return temporal.NewApplicationError(fmt.Sprintf("export %s of %s: %s", e.Partition, e.Table, cm.msg), ErrExportMismatch)
+	}
+	return err
 }
 
 func (a *Activities) verifyObjects(ctx context.Context, t policy.Table, deep bool) (VerifyCheck, error) {

@@ -329,3 +329,73 @@ func deref(s *string) any {
 	}
 	return *s
 }
+
+// TestValuesThatCannotRoundTrip: a value the format cannot carry back as
+// it is stops the export with a *ValueError naming its column; the
+// extremes it can carry come back identical.
+func TestValuesThatCannotRoundTrip(t *testing.T) {
+	db, _ := testenv.EmptyDB(t)
+	ctx := context.Background()
+	for i, tc := range []struct {
+		typ, value string
+		refused    []string // the formats that refuse it
+	}{
+		{"timestamptz", "0044-03-15 12:00:00+00 BC", []string{coldstore.Parquet, coldstore.CSV}},
+		{"timestamptz", "0001-01-01 00:30:00+01", []string{coldstore.Parquet, coldstore.CSV}}, // 1 BC in UTC
+		{"timestamp", "0001-01-01 00:00:00 BC", []string{coldstore.Parquet, coldstore.CSV}},
+		{"date", "4713-01-01 BC", []string{coldstore.Parquet, coldstore.CSV}},
+		{"timestamp", "294276-12-31 23:59:59.999999", []string{coldstore.Parquet}},
+		{"timestamptz", "294276-12-31 23:59:59.999999+00", []string{coldstore.Parquet}},
+		{"timestamptz", "294247-01-01 00:00:00+00", nil},
+		{"timestamp", "0001-01-01 00:00:00", nil},
+		{"date", "5874897-12-31", nil},
+		{"date", "0001-01-01", nil},
+	} {
+		table := fmt.Sprintf("edge_%d", i)
+		if _, err := db.Exec(ctx, fmt.Sprintf(`CREATE TABLE %[1]s (id int, v %[2]s); INSERT INTO %[1]s VALUES (1, NULL), (2, 'infinity'), (3, '%[3]s')`, table, tc.typ, tc.value)); err != nil {
+			t.Fatal(err)
+		}
+		desc, err := catalog.Describe(ctx, db, table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cols := coldstore.Columns(desc)
+		wantN, wantSum := checksum(t, db, table, cols)
+		for _, format := range []string{coldstore.Parquet, coldstore.CSV} {
+			rows, err := db.Query(ctx, "SELECT "+coldstore.SelectList(cols)+" FROM "+table+" ORDER BY id")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			_, err = coldstore.Write(format, &buf, cols, rows, nil)
+			rows.Close()
+			refused := false
+			for _, f := range tc.refused {
+				refused = refused || f == format
+			}
+			var bad *coldstore.ValueError
+			if refused {
+				if !errors.As(err, &bad) || bad.Column != "v" {
+					t.Fatalf("%s %s '%s': %v, want a ValueError naming column v", format, tc.typ, tc.value, err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("%s %s '%s': %v", format, tc.typ, tc.value, err)
+			}
+			csv := io.Reader(&buf)
+			if format == coldstore.Parquet {
+				var out bytes.Buffer
+				if _, err := coldstore.ParquetToCSV(bytes.NewReader(buf.Bytes()), int64(buf.Len()), cols, &out); err != nil {
+					t.Fatal(err)
+				}
+				csv = &out
+			} else if csv, err = gzip.NewReader(&buf); err != nil {
+				t.Fatal(err)
+			}
+			if n, sum := restoreInto(t, db, cols, table+"_"+format, csv); n != wantN || sum != wantSum {
+				t.Fatalf("%s %s '%s' read back %d rows (%s), want %d (%s)", format, tc.typ, tc.value, n, sum, wantN, wantSum)
+			}
+		}
+	}
+}

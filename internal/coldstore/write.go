@@ -74,6 +74,11 @@ func Write(format string, w io.Writer, cols []Column, rows pgx.Rows, progress Pr
 		if err := rows.Scan(dest...); err != nil {
 			return n, err
 		}
+		for i, d := range dest {
+			if why := unfaithful(format, kinds[i], d); why != "" {
+				return n, &ValueError{Column: cols[i].Name, Reason: why}
+			}
+		}
 		if err := enc.write(dest); err != nil {
 			return n, err
 		}
@@ -86,6 +91,55 @@ func Write(format string, w io.Writer, cols []Column, rows pgx.Rows, progress Pr
 		return n, err
 	}
 	return n, enc.close()
+}
+
+// ValueError: a value the format cannot carry back to PostgreSQL as it
+// is (a restore would refuse it or read another value).
+type ValueError struct {
+	Column string
+	Reason string
+}
+
+func (e *ValueError) Error() string {
+	return fmt.Sprintf("column %q holds %s", e.Column, e.Reason)
+}
+
+// unfaithful says why a scanned value would not come back from format as
+// it is ("" when it would). PostgreSQL writes a year before 1 as "BC",
+// which the text forms here cannot express (Go writes year 0 as "0000",
+// which PostgreSQL refuses); Parquet's timestamps are microseconds since
+// 1970 in 64 bits, which end in January 294247, before PostgreSQL's do.
+func unfaithful(format string, k kind, d any) string {
+	var t time.Time
+	switch k {
+	case kTimestamptz:
+		v := d.(*pgtype.Timestamptz)
+		if !v.Valid || v.InfinityModifier != pgtype.Finite {
+			return ""
+		}
+		t = v.Time.UTC()
+	case kTimestamp:
+		v := d.(*pgtype.Timestamp)
+		if !v.Valid || v.InfinityModifier != pgtype.Finite {
+			return ""
+		}
+		t = v.Time
+	case kDate:
+		v := d.(*pgtype.Date)
+		if v.Valid && v.InfinityModifier == pgtype.Finite && v.Time.Year() < 1 {
+			return "a date before year 1 (BC), which the export's text form cannot carry (a restore would refuse it)"
+		}
+		return ""
+	default:
+		return ""
+	}
+	if t.Year() < 1 {
+		return "a timestamp before year 1 (BC), which the export's text form cannot carry (a restore would refuse it)"
+	}
+	if format == Parquet && !time.UnixMicro(t.UnixMicro()).Equal(t) {
+		return "a timestamp past January 294247, where a Parquet timestamp (microseconds since 1970 in 64 bits) ends (a restore would read another time)"
+	}
+	return ""
 }
 
 type rowWriter interface {
