@@ -1,0 +1,103 @@
+package realdb
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// Downsampling and policy entries on tables we did not create: weekly
+// buckets that start before the samples' own partition span.
+
+// TestDownsampleWeekly: a weekly aggregate is dated its Monday (date_bin
+// with a Monday origin), which may lie in a partition span that holds no
+// sample: the month before, or a day without samples. The archive
+// partition of the bucket's start must exist for the run to archive.
+func TestDownsampleWeekly(t *testing.T) {
+	const ddl = `CREATE TABLE samples (
+	    id        bigserial PRIMARY KEY,
+	    sensor_id int NOT NULL,
+	    taken_at  timestamptz NOT NULL,
+	    reading   double precision NOT NULL
+	)`
+	entry := func(partition string) string {
+		return `
+tables:
+  - name: samples_weekly
+    table: samples
+    time_column: taken_at
+    mode: downsample
+    partition: ` + partition + `
+    archive_after_days: 30
+    retention_days: 3650
+    batch_size: 100
+    downsample:
+      group_by: [sensor_id]
+      bucket: week
+      aggregates:
+        reading: [avg, count, min, max]`
+	}
+	check := func(d *realDB, wantWeeks []string, samples int64) {
+		t := d.t
+		weeks := d.lines(`SELECT DISTINCT to_char(taken_at AT TIME ZONE 'UTC', 'YYYY-MM-DD Dy') FROM samples_archive ORDER BY 1`)
+		if strings.Join(weeks, ",") != strings.Join(wantWeeks, ",") {
+			t.Fatalf("archived buckets %q, want %q", weeks, wantWeeks)
+		}
+		want := d.lines(`SELECT concat_ws(' ', sensor_id, to_char(date_bin('7 days', taken_at, '2000-01-03 00:00:00+00') AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
+		        count(*), round(avg(reading)::numeric, 6), min(reading), max(reading))
+			FROM samples_snapshot GROUP BY sensor_id, date_bin('7 days', taken_at, '2000-01-03 00:00:00+00') ORDER BY 1`)
+		got := d.lines(`SELECT concat_ws(' ', sensor_id, to_char(taken_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
+		        sample_count, round(reading_avg, 6), reading_min, reading_max) FROM samples_archive ORDER BY 1`)
+		if strings.Join(got, "\n") != strings.Join(want, "\n") || len(want) == 0 {
+			t.Fatalf("%d aggregates, want GROUP BY's %d\nfirst: %q\nwant:  %q", len(got), len(want), first(got), first(want))
+		}
+		if k := d.count(`SELECT count(*) FROM samples`); k != 0 {
+			t.Fatalf("%d samples left live, want none (all are past the cut-off)", k)
+		}
+		if k := d.count(`SELECT sum(sample_count) FROM samples_archive`); k != samples {
+			t.Fatalf("the aggregates count %d samples, want %d", k, samples)
+		}
+	}
+
+	t.Run("samples from Thursday the 1st: the first week's Monday is in the month before", func(t *testing.T) {
+		d := newRealDB(t, ddl)
+		// 2026-01-01 is a Thursday: its week starts on Monday 2025-12-29.
+		d.exec(`INSERT INTO samples (sensor_id, taken_at, reading)
+			SELECT i % 3, '2026-01-01 00:00:00+00'::timestamptz + i * interval '1 hour', (i % 40) / 4.0
+			FROM generate_series(0, 20 * 24 - 1) i`,
+			`CREATE TABLE samples_snapshot AS SELECT * FROM samples`)
+		d.migrate()
+		d.exec(`GRANT SELECT, DELETE, UPDATE (id) ON samples TO archiver_worker`)
+		pol := declared(t, entry("month"))
+		if c := pol[0].Cutoff(asOf); !c.After(time.Date(2026, 1, 21, 0, 0, 0, 0, time.UTC)) {
+			t.Fatalf("cut-off %s: the test wants every sample eligible", c)
+		}
+		d.mustRunEntries(pol, "samples_weekly")
+		check(d, []string{"2025-12-29 Mon", "2026-01-05 Mon", "2026-01-12 Mon", "2026-01-19 Mon"}, 20*24)
+		if k := d.count(`SELECT count(*) FROM pg_class WHERE relname = 'samples_archive_y2025m12'`); k != 1 {
+			t.Fatal("no December partition for the week of Monday 2025-12-29")
+		}
+	})
+
+	t.Run("daily partitions, samples from Wednesday to Friday: no sample on the Monday", func(t *testing.T) {
+		d := newRealDB(t, ddl)
+		d.exec(`INSERT INTO samples (sensor_id, taken_at, reading)
+			SELECT i % 2, '2026-01-07 00:00:00+00'::timestamptz + i * interval '20 minutes', i % 17
+			FROM generate_series(0, 3 * 72 - 1) i`,
+			`INSERT INTO samples (sensor_id, taken_at, reading)
+			SELECT i % 2, '2026-01-14 06:00:00+00'::timestamptz + i * interval '1 hour', i % 5
+			FROM generate_series(0, 9) i`,
+			`CREATE TABLE samples_snapshot AS SELECT * FROM samples`)
+		d.migrate()
+		d.exec(`GRANT SELECT, DELETE, UPDATE (id) ON samples TO archiver_worker`)
+		pol := declared(t, entry("day"))
+		d.mustRunEntries(pol, "samples_weekly")
+		check(d, []string{"2026-01-05 Mon", "2026-01-12 Mon"}, 3*72+10)
+		parts := d.lines(`SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'samples_archive'::regclass ORDER BY 1`)
+		for _, p := range []string{"samples_archive_y2026m01d05", "samples_archive_y2026m01d12"} {
+			if !strings.Contains(strings.Join(parts, ","), p) {
+				t.Fatalf("archive partitions %q: no %s for the Monday bucket", parts, p)
+			}
+		}
+	})
+}
