@@ -101,3 +101,57 @@ tables:
 		}
 	})
 }
+
+// TestWhereComparesValues: a condition's value is compared with the
+// column's values, never first converted to the column's declared type,
+// whose modifier truncates (varchar(10)) or rounds (numeric(10,2))
+// silently, so that a value the column cannot hold matched rows it never
+// named. A char(n) column keeps its comparison, blank-padded.
+func TestWhereComparesValues(t *testing.T) {
+	ddl := []string{`CREATE DOMAIN short_label AS varchar(10)`, `CREATE DOMAIN label AS short_label`, `CREATE TABLE deliveries (
+	    id         bigserial PRIMARY KEY,
+	    shipped_at timestamptz NOT NULL,
+	    status     varchar(10) NOT NULL,
+	    fee        numeric(10,2) NOT NULL,
+	    code       char(6) NOT NULL,
+	    tag        label
+	)`}
+	const rows = `INSERT INTO deliveries (shipped_at, status, fee, code, tag)
+		SELECT '2025-06-01 00:00:00+00'::timestamptz + i * interval '1 hour',
+		       (ARRAY['delivered_', 'delivered', 'cancelled'])[1 + i % 3], (ARRAY[1.01, 1.00, 2.50])[1 + i % 3], (ARRAY['ab', 'abc', 'x'])[1 + i % 3],
+		       (ARRAY['delivered_', 'delivered', 'cancelled'])[1 + i % 3]
+		FROM generate_series(0, 299) i`
+	for _, tc := range []struct {
+		name, where, moved string
+	}{
+		{"a varchar(10) value longer than 10 characters matches no row", `{column: status, op: in, value: [delivered_late, cancelled]}`, `status = 'cancelled'`},
+		{"a varchar(10) value with = and <>", `{column: status, op: "<>", value: delivered_late}`, `true`},
+		{"a numeric(10,2) value with three decimals matches no row", `{column: fee, op: "=", value: "1.005"}`, `false`},
+		{"a numeric(10,2) value compared by <=", `{column: fee, op: "<=", value: "1.005"}`, `fee <= 1.005`},
+		{"a value for a domain over varchar(10) matches no row", `{column: tag, op: "=", value: delivered_late}`, `false`},
+		{"a char(6) value compares blank-padded", `{column: code, op: in, value: [ab, "x "]}`, `code IN ('ab', 'x')`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newRealDB(t, ddl...)
+			d.exec(rows)
+			d.migrate()
+			d.exec(`GRANT SELECT, DELETE, UPDATE (id) ON deliveries TO archiver_worker`)
+			pol := declared(t, `
+tables:
+  - name: deliveries
+    table: deliveries
+    time_column: shipped_at
+    archive_after_days: 30
+    retention_days: 3650
+    where:
+      - `+tc.where)
+			want := d.lines(`SELECT id::text FROM deliveries WHERE ` + tc.moved + ` ORDER BY id`)
+			d.mustRunEntries(pol, "deliveries")
+			got := d.lines(`SELECT id::text FROM deliveries_archive ORDER BY id`)
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				left := d.lines(`SELECT DISTINCT concat_ws(' ', status, fee, code) FROM deliveries_archive a WHERE NOT (` + tc.moved + `) ORDER BY 1`)
+				t.Fatalf("%d rows archived, want the %d where %s; archived that the condition does not name: %q", len(got), len(want), tc.moved, left)
+			}
+		})
+	}
+}
