@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"regexp"
 	"slices"
 	"sort"
@@ -347,14 +348,8 @@ func (e fileEntry) modeFields(t *Table) error {
 		if !identifier.MatchString(o.PathColumn) {
 			return bad(fmt.Sprintf("%q is not a column name", o.PathColumn), "offload", "path_column")
 		}
-		if !strings.HasPrefix(o.Root, "/") {
-			return bad(fmt.Sprintf("%q: want an absolute directory (files are read and removed only under it)", o.Root), "offload", "root")
-		}
-		if o.Bucket != "" && !bucketName.MatchString(o.Bucket) {
-			return bad(fmt.Sprintf("%q is not an S3 bucket name", o.Bucket), "offload", "bucket")
-		}
-		if strings.HasPrefix(o.Prefix, "/") || strings.Contains(o.Prefix, "..") {
-			return bad(fmt.Sprintf("%q: a key prefix such as uploads/ (no leading /, no ..)", o.Prefix), "offload", "prefix")
+		if err := checkOffload(o.Root, o.Bucket, o.Prefix); err != nil {
+			return err
 		}
 		t.PathColumn, t.Root, t.ObjectBucket, t.ObjectPrefix = o.PathColumn, o.Root, o.Bucket, o.Prefix
 	}
@@ -368,6 +363,30 @@ func (e fileEntry) modeFields(t *Table) error {
 }
 
 var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+
+// checkOffload checks where an offload entry reads, deletes and writes:
+// files are read and removed only under root, so root must name one
+// directory below /, by an absolute path without "..", and no NUL; objects
+// go to bucket under prefix. The loader and CheckNames (an entry passed as
+// an activity's input) both check with it.
+func checkOffload(root, bucket, prefix string) error {
+	if !strings.HasPrefix(root, "/") {
+		return bad(fmt.Sprintf("%q: want an absolute directory (files are read and removed only under it)", root), "offload", "root")
+	}
+	if slices.Contains(strings.Split(root, "/"), "..") || strings.ContainsRune(root, 0) {
+		return bad(fmt.Sprintf("%q: want a directory without .. (files are read and removed only under it)", root), "offload", "root")
+	}
+	if path.Clean(root) == "/" {
+		return bad(fmt.Sprintf("%q is the root directory: want the directory the files are in (files are read and removed under it)", root), "offload", "root")
+	}
+	if bucket != "" && !bucketName.MatchString(bucket) {
+		return bad(fmt.Sprintf("%q is not an S3 bucket name", bucket), "offload", "bucket")
+	}
+	if strings.HasPrefix(prefix, "/") || strings.Contains(prefix, "..") {
+		return bad(fmt.Sprintf("%q: a key prefix such as uploads/ (no leading /, no ..)", prefix), "offload", "prefix")
+	}
+	return nil
+}
 
 // aggregates reads `aggregates: {column: [avg, max], ...}` in the file's
 // order.

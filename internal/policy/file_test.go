@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -104,5 +105,61 @@ func TestOverrideReadsTheFile(t *testing.T) {
 	env[FileEnv] = filepath.Join(t.TempDir(), "missing.yaml")
 	if _, err := Override(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), FileEnv) {
 		t.Fatalf("a missing file: %v", err)
+	}
+}
+
+// An entry that reaches an activity without the file (a workflow started
+// by hand, an older starter) is checked as the file's loader checks it:
+// offload reads and deletes files under Root and writes objects into
+// ObjectBucket under ObjectPrefix.
+func TestCheckNamesOffloadFields(t *testing.T) {
+	pol, err := Parse("p.yaml", []byte(`
+tables:
+  - name: uploads
+    table: uploads
+    time_column: uploaded_at
+    mode: offload
+    archive_after_days: 30
+    retention_days: 400
+    offload: {path_column: path, root: /var/lib/app/uploads, bucket: app-uploads, prefix: uploads/}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := pol[0]
+	if err := good.CheckNames(); err != nil {
+		t.Fatalf("the loaded entry: %v", err)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*Table)
+		want   string
+	}{
+		{"root /", func(e *Table) { e.Root = "/" }, `uploads: offload.root: "/"`},
+		{"root // (the root again)", func(e *Table) { e.Root = "//" }, `uploads: offload.root: "//"`},
+		{"root with ..", func(e *Table) { e.Root = "/var/lib/app/../../.." }, `uploads: offload.root: "/var/lib/app/../../.."`},
+		{"root relative", func(e *Table) { e.Root = "uploads" }, `uploads: offload.root: "uploads": want an absolute directory`},
+		{"root empty", func(e *Table) { e.Root = "" }, `uploads: offload.root: "": want an absolute directory`},
+		{"bucket", func(e *Table) { e.ObjectBucket = "Not_A_Bucket" }, `uploads: offload.bucket: "Not_A_Bucket" is not an S3 bucket name`},
+		{"prefix absolute", func(e *Table) { e.ObjectPrefix = "/uploads/" }, `uploads: offload.prefix: "/uploads/"`},
+		{"prefix with ..", func(e *Table) { e.ObjectPrefix = "uploads/../other/" }, `uploads: offload.prefix: "uploads/../other/"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := good
+			tc.change(&e)
+			if err := e.CheckNames(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("CheckNames: %v\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+	// The loader refuses the same roots.
+	for _, root := range []string{"/", "/var/lib/app/../../.."} {
+		doc := strings.Replace(`
+tables:
+  - {name: uploads, table: uploads, time_column: at, mode: offload, archive_after_days: 30, retention_days: 400, offload: {path_column: path, root: ROOT}}
+`, "ROOT", root, 1)
+		if _, err := Parse("p.yaml", []byte(doc)); err == nil || !strings.Contains(err.Error(), "offload.root: "+strconv.Quote(root)) {
+			t.Errorf("root %s: %v", root, err)
+		}
 	}
 }
