@@ -122,13 +122,22 @@ func Parse(path string, b []byte) ([]Table, error) {
 			return nil, fmt.Errorf("%s:%d: tables[%d] (%s): %w", path, line(node), i, e.label(), err)
 		}
 		for _, prev := range out {
+			// Names are compared as the relations they name: orders is
+			// public.orders.
+			pl, pa := Qualify(prev.Live, DefaultSchema), Qualify(prev.Archive, DefaultSchema)
+			tl, ta := Qualify(t.Live, DefaultSchema), Qualify(t.Archive, DefaultSchema)
 			switch {
 			case prev.Name == t.Name:
 				return nil, fmt.Errorf("%s:%d: tables[%d]: name: %q is declared twice", path, line(node, "name"), i, t.Name)
-			case prev.Live == t.Live:
-				return nil, fmt.Errorf("%s:%d: tables[%d] (%s): table: %s is already archived by entry %q: one entry a table", path, line(node, "table"), i, t.Name, t.Live, prev.Name)
-			case prev.Archive == t.Live || prev.Live == t.Archive:
-				return nil, fmt.Errorf("%s:%d: tables[%d] (%s): table: %s is also the archive table of entry %q", path, line(node, "table"), i, t.Name, t.Live, prev.Name)
+			case pl == tl:
+				return nil, fmt.Errorf("%s:%d: tables[%d] (%s): table: %s is already archived by entry %q%s: one entry a table", path, line(node, "table"), i, t.Name, t.Live, prev.Name, spelt(prev.Live, t.Live))
+			case pa == tl:
+				return nil, fmt.Errorf("%s:%d: tables[%d] (%s): table: %s is also the archive table of entry %q%s", path, line(node, "table"), i, t.Name, t.Live, prev.Name, spelt(prev.Archive, t.Live))
+			case pl == ta:
+				return nil, fmt.Errorf("%s:%d: tables[%d] (%s): archive_table: %s is the live table of entry %q%s", path, line(node, "archive_table"), i, t.Name, t.Archive, prev.Name, spelt(prev.Live, t.Archive))
+			case pa == ta:
+				return nil, fmt.Errorf("%s:%d: tables[%d] (%s): archive_table: %s is already the archive table of entry %q%s: each entry needs its own (retention for one would drop the other's rows, a restore of one would move the other's rows into its live table)",
+					path, line(node, "archive_table"), i, t.Name, t.Archive, prev.Name, spelt(prev.Archive, t.Archive))
 			}
 		}
 		out = append(out, t)
@@ -137,6 +146,31 @@ func Parse(path string, b []byte) ([]Table, error) {
 		return nil, fmt.Errorf("%s: no table declared: list entries under `tables:` (or built-in ones under `builtin:`)", path)
 	}
 	return out, nil
+}
+
+// DefaultSchema is the schema the policy file's checks take an unqualified
+// name to be in: public, the first of the default search path's that
+// exists. The database check (activities.SharedRelations) resolves names
+// through the search path in force instead.
+const DefaultSchema = "public"
+
+// Qualify is name schema-qualified: an unqualified name is taken to be in
+// schema.
+func Qualify(name, schema string) string {
+	if s, _ := SplitName(name); s != "" || schema == "" {
+		return name
+	}
+	return schema + "." + name
+}
+
+// spelt says how two spellings name one relation ("" when they are the
+// same text).
+func spelt(prev, name string) string {
+	if prev == name {
+		return ""
+	}
+	return fmt.Sprintf(" (as %s: both name %s, an unqualified name being in schema %s, the default search path's; qualify both if they are different tables)",
+		prev, Qualify(name, DefaultSchema), DefaultSchema)
 }
 
 func (e fileEntry) label() string {
@@ -218,7 +252,7 @@ func (e fileEntry) table() (Table, error) {
 	if _, name := SplitName(t.Archive); len(name) > 63-len("_y2025m01d01") {
 		return t, bad(fmt.Sprintf("%q is too long: partition names add 12 characters to it and PostgreSQL's limit is 63", name), "archive_table")
 	}
-	if t.Archive == t.Live {
+	if Qualify(t.Archive, DefaultSchema) == Qualify(t.Live, DefaultSchema) {
 		return t, bad("the archive table cannot be the live table", "archive_table")
 	}
 	switch t.Partition {

@@ -163,3 +163,50 @@ tables:
 		}
 	}
 }
+
+// Two entries never name one relation, however they spell it: an
+// unqualified name is the table of that name in public, the default search
+// path's schema (the database check resolves the search path in force).
+func TestParseRefusesSharedRelations(t *testing.T) {
+	entry := func(name, table, archive string) string {
+		s := "  - {name: " + name + ", table: " + table + ", time_column: at, archive_after_days: 30, retention_days: 400"
+		if archive != "" {
+			s += ", archive_table: " + archive
+		}
+		return s + "}\n"
+	}
+	for _, tc := range []struct{ name, doc, want string }{
+		{"orders and public.orders", entry("a", "orders", "") + entry("b", "public.orders", ""),
+			`p.yaml:3: tables[1] (b): table: public.orders is already archived by entry "a" (as orders: both name public.orders`},
+		{"public.orders and orders", entry("a", "public.orders", "") + entry("b", "orders", ""),
+			`tables[1] (b): table: orders is already archived by entry "a" (as public.orders: both name public.orders`},
+		{"one archive_table for two tables", entry("a", "orders_eu", "orders_archive") + entry("b", "orders_us", "orders_archive"),
+			`tables[1] (b): archive_table: orders_archive is already the archive table of entry "a": each entry needs its own`},
+		{"one archive_table spelt two ways", entry("a", "orders_eu", "public.orders_archive") + entry("b", "orders_us", "orders_archive"),
+			`tables[1] (b): archive_table: orders_archive is already the archive table of entry "a"`},
+		{"a derived archive name met", entry("a", "orders", "") + entry("b", "orders_us", "public.orders_archive"),
+			`tables[1] (b): archive_table: public.orders_archive is already the archive table of entry "a"`},
+		{"the archive of one is the live table of another", entry("a", "orders", "") + entry("b", "public.orders_archive", ""),
+			`tables[1] (b): table: public.orders_archive is also the archive table of entry "a"`},
+		{"the live table of one is the archive of another", entry("a", "orders", "") + entry("b", "orders_eu", "public.orders"),
+			`tables[1] (b): archive_table: public.orders is the live table of entry "a"`},
+		{"an entry's archive is its own live table", entry("a", "orders", "public.orders"), `archive_table: the archive table cannot be the live table`},
+		{"a built-in table", "builtin: [logs]\ntables:\n" + entry("a", "public.scenario_logs", "app_logs_archive"),
+			`table: public.scenario_logs is already archived by entry "logs"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := tc.doc
+			if !strings.HasPrefix(doc, "builtin") {
+				doc = "tables:\n" + doc
+			}
+			_, err := Parse("p.yaml", []byte(doc))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+	// Other schemas are other tables.
+	if _, err := Parse("p.yaml", []byte("tables:\n"+entry("a", "eu.orders", "")+entry("b", "us.orders", "")+entry("c", "orders", ""))); err != nil {
+		t.Fatal(err)
+	}
+}
