@@ -1,9 +1,12 @@
 package realdb
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mockupaws/archiver/activities"
 )
 
 // Downsampling and policy entries on tables we did not create: weekly
@@ -154,4 +157,78 @@ tables:
 			}
 		})
 	}
+}
+
+// TestSharedRelations: two entries that name one relation, however they
+// spell it, are refused. The policy file's own check compares names with
+// unqualified ones taken to be in public; the database resolves them
+// through the search path in force, and a worker, which sees only its own
+// entry, refuses an archive table the archiver made for another live
+// table.
+func TestSharedRelations(t *testing.T) {
+	const orders = `(id bigint PRIMARY KEY, placed_at timestamptz NOT NULL, total numeric(10,2) NOT NULL)`
+	t.Run("names resolved through the search path", func(t *testing.T) {
+		d := newRealDB(t, `CREATE SCHEMA app`, `CREATE TABLE app.orders `+orders, `CREATE TABLE app.events `+orders, `CREATE TABLE public.events `+orders)
+		d.exec(`DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = app, public', current_database()); END $$`)
+		d.migrate()
+		entry := func(name, table, archive string) string {
+			s := "  - {name: " + name + ", table: " + table + ", time_column: placed_at, archive_after_days: 30, retention_days: 400"
+			if archive != "" {
+				s += ", archive_table: " + archive
+			}
+			return s + "}\n"
+		}
+		for _, tc := range []struct {
+			name, doc string
+			want      []string
+		}{
+			{"orders is app.orders", entry("a", "orders", "") + entry("b", "app.orders", "app.orders_old"),
+				[]string{`entries "a" and "b" both archive app.orders (named orders and app.orders): one entry a table`}},
+			{"an archive table not made yet, in the search path's first schema", entry("a", "app.events", "") + entry("b", "public.events", "events_archive"),
+				[]string{`entries "a" and "b" share the archive table app.events_archive (named app.events_archive and events_archive): retention for one would drop the other's rows`}},
+			{"a live table is another's archive", entry("a", "app.events", "") + entry("b", "events_archive", "events_archive2"),
+				[]string{`app.events_archive is the archive table of entry "a" and the live table of entry "b" (named app.events_archive and events_archive)`}},
+			{"other schemas are other tables", entry("a", "app.events", "") + entry("b", "public.events", "") + entry("c", "orders", ""), nil},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				pol := declared(t, "tables:\n"+tc.doc) // the file's own check passes them
+				shared, err := activities.SharedRelations(context.Background(), d.db, pol)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []string
+				for _, s := range shared {
+					got = append(got, s.Message)
+				}
+				if len(got) != len(tc.want) {
+					t.Fatalf("shared %q\nwant %q", got, tc.want)
+				}
+				for i := range got {
+					if !strings.Contains(got[i], tc.want[i]) {
+						t.Fatalf("shared %q\nwant %q", got[i], tc.want[i])
+					}
+				}
+			})
+		}
+	})
+
+	t.Run("a worker refuses an archive table made for another live table", func(t *testing.T) {
+		d := newRealDB(t, `CREATE TABLE orders_eu `+orders, `CREATE TABLE orders_us `+orders)
+		d.exec(`INSERT INTO orders_eu SELECT i, '2025-06-01'::timestamptz + i * interval '1 hour', i FROM generate_series(1, 50) i`,
+			`INSERT INTO orders_us SELECT 1000 + i, '2025-06-01'::timestamptz + i * interval '1 hour', i FROM generate_series(1, 50) i`)
+		d.migrate()
+		d.exec(`GRANT SELECT, DELETE, UPDATE (id) ON orders_eu, orders_us TO archiver_worker`)
+		// Each entry reaches the worker alone (two files, or a workflow
+		// started by hand): the file's check never saw them together.
+		eu := declared(t, "tables:\n  - {name: orders_eu, table: orders_eu, time_column: placed_at, archive_table: orders_archive, archive_after_days: 30, retention_days: 400}\n")
+		us := declared(t, "tables:\n  - {name: orders_us, table: orders_us, time_column: placed_at, archive_table: orders_archive, archive_after_days: 30, retention_days: 400}\n")
+		d.mustRunEntries(eu, "orders_eu")
+		if k := d.count(`SELECT count(*) FROM orders_archive`); k != 50 {
+			t.Fatalf("%d rows archived from orders_eu, want 50", k)
+		}
+		d.refusedEntries(us, "orders_us", `orders_us: orders_archive is the archive table of orders_eu (policy entry orders_eu), not of orders_us`)
+		if k := d.count(`SELECT count(*) FROM orders_us`); k != 50 {
+			t.Fatalf("%d rows left in orders_us, want all 50", k)
+		}
+	})
 }
