@@ -26,6 +26,9 @@ func TestPolicySharedRelations(t *testing.T) {
 		`CREATE TABLE app.orders (id bigint PRIMARY KEY, placed_at timestamptz NOT NULL)`,
 		`CREATE TABLE public.orders (id bigint PRIMARY KEY, placed_at timestamptz NOT NULL)`,
 		`CREATE TABLE public.items (id bigint PRIMARY KEY, placed_at timestamptz NOT NULL)`,
+		// Each entry alone could be archived: the sharing is the only refusal.
+		`GRANT USAGE, CREATE ON SCHEMA app TO archiver_worker`,
+		`GRANT SELECT, DELETE, UPDATE (id) ON app.orders, public.orders, public.items TO archiver_worker`,
 		`DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = app, public', current_database()); END $$`,
 	} {
 		if _, err := db.Exec(ctx, sql); err != nil {

@@ -130,6 +130,14 @@ tables:
 	if err := good.CheckNames(); err != nil {
 		t.Fatalf("the loaded entry: %v", err)
 	}
+	for _, b := range Tables {
+		if err := b.CheckNames(); err != nil {
+			t.Fatalf("built-in %s: %v", b.Name, err)
+		}
+		if err := Normalize(Table{Name: b.Name, Live: b.Live, Archive: b.Archive, TimeColumn: b.TimeColumn}).CheckNames(); err != nil {
+			t.Fatalf("built-in %s as an older version recorded it: %v", b.Name, err)
+		}
+	}
 	for _, tc := range []struct {
 		name   string
 		change func(*Table)
@@ -143,6 +151,9 @@ tables:
 		{"bucket", func(e *Table) { e.ObjectBucket = "Not_A_Bucket" }, `uploads: offload.bucket: "Not_A_Bucket" is not an S3 bucket name`},
 		{"prefix absolute", func(e *Table) { e.ObjectPrefix = "/uploads/" }, `uploads: offload.prefix: "/uploads/"`},
 		{"prefix with ..", func(e *Table) { e.ObjectPrefix = "uploads/../other/" }, `uploads: offload.prefix: "uploads/../other/"`},
+		{"the seed's layout on a declared entry", func(e *Table) { e.Layout, e.Root = LayoutSeed, "" }, `uploads: layout "seed" is the built-in tables'`},
+		{"the seed's layout on another table", func(e *Table) { e.Name, e.Layout, e.Root = "reports", LayoutSeed, "" }, `reports: layout "seed" is the built-in tables'`},
+		{"a layout", func(e *Table) { e.Layout = "mine" }, `uploads: "mine" is not a layout`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := good
