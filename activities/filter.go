@@ -10,7 +10,9 @@ import (
 )
 
 // filter is an entry's structured `where`, as SQL conditions whose values
-// are parameters cast to the column's type by PostgreSQL. Columns come from
+// are parameters cast by PostgreSQL to the column's type without its
+// modifier (catalog.Column.BaseType): a value is compared, never first
+// truncated or rounded to what the column can hold. Columns come from
 // the catalogue-checked policy and are quoted; no text of the policy file
 // is ever SQL.
 type filter struct {
@@ -24,7 +26,7 @@ type filter struct {
 func newFilter(t policy.Table, live catalog.Table) *filter {
 	f := &filter{conds: t.Where, types: map[string]string{}}
 	for _, c := range t.Where {
-		f.types[c.Column] = live.ColumnType(c.Column)
+		f.types[c.Column] = live.CompareType(c.Column)
 	}
 	return f
 }
@@ -62,7 +64,8 @@ func (f *filter) sql(alias string, first int) string {
 
 // checkFilter refuses a condition on a column the live table lacks, or
 // with a value PostgreSQL cannot read as the column's type (it would fail
-// every batch).
+// every batch). The value is read as the filter compares it, without the
+// column's modifier: 12345 is a fine bound for a numeric(3,0).
 func checkFilter(ctx context.Context, q catalog.Querier, t policy.Table, live catalog.Table) error {
 	for i, c := range t.Where {
 		col, ok := live.Column(c.Column)
@@ -71,7 +74,7 @@ func checkFilter(ctx context.Context, q catalog.Querier, t policy.Table, live ca
 		}
 		for _, v := range c.Values {
 			var ok bool
-			if err := q.QueryRow(ctx, fmt.Sprintf(`SELECT CAST($1::text AS %s) IS NOT NULL`, col.Type), v).Scan(&ok); err != nil {
+			if err := q.QueryRow(ctx, fmt.Sprintf(`SELECT CAST($1::text AS %s) IS NOT NULL`, live.CompareType(c.Column)), v).Scan(&ok); err != nil {
 				return invalid("policy", fmt.Errorf("%s: where[%d]: %q is not a %s value for %s.%s: %v", t.Name, i, v, col.Type, t.Live, c.Column, err))
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -147,16 +148,17 @@ func ensurePartitions(ctx context.Context, db querier, t policy.Table, after, cu
 	return res, nil
 }
 
-// periodWithRows is a partition span (a UTC month or day) that holds
-// eligible rows, and the oldest of them.
+// periodWithRows is an archive partition span (a UTC month or day) that
+// eligible rows go to, and the oldest of those rows.
 type periodWithRows struct {
 	start, oldest time.Time
 }
 
-// periodsWithRows lists the partition spans holding rows in [after,
-// cutoff), oldest first, by skipping from one span's first row to the next
-// span's (an index seek per span that has rows): one row dated 1900 costs
-// one partition, not one for every month since.
+// periodsWithRows lists the archive partition spans that rows in [after,
+// cutoff) go to, oldest first, by skipping from one span's first row to the
+// next span's (an index seek per span that has rows): one row dated 1900
+// costs one partition, not one for every month since. A downsample's
+// aggregates go to their buckets' spans (archivedAt).
 func periodsWithRows(ctx context.Context, db querier, t policy.Table, after, cutoff time.Time) ([]periodWithRows, error) {
 	span := t.PartitionSpan()
 	live, err := describeForFilter(ctx, db, t)
@@ -184,12 +186,44 @@ func periodsWithRows(ctx context.Context, db querier, t policy.Table, after, cut
 	if err != nil {
 		return nil, fmt.Errorf("find the %ss holding eligible rows of %s: %w", span, t.Live, err)
 	}
-	out := make([]periodWithRows, len(firsts))
-	for i, f := range firsts {
-		out[i] = periodWithRows{start: periodStart(t, f), oldest: f.UTC()}
+	var out []periodWithRows
+	seen := map[time.Time]bool{}
+	for _, f := range firsts {
+		f = f.UTC()
+		for _, at := range archivedAt(t, f) {
+			// firsts rise: a span listed already has an older row
+			if start := periodStart(t, at); !seen[start] {
+				seen[start] = true
+				out = append(out, periodWithRows{start: start, oldest: f})
+			}
+		}
 	}
+	slices.SortFunc(out, func(a, b periodWithRows) int { return a.start.Compare(b.start) })
 	return out, nil
 }
+
+// archivedAt is where in time the rows of a partition span whose first
+// eligible row is at first go in the archive: the span itself, or for a
+// downsample the buckets' starts. A weekly bucket starts on a Monday that
+// can lie in a span holding no eligible row (the month before a Thursday
+// the 1st, a day without samples), and its aggregates go to that span's
+// partition, not the row's. The span's later rows go to buckets starting
+// after the first row's; those start inside the span itself, which is
+// listed when one can (a week inside a month; never a week in a day).
+func archivedAt(t policy.Table, first time.Time) []time.Time {
+	if t.ModeOf() != policy.ModeDownsample {
+		return []time.Time{first}
+	}
+	b := policy.BucketStart(t.Bucket, first)
+	out := []time.Time{b}
+	if next := b.Add(bucketLength[t.Bucket]); next.Before(periodEnd(t, periodStart(t, first))) {
+		out = append(out, first)
+	}
+	return out
+}
+
+// bucketLength is a downsample bucket's length ("" is a day).
+var bucketLength = map[string]time.Duration{"": policy.Day, "hour": time.Hour, "day": policy.Day, "week": 7 * policy.Day}
 
 // describeForFilter reads the live table when t has conditions (their
 // values are cast to the columns' types).

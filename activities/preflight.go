@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -20,7 +21,8 @@ import (
 // archived; a restriction would fail every batch), columns that inheritance
 // children add (rows read through the parent would lose them), rows with a
 // NULL timestamp (never eligible, never archived, silently), and archive
-// partitions that are not the archiver's own monthly ones. Each is a
+// partitions that are not the archiver's own monthly ones, and an archive
+// table the archiver made for another live table. Each is a
 // non-retryable error that names the object and the fix; nothing is changed.
 func preflight(ctx context.Context, db catalog.Querier, t policy.Table) (shape, error) {
 	s, err := inspect(ctx, db, t)
@@ -58,6 +60,9 @@ func preflight(ctx context.Context, db catalog.Querier, t policy.Table) (shape, 
 		}
 	}
 	if err := checkFilter(ctx, db, t, s.live); err != nil {
+		return s, err
+	}
+	if err := checkMadeFor(ctx, db, t, s); err != nil {
 		return s, err
 	}
 	if err := checkPrivileges(ctx, db, t, s); err != nil {
@@ -160,4 +165,50 @@ func overlapError(err error, name string) error {
 		return invalid("create partition "+name, fmt.Errorf("%s (a partition made by hand covers part of this month; remove or rename it to the monthly scheme)", pgErr.Message))
 	}
 	return fmt.Errorf("create partition %s: %w", name, err)
+}
+
+// madeForComment reads the comment the archiver puts on an archive table it
+// makes (createArchiveSQL): the live table and entry it was made for.
+var madeForComment = regexp.MustCompile(`^archiver: archive of (\S+) \(policy entry (\S+), mode \S+\)$`)
+
+// checkMadeFor refuses an archive table the archiver made for another
+// live table: two entries sharing it, which only the whole policy shows
+// and an activity sees one entry (retention for one would drop the other's
+// rows, a restore of one would move them into its live table). The
+// archive table's comment names the live table it was made for; a name
+// that no longer resolves (a renamed table) proves nothing and is let be.
+func checkMadeFor(ctx context.Context, db catalog.Querier, t policy.Table, s shape) error {
+	if t.Seed() || s.planned {
+		return nil
+	}
+	var note *string
+	if err := db.QueryRow(ctx, `SELECT obj_description($1::oid, 'pg_class')`, s.archive.OID).Scan(&note); err != nil {
+		return fmt.Errorf("preflight %s: read the comment of %s: %w", t.Name, t.Archive, err)
+	}
+	m := madeFor(note)
+	if m == nil {
+		return nil
+	}
+	var oid *uint32
+	if err := db.QueryRow(ctx, `SELECT to_regclass($1)::oid`, catalog.QuoteName(m[1])).Scan(&oid); err != nil {
+		return fmt.Errorf("preflight %s: resolve %s: %w", t.Name, m[1], err)
+	}
+	if oid != nil && *oid != s.live.OID {
+		return invalid("policy", fmt.Errorf("%s: %s is the archive table of %s (policy entry %s), not of %s: two entries cannot share an archive table (retention for one would drop the other's rows, a restore of one would move them into its live table); give this entry its own archive_table",
+			t.Name, t.Archive, m[1], m[2], t.Live))
+	}
+	return nil
+}
+
+// madeFor matches an archiver's archive-table comment; its live table name
+// must be one the policy could hold.
+func madeFor(note *string) []string {
+	if note == nil {
+		return nil
+	}
+	m := madeForComment.FindStringSubmatch(*note)
+	if m == nil || !policy.ValidName(m[1]) {
+		return nil
+	}
+	return m
 }

@@ -110,6 +110,9 @@ func cmdSchedule(ctx context.Context, args []string, stdout, stderr io.Writer, l
 		if err != nil {
 			return err
 		}
+		if err := refuseShared(ctx, cfg, pol, nil); err != nil {
+			return err
+		}
 		if *stopBy != "" {
 			in.StopBy, in.StopByZone = strings.TrimSpace(*stopBy), *tz
 		}
@@ -247,6 +250,11 @@ func cmdBackfill(ctx context.Context, args []string, stdout, stderr io.Writer, l
 	}
 	if err := workflows.ValidateBackfill(req, time.Now(), nil); err != nil {
 		return usageErr("backfill refused: %v", err)
+	}
+	if cfg, err := config.Load(); err != nil {
+		return err
+	} else if err := refuseShared(ctx, cfg, pol, []string{*table}); err != nil {
+		return err
 	}
 	cfg, c, err := dial(ctx, logger)
 	if err != nil {

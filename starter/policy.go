@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -69,8 +70,34 @@ func cmdPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer db.Close()
 	acts := &activities.Activities{DB: db}
 	fmt.Fprintf(stdout, "\nplan as of %s (nothing is written):\n", asOf.Format(time.RFC3339))
+	shared, err := activities.SharedRelations(ctx, db, pol)
+	if err != nil {
+		return fmt.Errorf("connect to PostgreSQL (%s): %w", config.Redact(cfg.DatabaseURL), err)
+	}
+	// Each entry maps to the entries it shares a table with (itself too,
+	// when its archive table is its live table).
+	sharing := map[string][]string{}
+	for _, s := range shared {
+		fmt.Fprintf(stdout, "REFUSED: %s\n", s.Message)
+		for _, e := range s.Entries {
+			for _, o := range s.Entries {
+				if !slices.Contains(sharing[e], o) {
+					sharing[e] = append(sharing[e], o)
+				}
+			}
+		}
+	}
 	failed := 0
 	for _, t := range pol {
+		if others := sharing[t.Name]; len(others) > 0 {
+			failed++
+			what := "its archive table is its live table"
+			if others = slices.DeleteFunc(others, func(o string) bool { return o == t.Name }); len(others) > 0 {
+				what = "it names a table that entry " + strings.Join(others, ", ") + " names too"
+			}
+			fmt.Fprintf(stdout, "%s: REFUSED: %s (above): no run, schedule, backfill or restore starts until each entry has tables of its own\n", t.Name, what)
+			continue
+		}
 		entry := t
 		p, err := acts.Preview(ctx, activities.PreviewInput{Table: t.Name, Entry: &entry, Cutoff: t.Cutoff(asOf), RetentionLimit: t.RetentionLimit(asOf)})
 		if err != nil {
@@ -96,6 +123,33 @@ func cmdPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if failed > 0 {
 		return exitError{code: 1, err: fmt.Errorf("policy check: %d of %d entries refused", failed, len(pol))}
+	}
+	return nil
+}
+
+// refuseShared refuses to start work on the named entries (every entry
+// when names is nil) while one of them names a table another entry of pol
+// names, as the database resolves the names (activities.SharedRelations).
+// A worker sees only the entry it is given, so the whole policy is
+// checked here, before anything is started.
+func refuseShared(ctx context.Context, cfg config.Config, pol []policy.Table, names []string) error {
+	db, err := database.Open(ctx, cfg.DatabaseURL, "archiver-starter")
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	defer db.Close()
+	shared, err := activities.SharedRelations(ctx, db, pol)
+	if err != nil {
+		return fmt.Errorf("connect to PostgreSQL (%s): %w", config.Redact(cfg.DatabaseURL), err)
+	}
+	var msgs []string
+	for _, s := range shared {
+		if names == nil || slices.ContainsFunc(s.Entries, func(e string) bool { return slices.Contains(names, e) }) {
+			msgs = append(msgs, s.Message)
+		}
+	}
+	if len(msgs) > 0 {
+		return exitError{code: 1, err: fmt.Errorf("refused: %s (fix the policy: starter policy check lists every such entry)", strings.Join(msgs, "; "))}
 	}
 	return nil
 }

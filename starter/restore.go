@@ -14,6 +14,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/mockupaws/archiver/internal/config"
 	"github.com/mockupaws/archiver/internal/policy"
 	"github.com/mockupaws/archiver/workflows"
 )
@@ -70,6 +71,11 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		return exitError{code: 1, err: fmt.Errorf("restore refused: %s is downsampled: its samples were aggregated and deleted, and an aggregate cannot be turned back into its samples (the aggregates stay in %s)", t.Name, t.Archive)}
 	}
 	req.Policy = &t
+	if cfg, err := config.Load(); err != nil {
+		return err
+	} else if err := refuseShared(ctx, cfg, pol, []string{t.Name}); err != nil {
+		return err
+	}
 	cfg, c, err := dial(ctx, logger)
 	if err != nil {
 		return err

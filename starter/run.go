@@ -190,6 +190,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, logger
 	if err != nil {
 		return err
 	}
+	if err := refuseShared(ctx, cfg, in.Policy, in.Tables); err != nil {
+		return err
+	}
 	tp, flush, err := telemetry.Tracing(ctx, "archiver-starter", cfg.OTLPEndpoint)
 	if err != nil {
 		return err

@@ -45,7 +45,12 @@ type Column struct {
 	Type    string `json:"type"` // format_type: character varying(500)
 	TypeOID uint32 `json:"oid"`
 	Typmod  int32  `json:"typmod"`
-	NotNull bool   `json:"notnull"`
+	// BaseType is the type a value is compared in: Type without its
+	// modifier, a domain's base type (character varying, numeric, bpchar).
+	// A cast to Type would truncate or round the value first (an explicit
+	// cast to varchar(10) cuts 'delivered_late' to 'delivered_').
+	BaseType string `json:"basetype"`
+	NotNull  bool   `json:"notnull"`
 	// HasDefault: an INSERT that omits the column gets a value (a
 	// default, an identity or a generated column).
 	HasDefault bool `json:"hasdefault"`
@@ -115,6 +120,20 @@ func (t Table) ColumnType(name string) string {
 	return "text"
 }
 
+// CompareType is the type a value is compared with the named column in
+// (Column.BaseType; "text" when the column does not exist, like
+// ColumnType).
+func (t Table) CompareType(name string) string {
+	c, ok := t.Column(name)
+	switch {
+	case !ok:
+		return "text"
+	case c.BaseType == "":
+		return c.Type
+	}
+	return c.BaseType
+}
+
 // ColumnNames lists the columns in the table's order.
 func (t Table) ColumnNames() []string {
 	out := make([]string, len(t.Columns))
@@ -137,7 +156,12 @@ SELECT c.oid, c.relkind::text, pg_get_userbyid(c.relowner), n.nspname,
                     'name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
                     'oid', a.atttypid::int8, 'typmod', a.atttypmod, 'notnull', a.attnotnull,
                     'hasdefault', a.atthasdef OR a.attidentity <> '', 'generated', a.attgenerated <> '',
-                    'identity', CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' ELSE '' END) ORDER BY a.attnum)
+                    'identity', CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' ELSE '' END,
+                    'basetype', (WITH RECURSIVE d(oid, typtype, base) AS (
+                                     SELECT t.oid, t.typtype, t.typbasetype FROM pg_type t WHERE t.oid = a.atttypid
+                                     UNION ALL
+                                     SELECT t.oid, t.typtype, t.typbasetype FROM pg_type t JOIN d ON t.oid = d.base WHERE d.typtype = 'd')
+                                 SELECT format_type(d.oid, -1) FROM d WHERE d.typtype <> 'd')) ORDER BY a.attnum)
                  FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]'),
        COALESCE((SELECT json_agg(a.attname ORDER BY k.ord)
                  FROM pg_constraint p

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"regexp"
 	"slices"
 	"sort"
@@ -121,13 +122,22 @@ func Parse(path string, b []byte) ([]Table, error) {
 			return nil, fmt.Errorf("%s:%d: tables[%d] (%s): %w", path, line(node), i, e.label(), err)
 		}
 		for _, prev := range out {
+			// Names are compared as the relations they name: orders is
+			// public.orders.
+			pl, pa := Qualify(prev.Live, DefaultSchema), Qualify(prev.Archive, DefaultSchema)
+			tl, ta := Qualify(t.Live, DefaultSchema), Qualify(t.Archive, DefaultSchema)
 			switch {
 			case prev.Name == t.Name:
 				return nil, fmt.Errorf("%s:%d: tables[%d]: name: %q is declared twice", path, line(node, "name"), i, t.Name)
-			case prev.Live == t.Live:
-				return nil, fmt.Errorf("%s:%d: tables[%d] (%s): table: %s is already archived by entry %q: one entry a table", path, line(node, "table"), i, t.Name, t.Live, prev.Name)
-			case prev.Archive == t.Live || prev.Live == t.Archive:
-				return nil, fmt.Errorf("%s:%d: tables[%d] (%s): table: %s is also the archive table of entry %q", path, line(node, "table"), i, t.Name, t.Live, prev.Name)
+			case pl == tl:
+				return nil, fmt.Errorf("%s:%d: tables[%d] (%s): table: %s is already archived by entry %q%s: one entry a table", path, line(node, "table"), i, t.Name, t.Live, prev.Name, spelt(prev.Live, t.Live))
+			case pa == tl:
+				return nil, fmt.Errorf("%s:%d: tables[%d] (%s): table: %s is also the archive table of entry %q%s", path, line(node, "table"), i, t.Name, t.Live, prev.Name, spelt(prev.Archive, t.Live))
+			case pl == ta:
+				return nil, fmt.Errorf("%s:%d: tables[%d] (%s): archive_table: %s is the live table of entry %q%s", path, line(node, "archive_table"), i, t.Name, t.Archive, prev.Name, spelt(prev.Live, t.Archive))
+			case pa == ta:
+				return nil, fmt.Errorf("%s:%d: tables[%d] (%s): archive_table: %s is already the archive table of entry %q%s: each entry needs its own (retention for one would drop the other's rows, a restore of one would move the other's rows into its live table)",
+					path, line(node, "archive_table"), i, t.Name, t.Archive, prev.Name, spelt(prev.Archive, t.Archive))
 			}
 		}
 		out = append(out, t)
@@ -136,6 +146,31 @@ func Parse(path string, b []byte) ([]Table, error) {
 		return nil, fmt.Errorf("%s: no table declared: list entries under `tables:` (or built-in ones under `builtin:`)", path)
 	}
 	return out, nil
+}
+
+// DefaultSchema is the schema the policy file's checks take an unqualified
+// name to be in: public, the first of the default search path's that
+// exists. The database check (activities.SharedRelations) resolves names
+// through the search path in force instead.
+const DefaultSchema = "public"
+
+// Qualify is name schema-qualified: an unqualified name is taken to be in
+// schema.
+func Qualify(name, schema string) string {
+	if s, _ := SplitName(name); s != "" || schema == "" {
+		return name
+	}
+	return schema + "." + name
+}
+
+// spelt says how two spellings name one relation ("" when they are the
+// same text).
+func spelt(prev, name string) string {
+	if prev == name {
+		return ""
+	}
+	return fmt.Sprintf(" (as %s: both name %s, an unqualified name being in schema %s, the default search path's; qualify both if they are different tables)",
+		prev, Qualify(name, DefaultSchema), DefaultSchema)
 }
 
 func (e fileEntry) label() string {
@@ -217,7 +252,7 @@ func (e fileEntry) table() (Table, error) {
 	if _, name := SplitName(t.Archive); len(name) > 63-len("_y2025m01d01") {
 		return t, bad(fmt.Sprintf("%q is too long: partition names add 12 characters to it and PostgreSQL's limit is 63", name), "archive_table")
 	}
-	if t.Archive == t.Live {
+	if Qualify(t.Archive, DefaultSchema) == Qualify(t.Live, DefaultSchema) {
 		return t, bad("the archive table cannot be the live table", "archive_table")
 	}
 	switch t.Partition {
@@ -347,14 +382,8 @@ func (e fileEntry) modeFields(t *Table) error {
 		if !identifier.MatchString(o.PathColumn) {
 			return bad(fmt.Sprintf("%q is not a column name", o.PathColumn), "offload", "path_column")
 		}
-		if !strings.HasPrefix(o.Root, "/") {
-			return bad(fmt.Sprintf("%q: want an absolute directory (files are read and removed only under it)", o.Root), "offload", "root")
-		}
-		if o.Bucket != "" && !bucketName.MatchString(o.Bucket) {
-			return bad(fmt.Sprintf("%q is not an S3 bucket name", o.Bucket), "offload", "bucket")
-		}
-		if strings.HasPrefix(o.Prefix, "/") || strings.Contains(o.Prefix, "..") {
-			return bad(fmt.Sprintf("%q: a key prefix such as uploads/ (no leading /, no ..)", o.Prefix), "offload", "prefix")
+		if err := checkOffload(o.Root, o.Bucket, o.Prefix); err != nil {
+			return err
 		}
 		t.PathColumn, t.Root, t.ObjectBucket, t.ObjectPrefix = o.PathColumn, o.Root, o.Bucket, o.Prefix
 	}
@@ -368,6 +397,30 @@ func (e fileEntry) modeFields(t *Table) error {
 }
 
 var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+
+// checkOffload checks where an offload entry reads, deletes and writes:
+// files are read and removed only under root, so root must name one
+// directory below /, by an absolute path without "..", and no NUL; objects
+// go to bucket under prefix. The loader and CheckNames (an entry passed as
+// an activity's input) both check with it.
+func checkOffload(root, bucket, prefix string) error {
+	if !strings.HasPrefix(root, "/") {
+		return bad(fmt.Sprintf("%q: want an absolute directory (files are read and removed only under it)", root), "offload", "root")
+	}
+	if slices.Contains(strings.Split(root, "/"), "..") || strings.ContainsRune(root, 0) {
+		return bad(fmt.Sprintf("%q: want a directory without .. (files are read and removed only under it)", root), "offload", "root")
+	}
+	if path.Clean(root) == "/" {
+		return bad(fmt.Sprintf("%q is the root directory: want the directory the files are in (files are read and removed under it)", root), "offload", "root")
+	}
+	if bucket != "" && !bucketName.MatchString(bucket) {
+		return bad(fmt.Sprintf("%q is not an S3 bucket name", bucket), "offload", "bucket")
+	}
+	if strings.HasPrefix(prefix, "/") || strings.Contains(prefix, "..") {
+		return bad(fmt.Sprintf("%q: a key prefix such as uploads/ (no leading /, no ..)", prefix), "offload", "prefix")
+	}
+	return nil
+}
 
 // aggregates reads `aggregates: {column: [avg, max], ...}` in the file's
 // order.

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -104,5 +105,119 @@ func TestOverrideReadsTheFile(t *testing.T) {
 	env[FileEnv] = filepath.Join(t.TempDir(), "missing.yaml")
 	if _, err := Override(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), FileEnv) {
 		t.Fatalf("a missing file: %v", err)
+	}
+}
+
+// An entry that reaches an activity without the file (a workflow started
+// by hand, an older starter) is checked as the file's loader checks it:
+// offload reads and deletes files under Root and writes objects into
+// ObjectBucket under ObjectPrefix.
+func TestCheckNamesOffloadFields(t *testing.T) {
+	pol, err := Parse("p.yaml", []byte(`
+tables:
+  - name: uploads
+    table: uploads
+    time_column: uploaded_at
+    mode: offload
+    archive_after_days: 30
+    retention_days: 400
+    offload: {path_column: path, root: /var/lib/app/uploads, bucket: app-uploads, prefix: uploads/}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := pol[0]
+	if err := good.CheckNames(); err != nil {
+		t.Fatalf("the loaded entry: %v", err)
+	}
+	for _, b := range Tables {
+		if err := b.CheckNames(); err != nil {
+			t.Fatalf("built-in %s: %v", b.Name, err)
+		}
+		if err := Normalize(Table{Name: b.Name, Live: b.Live, Archive: b.Archive, TimeColumn: b.TimeColumn}).CheckNames(); err != nil {
+			t.Fatalf("built-in %s as an older version recorded it: %v", b.Name, err)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*Table)
+		want   string
+	}{
+		{"root /", func(e *Table) { e.Root = "/" }, `uploads: offload.root: "/"`},
+		{"root // (the root again)", func(e *Table) { e.Root = "//" }, `uploads: offload.root: "//"`},
+		{"root with ..", func(e *Table) { e.Root = "/var/lib/app/../../.." }, `uploads: offload.root: "/var/lib/app/../../.."`},
+		{"root relative", func(e *Table) { e.Root = "uploads" }, `uploads: offload.root: "uploads": want an absolute directory`},
+		{"root empty", func(e *Table) { e.Root = "" }, `uploads: offload.root: "": want an absolute directory`},
+		{"bucket", func(e *Table) { e.ObjectBucket = "Not_A_Bucket" }, `uploads: offload.bucket: "Not_A_Bucket" is not an S3 bucket name`},
+		{"prefix absolute", func(e *Table) { e.ObjectPrefix = "/uploads/" }, `uploads: offload.prefix: "/uploads/"`},
+		{"prefix with ..", func(e *Table) { e.ObjectPrefix = "uploads/../other/" }, `uploads: offload.prefix: "uploads/../other/"`},
+		{"the seed's layout on a declared entry", func(e *Table) { e.Layout, e.Root = LayoutSeed, "" }, `uploads: layout "seed" is the built-in tables'`},
+		{"the seed's layout on another table", func(e *Table) { e.Name, e.Layout, e.Root = "reports", LayoutSeed, "" }, `reports: layout "seed" is the built-in tables'`},
+		{"a layout", func(e *Table) { e.Layout = "mine" }, `uploads: "mine" is not a layout`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := good
+			tc.change(&e)
+			if err := e.CheckNames(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("CheckNames: %v\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+	// The loader refuses the same roots.
+	for _, root := range []string{"/", "/var/lib/app/../../.."} {
+		doc := strings.Replace(`
+tables:
+  - {name: uploads, table: uploads, time_column: at, mode: offload, archive_after_days: 30, retention_days: 400, offload: {path_column: path, root: ROOT}}
+`, "ROOT", root, 1)
+		if _, err := Parse("p.yaml", []byte(doc)); err == nil || !strings.Contains(err.Error(), "offload.root: "+strconv.Quote(root)) {
+			t.Errorf("root %s: %v", root, err)
+		}
+	}
+}
+
+// Two entries never name one relation, however they spell it: an
+// unqualified name is the table of that name in public, the default search
+// path's schema (the database check resolves the search path in force).
+func TestParseRefusesSharedRelations(t *testing.T) {
+	entry := func(name, table, archive string) string {
+		s := "  - {name: " + name + ", table: " + table + ", time_column: at, archive_after_days: 30, retention_days: 400"
+		if archive != "" {
+			s += ", archive_table: " + archive
+		}
+		return s + "}\n"
+	}
+	for _, tc := range []struct{ name, doc, want string }{
+		{"orders and public.orders", entry("a", "orders", "") + entry("b", "public.orders", ""),
+			`p.yaml:3: tables[1] (b): table: public.orders is already archived by entry "a" (as orders: both name public.orders`},
+		{"public.orders and orders", entry("a", "public.orders", "") + entry("b", "orders", ""),
+			`tables[1] (b): table: orders is already archived by entry "a" (as public.orders: both name public.orders`},
+		{"one archive_table for two tables", entry("a", "orders_eu", "orders_archive") + entry("b", "orders_us", "orders_archive"),
+			`tables[1] (b): archive_table: orders_archive is already the archive table of entry "a": each entry needs its own`},
+		{"one archive_table spelt two ways", entry("a", "orders_eu", "public.orders_archive") + entry("b", "orders_us", "orders_archive"),
+			`tables[1] (b): archive_table: orders_archive is already the archive table of entry "a"`},
+		{"a derived archive name met", entry("a", "orders", "") + entry("b", "orders_us", "public.orders_archive"),
+			`tables[1] (b): archive_table: public.orders_archive is already the archive table of entry "a"`},
+		{"the archive of one is the live table of another", entry("a", "orders", "") + entry("b", "public.orders_archive", ""),
+			`tables[1] (b): table: public.orders_archive is also the archive table of entry "a"`},
+		{"the live table of one is the archive of another", entry("a", "orders", "") + entry("b", "orders_eu", "public.orders"),
+			`tables[1] (b): archive_table: public.orders is the live table of entry "a"`},
+		{"an entry's archive is its own live table", entry("a", "orders", "public.orders"), `archive_table: the archive table cannot be the live table`},
+		{"a built-in table", "builtin: [logs]\ntables:\n" + entry("a", "public.scenario_logs", "app_logs_archive"),
+			`table: public.scenario_logs is already archived by entry "logs"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := tc.doc
+			if !strings.HasPrefix(doc, "builtin") {
+				doc = "tables:\n" + doc
+			}
+			_, err := Parse("p.yaml", []byte(doc))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+	// Other schemas are other tables.
+	if _, err := Parse("p.yaml", []byte("tables:\n"+entry("a", "eu.orders", "")+entry("b", "us.orders", "")+entry("c", "orders", ""))); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -346,9 +346,11 @@ func Normalize(t Table) Table {
 	return t
 }
 
-// CheckNames validates every identifier an entry holds, so that an entry
-// that did not come through LoadFile (an activity's input) cannot put SQL
-// into a statement.
+// CheckNames validates every identifier an entry holds, and where an
+// offload reads, deletes and writes, as LoadFile does, so that an entry
+// that did not come through LoadFile (an activity's input) can neither put
+// SQL into a statement nor point offload's read-and-delete at another
+// directory.
 func (t Table) CheckNames() error {
 	if !ValidName(t.Live) || !ValidName(t.Archive) {
 		return fmt.Errorf("%s: %q or %q is not a table name", t.Name, t.Live, t.Archive)
@@ -389,6 +391,25 @@ func (t Table) CheckNames() error {
 	}
 	if t.Partition != "" && t.Partition != PartitionMonth && t.Partition != PartitionDay {
 		return fmt.Errorf("%s: %q is not a partition span", t.Name, t.Partition)
+	}
+	// The seed's layout makes offload read under the worker's REPORTS_DIR
+	// and the batches assume the seed's columns: only the built-in entries
+	// have it, on their own tables.
+	switch t.Layout {
+	case "":
+	case LayoutSeed:
+		if b, err := Lookup(t.Name); err != nil || b.Live != t.Live || b.Archive != t.Archive || b.ModeOf() != t.ModeOf() {
+			return fmt.Errorf("%s: layout %q is the built-in tables' (%s), on their own live and archive tables", t.Name, t.Layout, strings.Join(Names(), ", "))
+		}
+	default:
+		return fmt.Errorf("%s: %q is not a layout", t.Name, t.Layout)
+	}
+	// The built-in reports entry reads under the worker's REPORTS_DIR and
+	// writes to its bucket: it has none of these fields.
+	if t.ModeOf() == ModeOffload && !t.Seed() || t.Root != "" || t.ObjectBucket != "" || t.ObjectPrefix != "" {
+		if err := checkOffload(t.Root, t.ObjectBucket, t.ObjectPrefix); err != nil {
+			return fmt.Errorf("%s: %w", t.Name, err)
+		}
 	}
 	return nil
 }

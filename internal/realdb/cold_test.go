@@ -245,7 +245,6 @@ tables:
 	if rep, err := d.acts.Verify(context.Background(), activities.VerifyInput{Entries: pol, Deep: true}); err != nil || rep.Failed() {
 		t.Fatalf("verify: %+v (%v)", rep, err)
 	}
-	t.Skip("needs the restore fix for generated columns")
 	d.exec(`GRANT INSERT ON ledger.entries TO archiver_worker`)
 	got := d.restore(pol[0], time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), asOf)
 	if got.RowsFromExports == 0 || got.RowsFromArchive == 0 {
