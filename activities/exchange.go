@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
@@ -22,20 +23,31 @@ import (
 // one archive partition's period, lies before the cut-off, it moves as one
 // unit instead of row by row:
 //
-//  1. claim a ledger row (kind 'partition', the partition's oid);
-//  2. DETACH PARTITION … CONCURRENTLY from the live table (FINALIZE when a
+//  1. claim a ledger row (kind 'partition', the partition's oid, where it
+//     was);
+//  2. prove from the catalogue that the ATTACH below will succeed
+//     (exchange_proof.go); if not, nothing is detached;
+//  3. DETACH PARTITION … CONCURRENTLY from the live table (FINALIZE when a
 //     crash left it pending); PostgreSQL adds a CHECK constraint equal to its
 //     bounds, so the attach below needs no validation scan;
-//  3. add the archive columns with constant defaults (archived_at, the
-//     batch id): no rewrite; give it the archive's name, schema and owner;
-//     build the archive's indexes on it (only it is locked);
-//  4. ATTACH PARTITION to the archive (which then only links the indexes);
-//  5. complete the ledger row with the partition's rows and bytes.
+//  4. add the archive columns with constant defaults (archived_at, the
+//     batch id): no rewrite; give it the archive's name and schema (an
+//     empty archive partition holding that name is removed first); build
+//     the archive's indexes on it (only it is locked);
+//  5. in one transaction: drop the foreign keys it kept from the live
+//     table (recorded in the ledger row: an archived row must neither follow
+//     a cascade nor hold back the application's deletes), give it the
+//     archive's owner, and ATTACH PARTITION to the archive (which then only
+//     links the indexes);
+//  6. complete the ledger row with the partition's rows and bytes.
 //
 // Each step is recognised from the catalogue (where the oid is attached,
 // which columns it has), so a retry or a crash at any step resumes forward
-// and the partition is never lost or counted twice. Every DDL step runs
-// under a lock_timeout and is timed: the longest is reported.
+// and the partition is never lost or counted twice. A step that fails for
+// good after the detach puts the partition back into the live table
+// (returnPartition), and its ledger row becomes 'returned': the partition
+// is never left in neither table. Every DDL step runs under a lock_timeout
+// and is timed: the longest is reported.
 
 // ExchangeCandidate is a live partition that can move whole.
 type ExchangeCandidate struct {
@@ -64,13 +76,33 @@ type ListExchangeableResult struct {
 	Skipped    []string            `json:",omitempty"`
 }
 
-// ListExchangeable finds the live partitions that can be exchanged whole.
+// ListExchangeable runs the preflight checks batches run (EnsurePartitions)
+// and finds the live partitions that can be exchanged whole. Exchanges an
+// earlier run left unfinished that this one does not resume (the table no
+// longer qualifies) are put back into the live table first.
 func (a *Activities) ListExchangeable(ctx context.Context, in ListExchangeableInput) (ListExchangeableResult, error) {
 	t, err := entryFor(in.Table, in.Entry)
 	if err != nil {
 		return ListExchangeableResult{}, err
 	}
-	return listExchangeable(ctx, a.DB, t, in.After, in.Cutoff)
+	if _, err := preflight(ctx, a.DB, t); err != nil {
+		if serr := a.settleExchanges(ctx, t, nil, "the preflight refuses "+t.Live); serr != nil {
+			// Retried: the refusal stands once the partitions are back.
+			return ListExchangeableResult{}, fmt.Errorf("%s; and the unfinished exchanges could not be undone: %w", errorText(err), serr)
+		}
+		return ListExchangeableResult{}, err
+	}
+	out, err := listExchangeable(ctx, a.DB, t, in.After, in.Cutoff)
+	if err != nil {
+		return out, err
+	}
+	resumed := map[string]bool{}
+	for _, c := range out.Candidates {
+		if c.BatchID != "" {
+			resumed[c.BatchID] = true
+		}
+	}
+	return out, a.settleExchanges(ctx, t, resumed, "the entry no longer exchanges this partition")
 }
 
 func listExchangeable(ctx context.Context, db catalog.Querier, t policy.Table, after, cutoff time.Time) (ListExchangeableResult, error) {
@@ -95,11 +127,14 @@ func listExchangeable(ctx context.Context, db catalog.Querier, t policy.Table, a
 	if !byTime {
 		return out, nil // partitioned by something else: batches
 	}
-	for _, c := range s.live.Columns {
-		if ac, ok := s.archive.Column(c.Name); !ok || ac.Type != c.Type || !s.planned && ac.TypeOID != c.TypeOID {
-			out.Skipped = append(out.Skipped, fmt.Sprintf("column %s differs between %s and %s (partitions can only be attached with identical columns)", c.Name, t.Live, t.Archive))
-			return out, nil
-		}
+	// What keeps every partition from being attached to the archive.
+	why, err := columnsBlocker(ctx, db, t, s, s.live.OID, false)
+	if err != nil {
+		return out, err
+	}
+	if why != "" {
+		out.Skipped = append(out.Skipped, why)
+		return out, nil
 	}
 	var member bool
 	if err := db.QueryRow(ctx, `
@@ -134,28 +169,37 @@ func listExchangeable(ctx context.Context, db catalog.Querier, t policy.Table, a
 		return out, fmt.Errorf("list the partitions of %s: %w", t.Live, err)
 	}
 	// Exchanges an earlier run left unfinished come first: their partition
-	// may be detached already, no longer listed under the live table.
-	pending, err := db.Query(ctx, `
-		SELECT batch_id::text, partition_oid::int8, COALESCE(partition_name, ''), min_ts, max_ts
-		FROM archive_batches WHERE table_name = $1 AND kind = 'partition' AND state = 'exchanging'
-		ORDER BY min_ts`, t.Live)
-	if err != nil {
-		return out, fmt.Errorf("find unfinished exchanges of %s: %w", t.Live, err)
-	}
-	resumed, err := pgx.CollectRows(pending, func(r pgx.CollectableRow) (ExchangeCandidate, error) {
-		var c ExchangeCandidate
-		var oid int64
-		err := r.Scan(&c.BatchID, &oid, &c.Partition, &c.Lower, &c.Upper)
-		c.OID, c.Lower, c.Upper = uint32(oid), c.Lower.UTC(), c.Upper.UTC()
-		return c, err
-	})
-	if err != nil {
-		return out, fmt.Errorf("find unfinished exchanges of %s: %w", t.Live, err)
-	}
-	out.Candidates = append(out.Candidates, resumed...)
-	archived, err := partitionsByName(ctx, db, t)
+	// may be detached already, no longer listed under the live table. One
+	// that could not be attached any more is not resumed (and is put back).
+	resumed, err := unfinishedExchanges(ctx, db, t)
 	if err != nil {
 		return out, err
+	}
+	for _, c := range resumed {
+		reason := ""
+		if len(t.Where) > 0 {
+			reason = whereReason
+		} else if reason, err = attachBlocker(ctx, db, t, s, c.OID, c.Lower); err != nil {
+			return out, err
+		}
+		if reason != "" {
+			out.Skipped = append(out.Skipped, fmt.Sprintf("%s: %s (its unfinished exchange is undone)", c.Partition, reason))
+			continue
+		}
+		out.Candidates = append(out.Candidates, c)
+	}
+	// Partitions an exchange had to put back move by batches from then on.
+	returned := map[int64]string{}
+	rrows, err := db.Query(ctx, `
+		SELECT partition_oid::int8, COALESCE(note, '') FROM archive_batches
+		WHERE table_name = $1 AND kind = 'partition' AND state = 'returned' AND partition_oid IS NOT NULL`, t.Live)
+	if err != nil {
+		return out, fmt.Errorf("find the returned exchanges of %s: %w", t.Live, err)
+	}
+	var roid int64
+	var note string
+	if _, err := pgx.ForEachRow(rrows, []any{&roid, &note}, func() error { returned[roid] = note; return nil }); err != nil {
+		return out, fmt.Errorf("find the returned exchanges of %s: %w", t.Live, err)
 	}
 	holds, err := activeHolds(ctx, db, t)
 	if err != nil {
@@ -169,7 +213,14 @@ func listExchangeable(ctx context.Context, db catalog.Querier, t policy.Table, a
 			continue // not wholly eligible: its rows move by batches
 		}
 		lo, hi := p.lower.UTC(), p.upper.UTC()
+		if note, ok := returned[p.oid]; ok {
+			out.Skipped = append(out.Skipped, fmt.Sprintf("%s: an earlier exchange put it back (%s)", p.name, note))
+			continue
+		}
 		switch {
+		case len(t.Where) > 0:
+			out.Skipped = append(out.Skipped, p.name+": "+whereReason)
+			continue
 		case overlapsHold(holds, lo, hi):
 			out.Skipped = append(out.Skipped, p.name+": a restore holds part of it (its other rows move by batches)")
 			continue
@@ -183,17 +234,42 @@ func listExchangeable(ctx context.Context, db catalog.Querier, t policy.Table, a
 			out.Skipped = append(out.Skipped, fmt.Sprintf("%s: %s is not a member of the owner of %s (GRANT that role TO %s to exchange whole partitions)", p.name, WorkerRole, t.Live, WorkerRole))
 			continue
 		}
-		if ap, ok := archived[PartitionName(t, lo)]; ok {
-			var empty bool
-			if err := db.QueryRow(ctx, fmt.Sprintf(`SELECT NOT EXISTS (SELECT 1 FROM %s)`, partitionIdent(t, ap.name))).Scan(&empty); err != nil {
-				return out, err
-			}
-			if !empty {
-				out.Skipped = append(out.Skipped, fmt.Sprintf("%s: the archive already holds rows of %s", p.name, lo.Format("2006-01-02")))
-				continue
-			}
+		why, err := attachBlocker(ctx, db, t, s, uint32(p.oid), lo)
+		if err != nil {
+			return out, err
+		}
+		if why != "" {
+			out.Skipped = append(out.Skipped, p.name+": "+why)
+			continue
 		}
 		out.Candidates = append(out.Candidates, ExchangeCandidate{Partition: p.name, OID: uint32(p.oid), Lower: lo, Upper: hi})
+	}
+	return out, nil
+}
+
+// whereReason: an entry with conditions keeps some rows of a partition
+// live, and an exchange moves a partition whole or not at all.
+const whereReason = "the entry's where conditions keep some of its rows live, and an exchange would move them all: its due rows move by batches"
+
+// unfinishedExchanges lists the exchanges of t's live table that an
+// earlier run claimed and did not complete, oldest first.
+func unfinishedExchanges(ctx context.Context, db catalog.Querier, t policy.Table) ([]ExchangeCandidate, error) {
+	pending, err := db.Query(ctx, `
+		SELECT batch_id::text, partition_oid::int8, COALESCE(partition_name, ''), min_ts, max_ts
+		FROM archive_batches WHERE table_name = $1 AND kind = 'partition' AND state = 'exchanging'
+		ORDER BY min_ts`, t.Live)
+	if err != nil {
+		return nil, fmt.Errorf("find unfinished exchanges of %s: %w", t.Live, err)
+	}
+	out, err := pgx.CollectRows(pending, func(r pgx.CollectableRow) (ExchangeCandidate, error) {
+		var c ExchangeCandidate
+		var oid int64
+		err := r.Scan(&c.BatchID, &oid, &c.Partition, &c.Lower, &c.Upper)
+		c.OID, c.Lower, c.Upper = uint32(oid), c.Lower.UTC(), c.Upper.UTC()
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find unfinished exchanges of %s: %w", t.Live, err)
 	}
 	return out, nil
 }
@@ -249,23 +325,42 @@ func (a *Activities) ExchangePartition(ctx context.Context, in ExchangeInput) (E
 		return res, fmt.Errorf("exchange %s: %w", in.Partition.Partition, err)
 	}
 	defer conn.Exec(context.Background(), `RESET lock_timeout; RESET ROLE`) //nolint:errcheck // back to the pool either way
+	// An entry that no longer exchanges gets its partition back.
+	switch {
+	case t.ModeOf() != policy.ModeMove:
+		return res, a.giveBack(ctx, conn, t, in, &res, "the entry's mode is "+t.ModeOf())
+	case len(t.Where) > 0:
+		return res, a.giveBack(ctx, conn, t, in, &res, whereReason)
+	}
 	oid := in.Partition.OID
 	target := PartitionName(t, in.Partition.Lower)
-	for range 8 { // each pass takes one step forward; 5 suffice
+	step := ""
+	for range 8 { // each pass takes one step forward; 6 suffice
 		st, err := exchangeState(ctx, conn, t, oid, in.BatchID)
 		if err != nil {
 			return res, err
 		}
-		var step, sql string
+		var sql string
+		var run func() error
 		switch {
 		case st.where == "live" && st.detachPending:
 			step, sql = "detach-finalize", fmt.Sprintf(`ALTER TABLE %s DETACH PARTITION %s FINALIZE`, catalog.QuoteName(t.Live), st.ident)
-		case st.where == "live" && st.liveHasDefault:
-			// PostgreSQL refuses CONCURRENTLY beside a DEFAULT partition:
-			// a plain detach, instant, under the lock_timeout.
-			step, sql = "detach", fmt.Sprintf(`ALTER TABLE %s DETACH PARTITION %s`, catalog.QuoteName(t.Live), st.ident)
 		case st.where == "live":
+			// Nothing leaves the live table that could not be attached to
+			// the archive.
+			why, err := a.attachProof(ctx, conn, t, oid, in.Partition.Lower)
+			if err != nil {
+				return res, err
+			}
+			if why != "" {
+				return res, a.giveBack(ctx, conn, t, in, &res, why)
+			}
 			step, sql = "detach", fmt.Sprintf(`ALTER TABLE %s DETACH PARTITION %s CONCURRENTLY`, catalog.QuoteName(t.Live), st.ident)
+			if st.liveHasDefault {
+				// PostgreSQL refuses CONCURRENTLY beside a DEFAULT partition:
+				// a plain detach, instant, under the lock_timeout.
+				sql = fmt.Sprintf(`ALTER TABLE %s DETACH PARTITION %s`, catalog.QuoteName(t.Live), st.ident)
+			}
 		case st.where == "archive":
 			return res, a.completeExchange(ctx, t, in, st.ident, &res)
 		case !st.hasArchiveColumns:
@@ -279,33 +374,45 @@ func (a *Activities) ExchangePartition(ctx context.Context, in ExchangeInput) (E
 				ADD CONSTRAINT %[4]s CHECK (%[5]s >= %[6]s AND %[5]s < %[7]s);
 				ALTER TABLE %[1]s ALTER COLUMN archived_at DROP DEFAULT, ALTER COLUMN archive_batch_id DROP DEFAULT`,
 				st.ident, quoteLiteral(st.claimedAt.UTC().Format("2006-01-02 15:04:05.999999+00")), quoteLiteral(in.BatchID),
-				catalog.Quote(fmt.Sprintf("archiver_bounds_%d", oid)), catalog.Quote(t.TimeColumn),
+				catalog.Quote(boundsConstraint(oid)), catalog.Quote(t.TimeColumn),
 				quoteLiteral(in.Partition.Lower.Format("2006-01-02 15:04:05+00")), quoteLiteral(in.Partition.Upper.Format("2006-01-02 15:04:05+00")))
-		case st.name != target || st.schema != st.archiveSchema || !st.ownedByWorker:
+		case st.name != target || st.schema != st.archiveSchema:
 			step = "rename"
 			sql = ""
 			if st.schema != st.archiveSchema {
 				sql += fmt.Sprintf(`ALTER TABLE %s SET SCHEMA %s; `, st.ident, catalog.Quote(st.archiveSchema))
 			}
-			moved := catalog.Quote(st.archiveSchema) + "." + catalog.Quote(st.name)
 			if st.name != target {
-				sql += fmt.Sprintf(`ALTER TABLE %s RENAME TO %s; `, moved, catalog.Quote(target))
+				sql += fmt.Sprintf(`ALTER TABLE %s RENAME TO %s`, catalog.Quote(st.archiveSchema)+"."+catalog.Quote(st.name), catalog.Quote(target))
 			}
-			sql += fmt.Sprintf(`ALTER TABLE %s OWNER TO %s`, catalog.Quote(st.archiveSchema)+"."+catalog.Quote(target), WorkerRole)
+			// An empty archive partition of the period (made by an earlier
+			// run's batches, or emptied by a restore) gives up its name
+			// first.
+			run = func() error {
+				if err := dropEmptyArchivePartition(ctx, conn, t, in.Partition.Lower, oid); err != nil {
+					return err
+				}
+				_, err := conn.Exec(ctx, sql)
+				return err
+			}
 		case len(st.missingIndexes) > 0:
 			// The archive's own indexes, built on the detached table (which
 			// only this step locks) before ATTACH, which would otherwise
 			// build them holding the archive's partition list.
 			step, sql = "index", strings.Join(st.missingIndexes, "; ")
 		default:
-			if err := dropEmptyArchivePartition(ctx, conn, t, in.Partition.Lower, oid); err != nil {
-				return res, err
-			}
-			step, sql = "attach", fmt.Sprintf(`ALTER TABLE %s ATTACH PARTITION %s FOR VALUES %s`, catalog.QuoteName(t.Archive), st.ident, periodBounds(t, in.Partition.Lower))
+			step = "attach"
+			run = func() error { return a.attach(ctx, conn, t, in, st) }
+		}
+		if run == nil {
+			run = func() error { _, err := conn.Exec(ctx, sql); return err }
 		}
 		began := time.Now()
-		if err := withLockRetries(ctx, func() error { _, err := conn.Exec(ctx, sql); return err }); err != nil {
-			return res, fmt.Errorf("exchange %s, step %s: %w", in.Partition.Partition, step, err)
+		if err := withLockRetries(ctx, run); err != nil {
+			if !cannotHeal(err) {
+				return res, fmt.Errorf("exchange %s, step %s: %w", in.Partition.Partition, step, err) // a retry goes on from here
+			}
+			return res, a.giveBack(ctx, conn, t, in, &res, fmt.Sprintf("step %s failed: %s", step, errorText(err)))
 		}
 		ms := time.Since(began).Milliseconds()
 		res.Steps = append(res.Steps, ExchangeStep{Step: step, Millis: ms})
@@ -321,28 +428,143 @@ func (a *Activities) ExchangePartition(ctx context.Context, in ExchangeInput) (E
 			a.AfterExchangeStep(step)
 		}
 	}
-	return res, fmt.Errorf("exchange %s did not converge", in.Partition.Partition)
+	return res, a.giveBack(ctx, conn, t, in, &res, fmt.Sprintf("the exchange did not converge (last step %s)", step))
+}
+
+// boundsConstraint names the CHECK constraint equal to the partition's
+// bounds that the exchange adds.
+func boundsConstraint(oid uint32) string { return fmt.Sprintf("archiver_bounds_%d", oid) }
+
+// attachProof reads the catalogue again right before the detach: the
+// listing ran earlier (and, for a declared entry's first run, before its
+// archive table existed).
+func (a *Activities) attachProof(ctx context.Context, conn *pgxpool.Conn, t policy.Table, oid uint32, lower time.Time) (string, error) {
+	s, err := inspect(ctx, conn, t)
+	if err != nil {
+		return "", err
+	}
+	return attachBlocker(ctx, conn, t, s, oid, lower)
+}
+
+// attachBlocker says why the live partition oid could not be attached to
+// the archive, "" when the catalogue shows nothing in the way.
+func attachBlocker(ctx context.Context, db catalog.Querier, t policy.Table, s shape, oid uint32, lower time.Time) (string, error) {
+	why, err := columnsBlocker(ctx, db, t, s, oid, true)
+	if err != nil || why != "" {
+		return why, err
+	}
+	return partitionBlocker(ctx, db, t, s, oid, lower)
+}
+
+// attach drops the foreign keys the detached partition kept from the live
+// table (recording their names in the ledger row), gives it the archive's
+// owner and attaches it, in one transaction: until it commits, the
+// partition is consistent with the tables it referenced (a cascade still
+// reaches it), and a failed attach leaves it as it was, ready to go back.
+func (a *Activities) attach(ctx context.Context, conn *pgxpool.Conn, t policy.Table, in ExchangeInput, st exchangeStateOf) error {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if len(st.foreignKeys) > 0 {
+		var drops []string
+		for _, fk := range st.foreignKeys {
+			drops = append(drops, "DROP CONSTRAINT "+catalog.Quote(fk))
+		}
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s %s`, st.ident, strings.Join(drops, ", "))); err != nil {
+			return fmt.Errorf("drop the foreign keys of %s: %w", st.ident, err)
+		}
+		if _, err := tx.Exec(ctx, `
+			UPDATE archive_batches SET dropped_constraints = ARRAY(SELECT DISTINCT unnest(COALESCE(dropped_constraints, '{}') || $2::text[]) ORDER BY 1)
+			WHERE batch_id = $1`, in.BatchID, st.foreignKeys); err != nil {
+			return fmt.Errorf("record the foreign keys dropped from %s: %w", st.ident, err)
+		}
+	}
+	if !st.ownedByWorker {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s OWNER TO %s`, st.ident, WorkerRole)); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s ATTACH PARTITION %s FOR VALUES %s`, catalog.QuoteName(t.Archive), st.ident, periodBounds(t, in.Partition.Lower))); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// cannotHeal: the server refused a step for a reason a retry does not
+// change (a name taken, a constraint violated, a privilege missing), or
+// the exchange could not go on. Lock and statement timeouts, deadlocks,
+// serialization failures, lost connections and resource shortages heal.
+func cannotHeal(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == "40001", pgErr.Code == "40P01", pgErr.Code == "55P03", pgErr.Code == "57014",
+			strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "53"), strings.HasPrefix(pgErr.Code, "57P"):
+			return false
+		}
+		return true
+	}
+	var appErr *temporal.ApplicationError
+	return errors.As(err, &appErr)
+}
+
+// giveBack puts the partition back into the live table (returnPartition),
+// closes its ledger row as 'returned' with why, and answers with an error
+// that says so. If the partition turns out attached to the archive
+// already, the exchange is complete instead.
+func (a *Activities) giveBack(ctx context.Context, conn *pgxpool.Conn, t policy.Table, in ExchangeInput, res *ExchangeResult, why string) error {
+	attached, detached, err := a.returnPartition(ctx, conn, t, in, why)
+	if err != nil {
+		return fmt.Errorf("%s; and putting %s back into %s failed: %w", why, in.Partition.Partition, t.Live, err)
+	}
+	if attached != "" {
+		return a.completeExchange(ctx, t, in, attached, res)
+	}
+	if !detached {
+		return invalid("exchange", fmt.Errorf("%s was not exchanged: %s; nothing was detached, and its rows move by batches", in.Partition.Partition, why))
+	}
+	return invalid("exchange", fmt.Errorf("%s was not exchanged: %s; it is back in %s with all its rows, which move by batches", in.Partition.Partition, why, t.Live))
+}
+
+// errorText is an error's message without the retry policy an
+// application error adds to it.
+func errorText(err error) string {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return appErr.Message()
+	}
+	return err.Error()
 }
 
 // claimExchange claims the ledger row, or answers from it when the
-// exchange committed before (done).
+// exchange committed before (done), or refuses when it was undone.
 func (a *Activities) claimExchange(ctx context.Context, t policy.Table, in ExchangeInput, res *ExchangeResult) (bool, error) {
-	var state, kind string
+	var state, kind, note string
 	var oid *int64
 	err := a.DB.QueryRow(ctx, `
-		INSERT INTO archive_batches (batch_id, job_id, table_name, cutoff, batch_limit, kind, state, partition_oid, partition_name, min_ts, max_ts)
-		VALUES ($1, $2, $3, $4, 0, 'partition', 'exchanging', $5, $6, $7, $4)
+		INSERT INTO archive_batches (batch_id, job_id, table_name, cutoff, batch_limit, kind, state, partition_oid, partition_name, min_ts, max_ts, partition_origin)
+		VALUES ($1, $2, $3, $4, 0, 'partition', 'exchanging', $5, $6, $7, $4,
+		        (SELECT ARRAY[n.nspname::text, c.relname::text] FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $5::oid))
 		ON CONFLICT (batch_id) DO UPDATE
 		SET job_id = CASE WHEN archive_batches.state = 'exchanging' THEN EXCLUDED.job_id ELSE archive_batches.job_id END
-		RETURNING state, kind, partition_oid::int8`, in.BatchID, in.JobID, t.Live, in.Partition.Upper, int64(in.Partition.OID), in.Partition.Partition, in.Partition.Lower).
-		Scan(&state, &kind, &oid)
+		RETURNING state, kind, partition_oid::int8, COALESCE(note, '')`, in.BatchID, in.JobID, t.Live, in.Partition.Upper, int64(in.Partition.OID), in.Partition.Partition, in.Partition.Lower).
+		Scan(&state, &kind, &oid, &note)
 	if err != nil {
 		return false, fmt.Errorf("claim exchange of %s: %w", in.Partition.Partition, err)
 	}
 	if kind != "partition" || oid == nil || uint32(*oid) != in.Partition.OID {
 		return false, temporal.NewNonRetryableApplicationError(fmt.Sprintf("batch id %s is already recorded for another batch", in.BatchID), ErrInvalidInput, nil)
 	}
-	if state != "done" {
+	switch state {
+	case "returned":
+		return false, invalid("exchange", fmt.Errorf("%s was put back into %s (%s): its rows move by batches", in.Partition.Partition, t.Live, note))
+	case "done":
+	default:
 		return false, nil
 	}
 	res.Replayed = true
@@ -392,7 +614,12 @@ type exchangeStateOf struct {
 	// missingIndexes are CREATE INDEX statements for the archive's plain
 	// indexes the detached table has no equivalent of.
 	missingIndexes []string
+	// foreignKeys are the detached table's own foreign keys.
+	foreignKeys []string
 }
+
+// errPartitionGone: the table an exchange follows by its oid was dropped.
+var errPartitionGone = errors.New("the partition no longer exists")
 
 func exchangeState(ctx context.Context, conn *pgxpool.Conn, t policy.Table, oid uint32, batchID string) (exchangeStateOf, error) {
 	var st exchangeStateOf
@@ -410,42 +637,25 @@ func exchangeState(ctx context.Context, conn *pgxpool.Conn, t policy.Table, oid 
 		WHERE c.oid = $1::oid`, int64(oid), catalog.QuoteName(t.Archive), WorkerRole, batchID, catalog.QuoteName(t.Live)).
 		Scan(&st.name, &st.schema, &st.ownedByWorker, &parent, &st.detachPending, &st.hasArchiveColumns, &st.archiveSchema, &st.claimedAt, &st.liveHasDefault)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return st, temporal.NewNonRetryableApplicationError(fmt.Sprintf("the partition being exchanged (oid %d) no longer exists", oid), ErrInvalidInput, nil)
+		return st, temporal.NewNonRetryableApplicationError(fmt.Sprintf("the partition being exchanged (oid %d) no longer exists", oid), ErrInvalidInput, errPartitionGone)
 	}
 	if err != nil {
 		return st, fmt.Errorf("read the state of partition %d: %w", oid, err)
 	}
 	st.ident = catalog.Quote(st.schema) + "." + catalog.Quote(st.name)
+	if parent == nil {
+		rows, err := conn.Query(ctx, `SELECT conname FROM pg_constraint WHERE conrelid = $1::oid AND contype = 'f' ORDER BY conname`, int64(oid))
+		if err != nil {
+			return st, fmt.Errorf("read the foreign keys of %s: %w", st.ident, err)
+		}
+		if st.foreignKeys, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return st, fmt.Errorf("read the foreign keys of %s: %w", st.ident, err)
+		}
+	}
 	if parent == nil && st.hasArchiveColumns {
-		// Plain (non-unique) indexes of the archive, by their columns; a
-		// unique one is the key, which the live partition brings.
-		rows, err := conn.Query(ctx, `
-			SELECT ai.indexrelid::int8, pg_get_indexdef(ai.indexrelid)
-			FROM pg_index ai
-			WHERE ai.indrelid = $2::regclass AND NOT ai.indisunique
-			  AND NOT EXISTS (SELECT 1 FROM pg_index pi WHERE pi.indrelid = $1::oid
-			                  AND pi.indkey::text = ai.indkey::text AND pi.indclass::text = ai.indclass::text
-			                  AND pi.indexprs IS NULL AND ai.indexprs IS NULL AND pi.indpred IS NULL AND ai.indpred IS NULL)`,
-			int64(oid), catalog.QuoteName(t.Archive))
-		if err != nil {
+		if st.missingIndexes, err = missingIndexes(ctx, conn, t, oid, st.ident); err != nil {
 			return st, fmt.Errorf("compare the indexes of %s: %w", st.ident, err)
 		}
-		defs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
-			var id int64
-			var def string
-			if err := r.Scan(&id, &def); err != nil {
-				return "", err
-			}
-			i := strings.Index(def, " USING ")
-			if i < 0 {
-				return "", fmt.Errorf("index definition %q", def)
-			}
-			return fmt.Sprintf("CREATE INDEX %s ON %s%s", catalog.Quote(fmt.Sprintf("%s_ix%d", st.name, id)), st.ident, def[i:]), nil
-		})
-		if err != nil {
-			return st, fmt.Errorf("compare the indexes of %s: %w", st.ident, err)
-		}
-		st.missingIndexes = defs
 	}
 	if parent != nil {
 		var liveName, archiveName string
@@ -464,10 +674,54 @@ func exchangeState(ctx context.Context, conn *pgxpool.Conn, t policy.Table, oid 
 	return st, nil
 }
 
+// missingIndexes are CREATE INDEX statements for the archive's plain
+// indexes that the detached table (oid, quoted as ident) has no
+// equivalent of, compared by definition (indexKeysSQL). A unique one is
+// the key, which the live partition brings (attachProof made sure).
+func missingIndexes(ctx context.Context, conn *pgxpool.Conn, t policy.Table, oid uint32, ident string) ([]string, error) {
+	var archiveOID int64
+	var on string
+	if err := conn.QueryRow(ctx, `
+		SELECT c.oid::int8, format(' ON ONLY %I.%I ', n.nspname, c.relname)
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::regclass`, catalog.QuoteName(t.Archive)).Scan(&archiveOID, &on); err != nil {
+		return nil, err
+	}
+	archived, err := indexKeys(ctx, conn, uint32(archiveOID))
+	if err != nil {
+		return nil, err
+	}
+	own, err := indexKeys(ctx, conn, oid)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, a := range archived {
+		if a.unique || hasIndexKey(own, a.key) {
+			continue
+		}
+		// pg_get_indexdef names the table schema-qualified, each part
+		// quoted as format's %I quotes it.
+		i := strings.Index(a.def, on)
+		if i < 0 {
+			return nil, fmt.Errorf("index definition %q", a.def)
+		}
+		out = append(out, fmt.Sprintf("CREATE INDEX %s ON %s %s", catalog.Quote(exchangeIndexName(oid, a.oid)), ident, a.def[i+len(on):]))
+	}
+	return out, nil
+}
+
+// exchangeIndexName names an index the exchange builds on a detached
+// partition (oid) for an archive index: recognisable, so that a
+// partition put back into the live table sheds it.
+func exchangeIndexName(oid uint32, archiveIndex int64) string {
+	return fmt.Sprintf("archiver_ix_%d_%d", oid, archiveIndex)
+}
+
 // dropEmptyArchivePartition removes an empty archive partition that holds
-// the exchanged partition's period (made by an earlier run's batches), so
-// that the exchanged one can take its place: detached CONCURRENTLY, then
-// dropped.
+// the exchanged partition's period (made by an earlier run's batches, or
+// emptied by a restore), so that the exchanged one can take its name:
+// detached CONCURRENTLY, then dropped. Anything else holding the name is
+// left alone, and the exchange cannot go on.
 func dropEmptyArchivePartition(ctx context.Context, conn *pgxpool.Conn, t policy.Table, start time.Time, exchanged uint32) error {
 	name := PartitionName(t, start)
 	var oid *int64
@@ -476,23 +730,51 @@ func dropEmptyArchivePartition(ctx context.Context, conn *pgxpool.Conn, t policy
 	if err := conn.QueryRow(ctx, `SELECT to_regclass($1)::oid::int8`, ident).Scan(&oid); err != nil || oid == nil || uint32(*oid) == exchanged {
 		return err
 	}
-	if err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT NOT EXISTS (SELECT 1 FROM %s)`, ident)).Scan(&empty); err != nil {
+	// attached, or detached by this function before a crash kept it from
+	// the drop (a plain table of the archive's owner, a partition of
+	// nothing).
+	var attached, pending, detached bool
+	if err := conn.QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = c.oid AND inhparent = a.oid),
+		       EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = c.oid AND inhdetachpending),
+		       c.relkind = 'r' AND c.relowner = a.relowner AND NOT c.relispartition
+		FROM pg_class c, pg_class a WHERE c.oid = $1::oid AND a.oid = $2::regclass`, *oid, catalog.QuoteName(t.Archive)).Scan(&attached, &pending, &detached); err != nil {
 		return err
 	}
-	if !empty {
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s already holds archived rows of its period: the partition moves by batches instead", name), ErrInvalidInput, nil)
+	if !attached && !detached {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s already exists and is no partition of %s: the exchanged partition cannot take its name", name, t.Archive), ErrInvalidInput, nil)
 	}
-	var attached bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = $1::regclass)`, ident).Scan(&attached); err != nil {
-		return err
-	}
-	if attached {
-		if err := withLockRetries(ctx, func() error {
-			_, err := conn.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s DETACH PARTITION %s CONCURRENTLY`, catalog.QuoteName(t.Archive), ident))
+	isEmpty := func() error {
+		if err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT NOT EXISTS (SELECT 1 FROM %s)`, ident)).Scan(&empty); err != nil {
 			return err
-		}); err != nil {
-			return fmt.Errorf("detach the empty %s: %w", name, err)
 		}
+		if !empty {
+			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s already holds archived rows of its period", name), ErrInvalidInput, nil)
+		}
+		return nil
+	}
+	if err := isEmpty(); err != nil || !attached {
+		if err == nil {
+			_, err = conn.Exec(ctx, fmt.Sprintf(`DROP TABLE %s`, ident))
+		}
+		return err
+	}
+	how := "CONCURRENTLY"
+	if pending {
+		how = "FINALIZE"
+	}
+	if err := withLockRetries(ctx, func() error {
+		_, err := conn.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s DETACH PARTITION %s %s`, catalog.QuoteName(t.Archive), ident, how))
+		return err
+	}); err != nil {
+		return fmt.Errorf("detach the empty %s: %w", name, err)
+	}
+	// A batch may have written to it before the detach: then it goes back.
+	if err := isEmpty(); err != nil {
+		if _, aerr := conn.Exec(ctx, attachPartitionSQL(t, start)); aerr != nil {
+			return errors.Join(err, fmt.Errorf("attach %s again: %w", name, aerr))
+		}
+		return err
 	}
 	_, err := conn.Exec(ctx, fmt.Sprintf(`DROP TABLE %s`, ident))
 	return err

@@ -94,7 +94,7 @@ func (a *Activities) FinishJob(ctx context.Context, in FinishJobInput) (JobTotal
 	var completed time.Time
 	err := a.DB.QueryRow(ctx, `
 		WITH t AS (
-			SELECT count(*) AS batches,
+			SELECT count(*) FILTER (WHERE state <> 'returned') AS batches,
 			       COALESCE(sum(rows_moved), 0)::bigint AS archived,
 			       COALESCE(sum(rows_merged), 0)::bigint AS merged,
 			       COALESCE(sum(rows_deleted), 0)::bigint AS deleted,

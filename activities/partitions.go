@@ -43,13 +43,20 @@ type EnsurePartitionsResult struct {
 	ArchiveCreated string `json:",omitempty"`
 }
 
-// EnsurePartitions runs the preflight checks, then creates the missing
-// monthly partitions for the months that hold eligible rows. Concurrent
+// EnsurePartitions puts back the partitions of unfinished exchanges, runs
+// the preflight checks, then creates the missing monthly partitions for
+// the months that hold eligible rows. Concurrent
 // callers serialise on an advisory lock, so two workers never race to create
 // the same partition.
 func (a *Activities) EnsurePartitions(ctx context.Context, in EnsurePartitionsInput) (EnsurePartitionsResult, error) {
 	t, err := entryFor(in.Table, in.Entry)
 	if err != nil {
+		return EnsurePartitionsResult{}, err
+	}
+	// An exchange still unfinished here is one this run does not go on
+	// with (row by row, another mode, a deadline): its partition goes back
+	// to the live table, whose rows batches then move.
+	if err := a.settleExchanges(ctx, t, nil, "the run moves rows by batches only"); err != nil {
 		return EnsurePartitionsResult{}, err
 	}
 	if _, err := preflight(ctx, a.DB, t); err != nil {
@@ -332,7 +339,9 @@ const retentionKeptComment = "archiver: detached by retention and kept (ARCHIVE_
 // partitions but are attached to nothing: a partition whose detach
 // completed but whose drop did not (a lock timeout, a killed worker). Only
 // tables owned by the archive table's owner count, and not those retention
-// kept on purpose. It maps each name to its span's start.
+// kept on purpose, nor a partition an exchange in flight has detached (it
+// is on its way to the archive, or back to the live table: see
+// returnPartition). It maps each name to its span's start.
 func orphanPartitions(ctx context.Context, db interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }, t policy.Table) (map[string]time.Time, error) {
@@ -343,7 +352,9 @@ func orphanPartitions(ctx context.Context, db interface {
 		  AND c.relnamespace = a.relnamespace AND c.relowner = a.relowner
 		  AND c.relkind = 'r' AND NOT c.relispartition
 		  AND left(c.relname, length(a.relname) + 2) = a.relname || '_y'
-		  AND obj_description(c.oid, 'pg_class') IS DISTINCT FROM $2`, catalog.QuoteName(t.Archive), retentionKeptComment)
+		  AND obj_description(c.oid, 'pg_class') IS DISTINCT FROM $2
+		  AND NOT EXISTS (SELECT 1 FROM archive_batches b WHERE b.partition_oid = c.oid AND b.kind = 'partition' AND b.state = 'exchanging')`,
+		catalog.QuoteName(t.Archive), retentionKeptComment)
 	if err != nil {
 		return nil, fmt.Errorf("look for orphaned partitions of %s: %w", t.Archive, err)
 	}

@@ -2,7 +2,6 @@ package realdb
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -20,10 +19,7 @@ func partitionedLogs(t *testing.T, grant bool) *realDB {
 	t.Helper()
 	owner := ownerRole(t)
 	d := newRealDB(t, partmanLogsDDL()...)
-	d.exec(fmt.Sprintf(`DO $$ DECLARE r regclass; BEGIN
-		FOR r IN SELECT 'scenario_logs'::regclass UNION ALL SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'scenario_logs'::regclass LOOP
-			EXECUTE format('ALTER TABLE %%s OWNER TO %s', r);
-		END LOOP; END $$`, owner))
+	d.ownAll(owner, "scenario_logs")
 	if grant {
 		d.exec(`GRANT ` + owner + ` TO archiver_worker`)
 	}
