@@ -383,7 +383,7 @@ func TestValuesThatCannotRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s %s '%s': %v", format, tc.typ, tc.value, err)
 			}
-			csv := io.Reader(&buf)
+			var csv io.Reader
 			if format == coldstore.Parquet {
 				var out bytes.Buffer
 				if _, err := coldstore.ParquetToCSV(bytes.NewReader(buf.Bytes()), int64(buf.Len()), cols, &out); err != nil {
