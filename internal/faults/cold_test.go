@@ -335,7 +335,7 @@ func TestWorkerKilledDuringExport(t *testing.T) {
 	in := workflows.ArchiveInput{Tables: []string{"logs"}, AsOf: asOf, BatchSize: 5000, MinBatch: 5000, MaxBatch: 5000, ActivityTimeout: 10 * time.Second}
 	archiving := time.Now()
 	if err := testenv.Wait(t, c, start(t, c, queue, in), runWait(), nil); err != nil {
-		t.Fatalf("archive run: %v\nworker output:\n%s", err, w.out.String())
+		t.Fatalf("archive run: %v\nworker output:\n%s", err, w.Output())
 	}
 	t.Logf("archive run (no retention yet): %v", time.Since(archiving).Round(time.Millisecond))
 	want := expiringPartitions(t, admin)
@@ -367,18 +367,18 @@ func TestWorkerKilledDuringExport(t *testing.T) {
 		select {
 		case err := <-result:
 			if err != nil {
-				t.Fatalf("the run did not complete: %v\nworker output:\n%s", err, w.out.String())
+				t.Fatalf("the run did not complete: %v\nworker output:\n%s", err, w.Output())
 			}
 			done = true
-		case <-w.done:
-			k := failpoints(w.out.String(), "export step ")
+		case <-w.Exited():
+			k := testenv.Failpoints(w.Output(), "export step ")
 			if len(k) != len(steps)+1 {
-				t.Fatalf("the worker exited without its failpoint:\n%s", w.out.String())
+				t.Fatalf("the worker exited without its failpoint:\n%s", w.Output())
 			}
 			steps = k
 			step := steps[len(steps)-1]
 			checkExportsAtKill(t, admin, st, want, step)
-			if failLostActivities(t, c, run.GetID()) != 1 {
+			if testenv.FailLostActivities(t, c, run.GetID()) != 1 {
 				t.Fatalf("after export step %s: no attempt of retention was running", step)
 			}
 			// The next process goes on from the step after: a manifest
@@ -391,8 +391,8 @@ func TestWorkerKilledDuringExport(t *testing.T) {
 			if len(steps) >= maxKills {
 				n = 0
 			}
-			w.env = setEnv(w.env, failpoint, failpointN(n))
-			w.start()
+			w.Env = testenv.SetEnv(w.Env, failpoint, failpointN(n))
+			w.Start()
 		}
 	}
 	elapsed := time.Since(began)
@@ -514,12 +514,12 @@ func TestWorkerKilledDuringRestore(t *testing.T) {
 	var archived workflows.ArchiveResult
 	if err := testenv.Wait(t, c, start(t, c, queue, workflows.ArchiveInput{Tables: []string{"logs"}, AsOf: asOf, Policy: []policy.Table{logs},
 		BatchSize: 5000, MinBatch: 5000, MaxBatch: 5000, ActivityTimeout: 10 * time.Second}), runWait(), &archived); err != nil {
-		t.Fatalf("archive run: %v\nworker output:\n%s", err, w.out.String())
+		t.Fatalf("archive run: %v\nworker output:\n%s", err, w.Output())
 	}
 	if r := archived.Tables[0].Retention; r == nil || len(r.Exports) != 12 {
 		t.Fatalf("archive run's retention %+v: want 12 partitions exported", r)
 	}
-	if k := failpoints(w.out.String(), "restore batch "); len(k) != 0 {
+	if k := testenv.Failpoints(w.Output(), "restore batch "); len(k) != 0 {
 		t.Fatalf("the failpoint counted archive batches: %v", k)
 	}
 	var exportRows int64
@@ -549,23 +549,23 @@ func TestWorkerKilledDuringRestore(t *testing.T) {
 		select {
 		case err := <-result:
 			if err != nil {
-				t.Fatalf("the restore did not complete: %v\nworker output:\n%s", err, w.out.String())
+				t.Fatalf("the restore did not complete: %v\nworker output:\n%s", err, w.Output())
 			}
 			done = true
-		case <-w.done:
-			k := failpoints(w.out.String(), "restore batch ")
+		case <-w.Exited():
+			k := testenv.Failpoints(w.Output(), "restore batch ")
 			if len(k) != len(killed)+1 {
-				t.Fatalf("the worker exited without its failpoint:\n%s", w.out.String())
+				t.Fatalf("the worker exited without its failpoint:\n%s", w.Output())
 			}
 			killed = k
 			checkRestoreAtKill(t, admin, window, wantN, exportRows)
-			if failLostActivities(t, c, run.GetID()) != 1 {
+			if testenv.FailLostActivities(t, c, run.GetID()) != 1 {
 				t.Fatalf("after %s: no attempt of the restore was running", k[len(k)-1])
 			}
 			if !long() {
-				w.env = setEnv(w.env, failpoint, "")
+				w.Env = testenv.SetEnv(w.Env, failpoint, "")
 			}
-			w.start()
+			w.Start()
 		}
 	}
 	elapsed := time.Since(began)

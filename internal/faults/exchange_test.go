@@ -87,22 +87,22 @@ func TestWorkerKilledDuringPartitionExchange(t *testing.T) {
 		select {
 		case err := <-result:
 			if err != nil {
-				t.Fatalf("the run did not complete: %v\nworker output:\n%s", err, w.out.String())
+				t.Fatalf("the run did not complete: %v\nworker output:\n%s", err, w.Output())
 			}
 			done = true
-		case <-w.done:
+		case <-w.Exited():
 			kills++
 			if kills < maxKills {
-				w.start()
+				w.Start()
 			} else {
-				w.env = withoutEnv(w.env, failpoint)
-				w.start()
+				w.Env = withoutEnv(w.Env, failpoint)
+				w.Start()
 				maxKills = -1 // no more failpoints
 			}
 		}
 	}
 	steps := map[string]int{}
-	for _, line := range strings.Split(w.out.String(), "\n") {
+	for _, line := range strings.Split(w.Output(), "\n") {
 		if _, step, ok := strings.Cut(line, "failpoint: killed after exchange step "); ok {
 			steps[step]++
 		}

@@ -3,22 +3,14 @@
 package faults
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	enumspb "go.temporal.io/api/enums/v1"
-	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
 	"github.com/mockupaws/archiver/internal/testenv"
@@ -28,93 +20,9 @@ import (
 var asOf = time.Date(2026, 3, 15, 3, 0, 0, 0, time.UTC)
 var cutoff = asOf.Add(-365 * 24 * time.Hour)
 
-var buildOnce sync.Once
-var workerBin string
-
-// buildWorker builds the real worker binary once per test process.
-func buildWorker(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "archiver-faults-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		workerBin = filepath.Join(dir, "worker")
-		// -tags faults: with the failpoints (worker/failpoints_faults.go).
-		out, err := exec.Command("go", "build", "-tags", "faults", "-o", workerBin, "github.com/mockupaws/archiver/worker").CombinedOutput()
-		if err != nil {
-			t.Fatalf("build worker: %v\n%s", err, out)
-		}
-	})
-	return workerBin
-}
-
-// workerProc is a real worker process that the test kills and restarts.
-type workerProc struct {
-	t    *testing.T
-	env  []string
-	cmd  *exec.Cmd
-	out  syncBuffer
-	done chan struct{} // closed when the process has exited
-}
-
-// syncBuffer is the worker's output, written by the process and read by
-// the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func newWorker(t *testing.T, dbURL, queue string, extra ...string) *workerProc {
-	w := &workerProc{t: t, env: append(append(os.Environ(), "DATABASE_URL="+dbURL, "ARCHIVE_TASK_QUEUE="+queue,
-		"ARCHIVE_MAX_REPLICA_LAG=0", "METRICS_ADDR="), extra...)}
-	w.start()
-	t.Cleanup(w.stop)
-	return w
-}
-
-func (w *workerProc) start() {
-	w.cmd = exec.Command(buildWorker(w.t))
-	w.cmd.Env = w.env
-	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.out
-	if err := w.cmd.Start(); err != nil {
-		w.t.Fatalf("start worker: %v", err)
-	}
-	done, cmd := make(chan struct{}), w.cmd
-	w.done = done
-	go func() { _ = cmd.Wait(); close(done) }()
-}
-
-// kill ends the process at once (SIGKILL): no drain, no clean-up.
-func (w *workerProc) kill() {
-	_ = w.cmd.Process.Signal(syscall.SIGKILL)
-	<-w.done
-}
-
-func (w *workerProc) stop() {
-	select {
-	case <-w.done:
-		return
-	default:
-	}
-	_ = w.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-w.done:
-	case <-time.After(10 * time.Second):
-		w.kill()
-	}
+// newWorker starts the real worker binary (with its failpoints) on queue.
+func newWorker(t *testing.T, dbURL, queue string, extra ...string) *testenv.WorkerProcess {
+	return testenv.StartWorkerProcess(t, dbURL, queue, extra...)
 }
 
 // stack runs a command of deploy/dev/stack.sh (restarts and outages).
@@ -209,69 +117,4 @@ func rng(t *testing.T) *rand.Rand {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("random seed %d", seed)
 	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-}
-
-// setEnv returns env with key set to value (removed when value is "").
-func setEnv(env []string, key, value string) []string {
-	var out []string
-	for _, e := range env {
-		if !strings.HasPrefix(e, key+"=") {
-			out = append(out, e)
-		}
-	}
-	if value != "" {
-		out = append(out, key+"="+value)
-	}
-	return out
-}
-
-// failpoints lists, in order, where the worker's processes killed
-// themselves: the rest of each "failpoint: killed after <what>" line of
-// the output, for the lines whose <what> starts with what.
-func failpoints(out, what string) []string {
-	var list []string
-	for _, line := range strings.Split(out, "\n") {
-		if _, rest, ok := strings.Cut(line, "failpoint: killed after "+what); ok {
-			list = append(list, strings.TrimSpace(rest))
-		}
-	}
-	return list
-}
-
-// failLostActivities fails, on the Temporal server, the attempts the
-// killed worker had started, and resets their retry backoff. Left alone,
-// the server retries such an attempt only when its timeout fires: the
-// heartbeat timeout of an export or upload (a minute), the start-to-close
-// timeout of a restore batch (ten minutes); and an activity killed again
-// and again (retention's, one activity for every partition) backs off up
-// to 30 s between attempts. Failing the attempt is what that timeout does,
-// early: the same attempt is lost, the same retry runs its activity again.
-// Call it while no worker is running, so that no live attempt is failed.
-func failLostActivities(t *testing.T, c client.Client, workflowID string) int {
-	t.Helper()
-	ctx := context.Background()
-	ns := testenv.Load(t).Namespace
-	d, err := c.DescribeWorkflowExecution(ctx, workflowID, "")
-	if err != nil {
-		t.Fatalf("describe %s: %v", workflowID, err)
-	}
-	exec := d.GetWorkflowExecutionInfo().GetExecution()
-	n := 0
-	for _, a := range d.GetPendingActivities() {
-		if a.GetState() != enumspb.PENDING_ACTIVITY_STATE_STARTED {
-			continue
-		}
-		lost := errors.New("fault test: the worker running this attempt was SIGKILLed")
-		if err := c.CompleteActivityByID(ctx, ns, exec.GetWorkflowId(), exec.GetRunId(), a.GetActivityId(), nil, lost); err != nil {
-			t.Fatalf("fail the lost attempt of %s (%s): %v", a.GetActivityType().GetName(), a.GetActivityId(), err)
-		}
-		if _, err := c.WorkflowService().ResetActivity(ctx, &workflowservice.ResetActivityRequest{
-			Namespace: ns, Execution: exec, Identity: "archiver-faults-test",
-			Activity: &workflowservice.ResetActivityRequest_Id{Id: a.GetActivityId()},
-		}); err != nil {
-			t.Logf("reset %s (%s): %v (it retries after its backoff)", a.GetActivityType().GetName(), a.GetActivityId(), err)
-		}
-		n++
-	}
-	return n
 }

@@ -48,16 +48,16 @@ func TestWorkerKilledDuringLogsRun(t *testing.T) {
 	for k := 0; k < kills; k++ {
 		at := int64(k)*batches/int64(kills) + 1 + r.Int64N(max(1, batches/int64(kills)-1))
 		waitBatches(t, admin, at)
-		w.kill()
+		w.Kill()
 		t.Logf("kill %d: worker SIGKILLed after %d batches", k+1, count(context.Background(), admin, `SELECT count(*) FROM archive_batches`))
 		if long() && k == 0 {
 			stack(t, "pg-restart") // with the worker down and batches in flight lost
 		}
-		w.start()
+		w.Start()
 	}
 	var res workflows.ArchiveResult
 	if err := testenv.Wait(t, c, run, runWait(), &res); err != nil {
-		t.Fatalf("the run did not complete after recovery: %v\nworker output:\n%s", err, w.out.String())
+		t.Fatalf("the run did not complete after recovery: %v\nworker output:\n%s", err, w.Output())
 	}
 	admin = testenv.Pool(t, dbURL) // fresh connections after the restart
 	verifyLogs(t, admin, before)
@@ -85,7 +85,7 @@ func TestTemporalRestartedDuringRun(t *testing.T) {
 	stack(t, "temporal-restart")
 	var res workflows.ArchiveResult
 	if err := testenv.Wait(t, c, run, runWait(), &res); err != nil {
-		t.Fatalf("the run did not continue after the Temporal restart: %v\nworker output:\n%s", err, w.out.String())
+		t.Fatalf("the run did not continue after the Temporal restart: %v\nworker output:\n%s", err, w.Output())
 	}
 	verifyLogs(t, admin, before)
 }

@@ -60,7 +60,7 @@ func TestS3OutageDuringReportsRun(t *testing.T) {
 
 	var res workflows.ArchiveResult
 	if err := testenv.Wait(t, c, run, runWait(), &res); err != nil {
-		t.Fatalf("the run did not complete after the outage: %v\nworker output:\n%s", err, w.out.String())
+		t.Fatalf("the run did not complete after the outage: %v\nworker output:\n%s", err, w.Output())
 	}
 	if res.Tables[0].RowsArchived != int64(len(reports)) {
 		t.Fatalf("archived %d reports, want %d", res.Tables[0].RowsArchived, len(reports))
