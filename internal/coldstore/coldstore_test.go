@@ -346,6 +346,11 @@ func TestValuesThatCannotRoundTrip(t *testing.T) {
 		{"date", "4713-01-01 BC", []string{coldstore.Parquet, coldstore.CSV}},
 		{"timestamp", "294276-12-31 23:59:59.999999", []string{coldstore.Parquet}},
 		{"timestamptz", "294276-12-31 23:59:59.999999+00", []string{coldstore.Parquet}},
+		// One microsecond before the end of int64: as Parquet it would be
+		// the writer's code for infinity.
+		{"timestamptz", "294247-01-10 04:00:54.775807+00", []string{coldstore.Parquet}},
+		{"timestamp", "294247-01-10 04:00:54.775807", []string{coldstore.Parquet}},
+		{"timestamptz", "294247-01-10 04:00:54.775806+00", nil},
 		{"timestamptz", "294247-01-01 00:00:00+00", nil},
 		{"timestamp", "0001-01-01 00:00:00", nil},
 		{"date", "5874897-12-31", nil},

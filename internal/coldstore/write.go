@@ -136,7 +136,8 @@ func unfaithful(format string, k kind, d any) string {
 	if t.Year() < 1 {
 		return "a timestamp before year 1 (BC), which the export's text form cannot carry (a restore would refuse it)"
 	}
-	if format == Parquet && !time.UnixMicro(t.UnixMicro()).Equal(t) {
+	if format == Parquet && (!time.UnixMicro(t.UnixMicro()).Equal(t) || t.UnixMicro() == math.MaxInt64) {
+		// The last microsecond of int64 is the code for infinity.
 		return "a timestamp past January 294247, where a Parquet timestamp (microseconds since 1970 in 64 bits) ends (a restore would read another time)"
 	}
 	return ""
