@@ -7,17 +7,23 @@ package database
 import (
 	"context"
 	"fmt"
+	"sort"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Settings are pinned on every connection as startup parameters, which take
-// precedence over ALTER DATABASE / ALTER ROLE ... SET.
+// precedence over ALTER DATABASE / ALTER ROLE ... SET. extra_float_digits
+// 3 makes a float's text form exact: exports carry floats inside arrays
+// and other text-formed values that way, and content checksums hash text
+// (at 0, PostgreSQL rounds to 15 digits, and two floats could pass as one).
 var Settings = map[string]string{
-	"DateStyle":     "ISO, MDY",
-	"TimeZone":      "UTC",
-	"IntervalStyle": "postgres",
+	"DateStyle":          "ISO, MDY",
+	"TimeZone":           "UTC",
+	"IntervalStyle":      "postgres",
+	"extra_float_digits": "3",
 }
 
 // PoolConfig parses url and pins Settings and application_name (unless the
@@ -67,14 +73,23 @@ func pin(cfg *pgx.ConnConfig, application string) {
 func Check(ctx context.Context, q interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }) error {
-	var dateStyle, tz, intervalStyle string
-	if err := q.QueryRow(ctx, `SELECT current_setting('DateStyle'), current_setting('TimeZone'), current_setting('IntervalStyle')`).
-		Scan(&dateStyle, &tz, &intervalStyle); err != nil {
+	names := make([]string, 0, len(Settings))
+	for k := range Settings {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var got []string
+	if err := q.QueryRow(ctx, `SELECT array_agg(current_setting(n) ORDER BY o) FROM unnest($1::text[]) WITH ORDINALITY u(n, o)`, names).Scan(&got); err != nil {
 		return fmt.Errorf("read session settings: %w", err)
 	}
-	if dateStyle != Settings["DateStyle"] || tz != Settings["TimeZone"] || intervalStyle != Settings["IntervalStyle"] {
-		return fmt.Errorf("session settings did not take (DateStyle %q, TimeZone %q, IntervalStyle %q; want %q, %q, %q): a connection pooler may drop startup parameters; connect directly or configure it to pass them",
-			dateStyle, tz, intervalStyle, Settings["DateStyle"], Settings["TimeZone"], Settings["IntervalStyle"])
+	var wrong []string
+	for i, n := range names {
+		if got[i] != Settings[n] {
+			wrong = append(wrong, fmt.Sprintf("%s %q, want %q", n, got[i], Settings[n]))
+		}
+	}
+	if len(wrong) > 0 {
+		return fmt.Errorf("session settings did not take (%s): a connection pooler may drop startup parameters; connect directly or configure it to pass them", strings.Join(wrong, "; "))
 	}
 	return nil
 }

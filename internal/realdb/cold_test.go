@@ -3,6 +3,7 @@ package realdb
 import (
 	"context"
 	"fmt"
+	"github.com/jackc/pgx/v5"
 	"strings"
 	"testing"
 	"time"
@@ -257,5 +258,66 @@ tables:
 	d.exec(`INSERT INTO ledger.entries (booked_at, amount) VALUES (now(), 1)`)
 	if k := d.count(`SELECT count(*) FROM ledger.entries WHERE amount_cents <> (amount * 100)::bigint`); k != 0 {
 		t.Fatalf("%d rows whose generated column is not its expression's", k)
+	}
+}
+
+// TestColdArchiveFloatDigits: an application that set extra_float_digits
+// = 0 on its database (PostgreSQL's text form of a float then rounds to
+// 15 significant digits): floats inside arrays are exported through their
+// text form, and come back exactly as they were, in both formats.
+func TestColdArchiveFloatDigits(t *testing.T) {
+	for _, format := range []string{"parquet", "csv"} {
+		t.Run(format, func(t *testing.T) {
+			d := newRealDB(t, `CREATE TABLE readings (
+			    id      bigint PRIMARY KEY,
+			    at      timestamptz NOT NULL,
+			    samples float8[],
+			    ratios  real[]
+			)`, `CREATE INDEX ON readings (at)`)
+			d.exec(fmt.Sprintf(`INSERT INTO readings
+				SELECT i, '%s'::timestamptz - i * interval '9 hours', ARRAY[i / 3.0, 0.1 + 0.2, 1e-310]::float8[], ARRAY[i / 7.0]::real[]
+				FROM generate_series(1, 3000) i`, asOf.Format(time.RFC3339)))
+			d.exec(`DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET extra_float_digits = 0', current_database()); END $$`)
+			d.migrate()
+			d.exec(`GRANT SELECT, DELETE, UPDATE (id), INSERT ON readings TO archiver_worker`, `GRANT USAGE, CREATE ON SCHEMA public TO archiver_worker`)
+			st := testenv.Store(t)
+			d.worker(func(a *activities.Activities) { a.Store = st })
+			pol := declared(t, fmt.Sprintf(`
+tables:
+  - name: readings
+    table: readings
+    time_column: at
+    archive_after_days: 60
+    retention_days: 300
+    batch_size: 500
+    export: {prefix: cold/, format: %s}`, format))
+			// Digests taken with every digit of every float.
+			digest := func() (int64, string) {
+				var n int64
+				var sum string
+				err := pgx.BeginFunc(context.Background(), d.db, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(context.Background(), `SET LOCAL extra_float_digits = 3`); err != nil {
+						return err
+					}
+					return tx.QueryRow(context.Background(), `SELECT count(*), md5(string_agg(md5(row(id, at, samples, ratios)::text), '' ORDER BY id)) FROM readings`).Scan(&n, &sum)
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n, sum
+			}
+			wantN, want := digest()
+			res := d.mustRunEntries(pol, "readings")
+			if r := res.Tables[0].Retention; r == nil || r.ExportedRows == 0 {
+				t.Fatalf("retention %+v: want partitions exported", r)
+			}
+			got := d.restore(pol[0], time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), asOf)
+			if got.RowsFromExports == 0 {
+				t.Fatalf("restore %+v: want rows from exports", got)
+			}
+			if n, sum := digest(); n != wantN || sum != want {
+				t.Fatalf("after export and restore the table holds %d rows (%s), want the original %d (%s): floats lost digits on the way", n, sum, wantN, want)
+			}
+		})
 	}
 }
