@@ -19,7 +19,7 @@ STATICCHECK := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
 GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
 
-.PHONY: help build dev-up dev-down dev-clean run test test-faults test-unit lint record-histories fuzz promtool chromium bench
+.PHONY: help build dev-up dev-down dev-clean run test test-faults test-unit lint record-histories fuzz promtool chromium bench torture
 
 FUZZTIME ?= 30s
 
@@ -31,6 +31,7 @@ help:
 	@echo "make dev-up | dev-down | dev-clean    the local stack (state in .dev/)"
 	@echo "make record-histories   record new histories for the replay tests (existing files are kept)"
 	@echo "make fuzz       fuzz the parsers of user input (FUZZTIME=30s each)"
+	@echo "make torture    SEEDS random torture scenarios from START (SEED=n replays one), against an oracle"
 
 build:
 	go build -o bin/ ./worker ./starter
@@ -57,6 +58,15 @@ test: dev-up promtool chromium
 # a Temporal restart, an S3 outage, live load (see internal/faults).
 test-faults: dev-up
 	$(ENV) && ARCHIVER_REQUIRE_STACK=1 FAULTS_LONG=1 go test -tags faults -count=1 -timeout 30m -v ./internal/faults 2>&1 | grep -E '^(=== RUN|--- |\s+\S+_test.go|ok|FAIL|PASS)'; exit $${PIPESTATUS[0]}
+
+# A torture campaign (internal/torture): SEEDS random scenarios from START
+# (the clock when unset), or SEED=n to replay one; a failure is shrunk
+# (TORTURE_FLAGS) and printed with its seed, schema, policy and operations.
+SEEDS ?= 50
+TORTURE_FLAGS ?= -rapid.shrinktime=3m
+torture: dev-up
+	$(ENV) && ARCHIVER_REQUIRE_STACK=1 TORTURE_SEEDS=$(SEEDS) TORTURE_START=$(START) TORTURE_SEED=$(SEED) \
+	  go test -count=1 -timeout 0 -run '^TestTorture$$' -v ./internal/torture $(TORTURE_FLAGS)
 
 test-unit:
 	go test -count=1 ./internal/config ./internal/policy ./starter ./workflows

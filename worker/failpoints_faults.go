@@ -28,6 +28,8 @@ import (
 //     its N-th restore batch (a RestoreBatch or RestoreExport activity:
 //     the ledger rows of kind 'restore'), before the activity answers.
 //     Archive batches, which share the AfterCommit hook, are not counted.
+//   - ARCHIVER_FAULT_KILL_AFTER_BATCH=N: right after the commit of its N-th
+//     archive batch (MoveBatch, local or not), before it answers.
 //
 // Each line the process writes before it dies starts "failpoint: killed
 // after", for the test to read where.
@@ -48,16 +50,21 @@ func installFailpoints(acts *activities.Activities) {
 			}
 		}
 	}
-	if n := envN("ARCHIVER_FAULT_KILL_AFTER_RESTORE_BATCH"); n > 0 {
-		var batches atomic.Int32
+	restoreN, batchN := envN("ARCHIVER_FAULT_KILL_AFTER_RESTORE_BATCH"), envN("ARCHIVER_FAULT_KILL_AFTER_BATCH")
+	if restoreN > 0 || batchN > 0 {
+		var restores, batches atomic.Int32
 		acts.AfterCommit = func(ctx context.Context, res activities.MoveBatchResult) error {
 			if !activity.IsActivity(ctx) || res.Replayed {
 				return nil // a replayed batch committed nothing now
 			}
 			switch kind := activity.GetInfo(ctx).ActivityType.Name; kind {
 			case "RestoreBatch", "RestoreExport":
-				if int(batches.Add(1)) == n {
+				if int(restores.Add(1)) == restoreN {
 					die(fmt.Sprintf("restore batch %s (%s, %d rows)", res.BatchID, kind, res.RowsMoved))
+				}
+			case "MoveBatch":
+				if int(batches.Add(1)) == batchN {
+					die(fmt.Sprintf("archive batch %s (%d rows)", res.BatchID, res.RowsMoved))
 				}
 			}
 			return nil
