@@ -262,13 +262,19 @@ type outcome struct {
 	kills int
 }
 
-// failpoints are the worker's places to die at (worker/failpoints_faults.go).
+// failpoints are the worker's places to die at, and the fault it injects
+// without dying (worker/failpoints_faults.go).
 var failpoints = []string{
 	"ARCHIVER_FAULT_KILL_AFTER_BATCH",
 	"ARCHIVER_FAULT_KILL_AFTER_EXCHANGE_STEP",
 	"ARCHIVER_FAULT_KILL_AFTER_EXPORT_STEP",
 	"ARCHIVER_FAULT_KILL_AFTER_RESTORE_BATCH",
+	corruptUpload,
 }
+
+// corruptUpload changes a byte of an export's object on S3 right after its
+// upload (size and recorded SHA-256 kept): only the read-back can tell.
+const corruptUpload = "ARCHIVER_FAULT_CORRUPT_UPLOAD"
 
 // execute starts a workflow on the scenario's worker and waits for it,
 // through the fault drawn: the worker restarted with a failpoint armed;
@@ -293,6 +299,13 @@ func (h *harness) execute(t *rapid.T, workflow string, in any, result any, fault
 	if err != nil {
 		t.Fatalf("start %s: %v", workflow, err)
 	}
+	outputBefore := len(h.w.Output())
+	defer func() {
+		if strings.Contains(h.w.Output()[outputBefore:], "failpoint: corrupted upload") {
+			h.s.stats.faults++
+			h.cover("fault=" + corruptUpload)
+		}
+	}()
 	wctx, cancel := context.WithTimeout(ctx, opDeadline)
 	defer cancel()
 	done := make(chan error, 1)

@@ -72,7 +72,7 @@ func (h *harness) archive(t *rapid.T) {
 			points = append(points, failpoints[1])
 		}
 		if tb.export != "" && !slices.Contains(points, failpoints[2]) {
-			points = append(points, failpoints[2])
+			points = append(points, failpoints[2], corruptUpload)
 		}
 	}
 	fault, n := h.drawFault(t, points...)
