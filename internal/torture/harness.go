@@ -276,11 +276,12 @@ var failpoints = []string{
 // upload (size and recorded SHA-256 kept): only the read-back can tell.
 const corruptUpload = "ARCHIVER_FAULT_CORRUPT_UPLOAD"
 
-// execute starts a workflow on the scenario's worker and waits for it,
+// execute starts a workflow (id, or one of the scenario's own when "") on
+// the scenario's worker and waits for it,
 // through the fault drawn: the worker restarted with a failpoint armed;
 // each time it dies there, its lost attempts are failed on the server
 // (what their timeouts would do, early) and it starts again, disarmed.
-func (h *harness) execute(t *rapid.T, workflow string, in any, result any, fault string, n int, during func(ctx context.Context)) outcome {
+func (h *harness) execute(t *rapid.T, workflow, id string, in any, result any, fault string, n int, during func(ctx context.Context)) outcome {
 	ctx := context.Background()
 	var out outcome
 	began := time.Now()
@@ -293,8 +294,11 @@ func (h *harness) execute(t *rapid.T, workflow string, in any, result any, fault
 		h.w.Start()
 		defer func() { h.w.Env = testenv.SetEnv(h.w.Env, fault, "") }()
 	}
+	if id == "" {
+		id = fmt.Sprintf("torture-%s-%d", h.id, h.op)
+	}
 	run, err := h.s.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID: fmt.Sprintf("torture-%s-%d", h.id, h.op), TaskQueue: h.queue, WorkflowTaskTimeout: workflows.TaskTimeout,
+		ID: id, TaskQueue: h.queue, WorkflowTaskTimeout: workflows.TaskTimeout,
 	}, workflow, in)
 	if err != nil {
 		t.Fatalf("start %s: %v", workflow, err)

@@ -94,7 +94,7 @@ func (h *harness) archive(t *rapid.T) {
 		names = append(names, tb.entry)
 	}
 	var res workflows.ArchiveResult
-	out := h.execute(t, workflows.ArchiveWorkflowName, workflows.ArchiveInput{Tables: names, Policy: h.pol, AsOf: asOf}, &res, fault, n, during)
+	out := h.execute(t, workflows.ArchiveWorkflowName, "", workflows.ArchiveInput{Tables: names, Policy: h.pol, AsOf: asOf}, &res, fault, n, during)
 	h.s.stats.ops++
 	if writeErr != nil {
 		t.Fatalf("while the run went on: %v", writeErr)
@@ -402,7 +402,9 @@ func (h *harness) restore(t *rapid.T) {
 	}
 	e := h.entry(tb)
 	var res workflows.RestoreResult
-	out := h.execute(t, workflows.RestoreWorkflowName, workflows.RestoreRequest{Table: e.Name, Policy: &e, After: after, Before: before}, &res, fault, n, nil)
+	// Under the starter's workflow id: one restore of a table at a time,
+	// and every restore of it the same id.
+	out := h.execute(t, workflows.RestoreWorkflowName, workflows.RestoreWorkflowID(e.Name), workflows.RestoreRequest{Table: e.Name, Policy: &e, After: after, Before: before}, &res, fault, n, nil)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if out.err != nil {
@@ -449,7 +451,7 @@ func (h *harness) verify(t *rapid.T) {
 	t.Logf("op %d: verify (deep %v)", h.op, deep)
 	h.cover("op=verify")
 	var rep activities.VerifyReport
-	out := h.execute(t, workflows.VerifyWorkflowName, workflows.VerifyRequest{Policy: h.pol, Deep: deep}, &rep, "", 0, nil)
+	out := h.execute(t, workflows.VerifyWorkflowName, "", workflows.VerifyRequest{Policy: h.pol, Deep: deep}, &rep, "", 0, nil)
 	if out.err != nil {
 		t.Fatalf("verify found what the oracle did not: %v", out.err)
 	}
