@@ -61,12 +61,13 @@ test-faults: dev-up
 
 # A torture campaign (internal/torture): SEEDS random scenarios from START
 # (the clock when unset), or SEED=n to replay one; STOP=1 ends it at the
-# first failing seed; a failure is shrunk
-# (TORTURE_FLAGS) and printed with its seed, schema, policy and operations.
+# first failing seed. Besides killing the worker it restarts PostgreSQL and
+# stops S3 at random: run it alone. A failure is shrunk (TORTURE_FLAGS) and
+# printed with its seed, schema, policy and operations.
 SEEDS ?= 50
 TORTURE_FLAGS ?= -rapid.shrinktime=3m
 torture: dev-up
-	$(ENV) && ARCHIVER_REQUIRE_STACK=1 TORTURE_SEEDS=$(SEEDS) TORTURE_START=$(START) TORTURE_SEED=$(SEED) TORTURE_STOP=$(STOP) \
+	$(ENV) && ARCHIVER_REQUIRE_STACK=1 TORTURE_SEEDS=$(SEEDS) TORTURE_START=$(START) TORTURE_SEED=$(SEED) TORTURE_STOP=$(STOP) TORTURE_SERVER_FAULTS=1 \
 	  go test -count=1 -timeout 0 -run '^TestTorture$$' -v ./internal/torture $(TORTURE_FLAGS)
 
 test-unit:

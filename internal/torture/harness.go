@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,7 +61,11 @@ type harness struct {
 	asOf    time.Time
 	op      int // operations so far
 	covered map[string]bool
-	cleanup []func()
+	// running is the workflow id execute waits on; serverErr, a server
+	// fault that could not be made (servers.go).
+	running   atomic.Pointer[string]
+	serverErr error
+	cleanup   []func()
 }
 
 // newHarness makes the scenario's database as its application would have
@@ -297,6 +302,8 @@ func (h *harness) execute(t *rapid.T, workflow, id string, in any, result any, f
 	if id == "" {
 		id = fmt.Sprintf("torture-%s-%d", h.id, h.op)
 	}
+	h.running.Store(&id)
+	defer h.running.Store(nil)
 	run, err := h.s.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID: id, TaskQueue: h.queue, WorkflowTaskTimeout: workflows.TaskTimeout,
 	}, workflow, in)
