@@ -287,6 +287,16 @@ const corruptUpload = "ARCHIVER_FAULT_CORRUPT_UPLOAD"
 // each time it dies there, its lost attempts are failed on the server
 // (what their timeouts would do, early) and it starts again, disarmed.
 func (h *harness) execute(t *rapid.T, workflow, id string, in any, result any, fault string, n int, during func(ctx context.Context)) outcome {
+	start := func(ctx context.Context, opts client.StartWorkflowOptions) (client.WorkflowRun, error) {
+		return h.s.c.ExecuteWorkflow(ctx, opts, workflow, in)
+	}
+	return h.executeWith(t, workflow, id, start, result, fault, n, during)
+}
+
+// executeWith is execute with the workflow started by start (a
+// signal-with-start, say) under the options given.
+func (h *harness) executeWith(t *rapid.T, workflow, id string, start func(context.Context, client.StartWorkflowOptions) (client.WorkflowRun, error),
+	result any, fault string, n int, during func(ctx context.Context)) outcome {
 	ctx := context.Background()
 	var out outcome
 	began := time.Now()
@@ -304,9 +314,7 @@ func (h *harness) execute(t *rapid.T, workflow, id string, in any, result any, f
 	}
 	h.running.Store(&id)
 	defer h.running.Store(nil)
-	run, err := h.s.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID: id, TaskQueue: h.queue, WorkflowTaskTimeout: workflows.TaskTimeout,
-	}, workflow, in)
+	run, err := start(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: h.queue, WorkflowTaskTimeout: workflows.TaskTimeout})
 	if err != nil {
 		t.Fatalf("start %s: %v", workflow, err)
 	}
@@ -349,6 +357,11 @@ func (h *harness) execute(t *rapid.T, workflow, id string, in any, result any, f
 			t.Logf("worker died at %s", line)
 			h.cover("fault=" + point)
 			testenv.FailLostActivities(h.s.t, h.s.c, run.GetID())
+			if d, err := h.s.c.DescribeWorkflowExecution(ctx, run.GetID(), ""); err == nil {
+				for _, c := range d.GetPendingChildren() { // a backfill's run
+					testenv.FailLostActivities(h.s.t, h.s.c, c.GetWorkflowId())
+				}
+			}
 			if fault != "" {
 				h.w.Env = testenv.SetEnv(h.w.Env, fault, "")
 			}

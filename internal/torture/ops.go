@@ -39,6 +39,7 @@ func (h *harness) actions() map[string]func(*rapid.T) {
 		"write":         bounded(h.writeOp),
 		"restore":       bounded(h.restore),
 		"verify":        bounded(h.verify),
+		"backfill":      bounded(h.backfill),
 	}
 }
 
@@ -98,6 +99,7 @@ func (h *harness) archive(t *rapid.T) {
 		// restart cuts off has an outcome the model cannot know.
 		during = server
 	}
+	during = both(during, h.drawPause(t))
 	var res workflows.ArchiveResult
 	out := h.execute(t, workflows.ArchiveWorkflowName, "", workflows.ArchiveInput{Tables: names, Policy: h.pol, AsOf: asOf}, &res, fault, n, during)
 	h.s.stats.ops++
