@@ -133,7 +133,8 @@ func (h *harness) writeOp(t *rapid.T) {
 	kind := rapid.SampledFrom([]string{"young", "late", "update", "delete", "parent"}).Draw(t, "write")
 	t.Logf("op %d: application %s on %s", h.op, kind, tb.entry)
 	h.cover("op=write " + kind)
-	if err := h.writeOnce(tb, m, kind, rapid.Uint64().Draw(t, "salt")); err != nil {
+	salt := rapid.Uint64().Draw(t, "salt")
+	if err := h.writeOnce(tb, m, kind, salt, int(2+salt%20)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -151,11 +152,16 @@ func (h *harness) writeWhile(ctx context.Context, seed uint64) error {
 	// not archived yet), which the application, reading the live table,
 	// cannot see; deleting them is one of the two serial outcomes (the
 	// other: archived first, kept), and the model could not tell which.
+	//
+	// A row written (or changed) while a run goes on may be in either
+	// place after it, so the oracle can say less of it: a few statements of
+	// a few rows each, or the run's check of the rows the policy keeps
+	// would cover almost none (200 statements once changed every row).
 	kinds := []string{"young", "late", "update", "delete"}
-	for i := uint64(0); ctx.Err() == nil && i < 200; i++ {
+	for i := uint64(0); ctx.Err() == nil && i < 30; i++ {
 		x := seed + i*0x9e3779b97f4a7c15
 		k := int(x % uint64(len(h.sc.tables)))
-		if err := h.writeOnce(h.sc.tables[k], h.models[k], kinds[(x>>8)%uint64(len(kinds))], x); err != nil {
+		if err := h.writeOnce(h.sc.tables[k], h.models[k], kinds[(x>>8)%uint64(len(kinds))], x, int(1+x%5)); err != nil {
 			return err
 		}
 	}
@@ -165,9 +171,8 @@ func (h *harness) writeWhile(ctx context.Context, seed uint64) error {
 // writeOnce is one of the application's statements: new rows (young, or
 // late ones older than the cut-off), an update, a delete, or a delete of
 // a parent row its foreign key follows.
-func (h *harness) writeOnce(tb *table, m *model, kind string, salt uint64) error {
+func (h *harness) writeOnce(tb *table, m *model, kind string, salt uint64, n int) error {
 	s := fmt.Sprintf("%s-%d-%d", h.id, h.op, salt)
-	n := int(2 + salt%20)
 	var err error
 	switch kind {
 	case "young":
