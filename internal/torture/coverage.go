@@ -39,13 +39,16 @@ func (h *harness) coverScenario() {
 		if t.where != nil {
 			h.cover(fmt.Sprintf("where=%s %s", t.where.column, t.where.op))
 		}
+		if t.lockBudget != "" {
+			h.cover("lock budget")
+		}
 	}
 }
 
 // allBranches is every key a complete set of seeds covers.
 func allBranches() []string {
 	out := []string{"settings", "two tables", "DEFAULT partition", "sub-partitioned", "exchange granted", "delete trigger", "exact duplicates",
-		"time=timestamptz", "time=timestamp", "partition=month", "partition=day", "export=", "export=parquet", "export=csv",
+		"time=timestamptz", "time=timestamp", "lock budget", "partition=month", "partition=day", "export=", "export=parquet", "export=csv",
 		"fk=", "fk=CASCADE", "fk=SET NULL", "fk=RESTRICT", "schema=public", "schema=app",
 		"where=status in", "where=status =", "where=status <>", "where=price <=", "where=code is not null",
 		"op=archive", "op=archive with writes", "op=restore", "op=verify", "op=backfill", "op=pause"}

@@ -86,6 +86,7 @@ type table struct {
 	entry                    string
 	afterDays, retentionDays int
 	batch                    int
+	lockBudget               string // "" (the default) or a small one
 	partition                string // month or day (the archive's)
 	where                    *cond
 	export                   string // "", parquet or csv
@@ -188,6 +189,7 @@ func drawTable(t *rapid.T, name string, i int) *table {
 	tb.afterDays = rapid.SampledFrom([]int{30, 90, 365}).Draw(t, "archive after days")
 	tb.retentionDays = tb.afterDays + rapid.SampledFrom([]int{30, 200, 700, 3000}).Draw(t, "retention beyond")
 	tb.batch = rapid.SampledFrom([]int{50, 200, 1000}).Draw(t, "batch size")
+	tb.lockBudget = rapid.SampledFrom([]string{"", "", "10ms", "50ms"}).Draw(t, "lock budget")
 	partitions := []string{"month", "day"}
 	if tb.ownedByRole {
 		// Exchange takes a live month to an archive month only: mostly
@@ -236,6 +238,9 @@ func (s *scenario) policyYAML(bucket, id string) string {
 		fmt.Fprintf(&b, "  - name: %s\n    table: %s\n    time_column: %q\n", t.entry, t.qualified(), t.timeCol)
 		fmt.Fprintf(&b, "    archive_after_days: %d\n    retention_days: %d\n    batch_size: %d\n    partition: %s\n",
 			t.afterDays, t.retentionDays, t.batch, t.partition)
+		if t.lockBudget != "" {
+			fmt.Fprintf(&b, "    lock_budget: %s\n", t.lockBudget)
+		}
 		if t.where != nil {
 			fmt.Fprintf(&b, "    where:\n      - {column: %s, op: %q", t.where.column, t.where.op)
 			switch len(t.where.values) {
