@@ -9,7 +9,7 @@
 #   docker build -t REGISTRY/archiver:TAG --build-arg VERSION=TAG .
 #
 # VERSION is also the worker's build id under Worker Versioning (linked in
-# as main.buildID; README "Rolling out a new worker"): give every build its
+# as main.buildID; docs/deploying.md): give every build its
 # own (the tag, or the commit). Without it a worker with
 # ARCHIVE_WORKER_DEPLOYMENT set refuses to start unless
 # ARCHIVE_WORKER_BUILD_ID names one.

@@ -18,7 +18,7 @@ import (
 	"github.com/mockupaws/archiver/internal/policy"
 )
 
-// Partition exchange (DESIGN.md §10): where the live table is partitioned
+// Partition exchange (docs/design.md): where the live table is partitioned
 // by RANGE on its time column and a whole live partition, spanning exactly
 // one archive partition's period, lies before the cut-off, it moves as one
 // unit instead of row by row:

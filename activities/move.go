@@ -76,7 +76,7 @@ type MoveBatchResult struct {
 }
 
 // MoveBatch moves up to Limit rows older than Cutoff from the live table to
-// its archive in one transaction (DESIGN.md §3):
+// its archive in one transaction (docs/design.md):
 //  1. claim the batch id in the ledger (a committed duplicate returns its
 //     recorded result; a concurrent one waits on the key);
 //  2. lock the oldest eligible rows with SKIP LOCKED, delete them and insert

@@ -16,7 +16,7 @@ import (
 )
 
 // What must hold before a local file is removed or a row finalized
-// (issue 10, item 3): nothing still referenced or changed is removed, and
+// (docs/design.md): nothing still referenced or changed is removed, and
 // no row is archived against an object of other content.
 func TestReportGuards(t *testing.T) {
 	t.Run("two rows sharing a file: archiving the older keeps it for the younger, archiving the younger removes it", func(t *testing.T) {

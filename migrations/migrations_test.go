@@ -28,7 +28,7 @@ func TestUp(t *testing.T) {
 	}
 
 	// The archive tables are partitioned by range on their timestamp column
-	// with composite primary keys (DESIGN.md §4).
+	// with composite primary keys (docs/design.md).
 	for table, key := range map[string]string{
 		"scenario_logs_archive":    "RANGE (received_at)",
 		"scenario_metrics_archive": "RANGE (\"timestamp\")",

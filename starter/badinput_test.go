@@ -22,8 +22,8 @@ import (
 	"github.com/mockupaws/archiver/workflows"
 )
 
-// TestBadInput runs each case of the README's bad-input table through the
-// real starter commands against the dev stack: each must fail with a
+// TestBadInput runs each case of the bad-input table (docs/operating.md)
+// through the real starter commands against the dev stack: each must fail with a
 // non-zero status and a message naming the problem, and echo no secret.
 // (Cases that live below the starter, in activities, have their own tests:
 // see the table's last column.)
@@ -193,6 +193,6 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 	if len(cases) < 20 {
-		t.Fatalf("%d cases; the README promises at least 20", len(cases))
+		t.Fatalf("%d cases; the documentation promises at least 20", len(cases))
 	}
 }

@@ -39,7 +39,7 @@ commands:
             | codec-server --check URL (does the codec server at URL decode this machine's key?)
 
 environment: DATABASE_URL, TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, ARCHIVE_TASK_QUEUE,
-             TEMPORAL_UI_URL, ARCHIVE_POLICY_FILE (see README.md)
+             TEMPORAL_UI_URL, ARCHIVE_POLICY_FILE (see docs/deploying.md)
 `
 
 // exitError carries an exit status: 1 for a failed run or operation, 2 for

@@ -17,8 +17,8 @@ import (
 
 // TestWorkerVersioning: two builds of the real worker, A and B, as
 // versions of one Worker Deployment (the test's own name and task queue
-// on the shared dev server). A is made current with the CLI command the
-// README gives; a nightly run (ArchiveWorkflow, Pinned) starts on A and
+// on the shared dev server). A is made current with the CLI command of
+// docs/deploying.md; a nightly run (ArchiveWorkflow, Pinned) starts on A and
 // holds in its first batch; the backfill workflow (AutoUpgrade) waits
 // idle on A. Then B starts and becomes current: a new run goes to B, the
 // backfill workflow's next task runs on B, and the pinned run stays on A
@@ -127,7 +127,7 @@ func TestWorkerVersioning(t *testing.T) {
 		t.Fatalf("worker A's start line %v, want deployment %s build_id %s", m, deployment, buildA)
 	}
 	// Until an operator sets one, the deployment has no current version:
-	// its workers get no task of a new workflow (README: versioning is off
+	// its workers get no task of a new workflow (docs/deploying.md: versioning is off
 	// unless ARCHIVE_WORKER_DEPLOYMENT is set, for this reason).
 	waitFor(t, 30*time.Second, "deployment "+deployment+" known to the server", func() bool {
 		_, err := dh.Describe(ctx, client.WorkerDeploymentDescribeOptions{})

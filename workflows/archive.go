@@ -209,7 +209,7 @@ const ProgressQuery = "progress"
 var ScheduledStartTime = temporal.NewSearchAttributeKeyTime("TemporalScheduledStartTime")
 
 // Workflow changes, each guarded by workflow.GetVersion so that runs started
-// before the change replay on the old path (README: "Changing the
+// before the change replay on the old path (docs/testing.md, "Changing the
 // workflow"). The recorded histories in testdata/histories cover each shape.
 const (
 	// changeMoreFlag: the batch loop ends when MoveBatch says no rows are

@@ -521,7 +521,7 @@ func checkStarterArgs(t *testing.T, c corev1.Container, usage string, run func(.
 	}
 	if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(sub[0]) + `\s`).MatchString(usage) {
 		if sub[0] == "codec-server" {
-			// Being added to the starter under issue 13.
+			// A starter built before the codec server existed.
 			t.Skipf("the starter has no %s command yet", sub[0])
 		}
 		t.Fatalf("the starter has no command %q", sub[0])

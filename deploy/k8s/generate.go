@@ -1,5 +1,5 @@
 // Package k8s holds the archiver's Kubernetes manifests (base/, app/,
-// migrate/, monitoring/: kustomizations, README "Deploying") and makes the
+// migrate/, monitoring/: kustomizations, docs/deploying.md) and makes the
 // two that have another source of truth: the PrometheusRule from
 // deploy/prometheus/archive-alerts.yml (the file promtool checks and
 // unit-tests) and the Grafana dashboard ConfigMap from

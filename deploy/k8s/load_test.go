@@ -248,7 +248,7 @@ func readKustomization(t *testing.T, dir string) kustomization {
 	return k
 }
 
-// The kustomizations an operator applies (README "Deploying").
+// The kustomizations an operator applies (docs/deploying.md).
 var overlays = []string{"base", "migrate", "app", "monitoring"}
 
 // kubectl renders a kustomization with the kubectl the machine has (its

@@ -324,8 +324,9 @@ func TestMigrateJob(t *testing.T) {
 
 // Secrets come from the Secret by reference, never inline: no secret
 // variable has a value, every secretKeyRef names a key of the Secret
-// (secret.example.yaml), the keys the workloads require are in the README's
-// `kubectl create secret`, and ConfigMaps hold nothing secret.
+// (secret.example.yaml), the keys the workloads require are in the
+// `kubectl create secret` of docs/deploying.md, and ConfigMaps hold nothing
+// secret.
 func TestSecretsByReference(t *testing.T) {
 	ms := loadManifests(t)
 	example := decodeDocs(t, "secret.example.yaml", readRoot(t, "deploy/k8s/secret.example.yaml"))
@@ -392,14 +393,14 @@ func TestSecretsByReference(t *testing.T) {
 		}
 	}
 
-	// The README's `kubectl create secret` names every required key.
-	section := readmeSection(t, "Deploying")
+	// The deployment guide's `kubectl create secret` names every required key.
+	section := docSection(t, "docs/deploying.md", "Kubernetes")
 	if !strings.Contains(section, "create secret generic "+SecretName) {
-		t.Errorf("README \"Deploying\": no `kubectl create secret generic %s`", SecretName)
+		t.Errorf("docs/deploying.md \"Kubernetes\": no `kubectl create secret generic %s`", SecretName)
 	}
 	for k := range required {
 		if !strings.Contains(section, "--from-literal="+k+"=") {
-			t.Errorf("README \"Deploying\": the Secret's required key %s is not in its `kubectl create secret` (--from-literal=%s=...)", k, k)
+			t.Errorf("docs/deploying.md \"Kubernetes\": the Secret's required key %s is not in its `kubectl create secret` (--from-literal=%s=...)", k, k)
 		}
 	}
 }
@@ -657,7 +658,7 @@ func TestKustomizeRender(t *testing.T) {
 }
 
 // Every variable the manifests set is one the archiver reads (its Go source
-// or the README's "Environment"), so a typo cannot pass unnoticed.
+// or the documentation), so a typo cannot pass unnoticed.
 func TestEnvironmentVariablesAreKnown(t *testing.T) {
 	ms := loadManifests(t)
 	names := map[string]string{}
@@ -677,8 +678,8 @@ func TestEnvironmentVariablesAreKnown(t *testing.T) {
 		}
 	}
 	known := knownText(t)
-	// Being added under issue 13 by other changes: logged, not failed, until
-	// a source reads them.
+	// Variables the manifests may set before any source reads them: logged,
+	// not failed, until one does.
 	pending := map[string]bool{"ARCHIVE_WORKER_STOP_TIMEOUT": true, "TEMPORAL_PAYLOAD_KEYS": true}
 	for n, where := range names {
 		if strings.Contains(known, `"`+n+`"`) || strings.Contains(known, "`"+n+"`") {
@@ -692,13 +693,24 @@ func TestEnvironmentVariablesAreKnown(t *testing.T) {
 	}
 }
 
-// knownText is the module's Go source (tests and deploy/k8s left out) and
-// the README.
+// knownText is the module's Go source (tests and deploy/k8s left out), the
+// README and the pages of docs/.
 func knownText(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
 	b.Write(readRoot(t, "README.md"))
-	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+	pages, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil || len(pages) == 0 {
+		t.Fatalf("docs/*.md: %v pages, %v", len(pages), err)
+	}
+	for _, p := range pages {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(data)
+	}
+	err = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -727,15 +739,16 @@ func knownText(t *testing.T) string {
 	return b.String()
 }
 
-// readmeSection is the README's "## <title>" section.
-func readmeSection(t *testing.T, title string) string {
+// docSection is the "## <title>" section of a Markdown file of the
+// repository.
+func docSection(t *testing.T, file, title string) string {
 	t.Helper()
-	readme := string(readRoot(t, "README.md"))
-	start := strings.Index(readme, "\n## "+title+"\n")
+	doc := string(readRoot(t, file))
+	start := strings.Index(doc, "\n## "+title+"\n")
 	if start < 0 {
-		t.Fatalf("README.md has no \"## %s\" section", title)
+		t.Fatalf("%s has no \"## %s\" section", file, title)
 	}
-	rest := readme[start+1:]
+	rest := doc[start+1:]
 	if end := strings.Index(rest[3:], "\n## "); end >= 0 {
 		rest = rest[:end+3]
 	}

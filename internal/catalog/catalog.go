@@ -1,5 +1,5 @@
 // Package catalog reads what the archiver must know about a table from
-// PostgreSQL's catalogue instead of assuming it (DESIGN.md §9): the table's
+// PostgreSQL's catalogue instead of assuming it (docs/design.md): the table's
 // kind (plain, partitioned, inheritance parent), its columns with types and
 // nullability, its primary key, the foreign keys that reference it and the
 // columns its inheritance children add.

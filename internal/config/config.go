@@ -16,7 +16,7 @@ import (
 )
 
 // Config is everything the worker and the starter read from the environment
-// (DESIGN.md §5).
+// (docs/deploying.md, "Environment").
 type Config struct {
 	DatabaseURL       string
 	TemporalAddress   string
@@ -110,7 +110,7 @@ type Getenv func(string) string
 func Load() (Config, error) { return LoadFrom(os.Getenv) }
 
 // LoadFrom reads the environment through getenv. DATABASE_URL is required;
-// everything else has the defaults of DESIGN.md §5.
+// everything else has the defaults of docs/deploying.md, "Environment".
 func LoadFrom(getenv Getenv) (Config, error) {
 	get := func(name, def string) string {
 		if v := strings.TrimSpace(getenv(name)); v != "" {

@@ -9,7 +9,7 @@ import (
 func env(m map[string]string) Getenv { return func(k string) string { return m[k] } }
 
 func TestLoadFrom(t *testing.T) {
-	t.Run("defaults of DESIGN.md §5", func(t *testing.T) {
+	t.Run("defaults of docs/deploying.md", func(t *testing.T) {
 		c, err := LoadFrom(env(map[string]string{"DATABASE_URL": "postgres://u@h/db"}))
 		if err != nil {
 			t.Fatal(err)

@@ -5,7 +5,7 @@ import (
 	"regexp"
 )
 
-// Worker Versioning (README "Rolling out a new worker"). Both names end up
+// Worker Versioning (docs/deploying.md). Both names end up
 // in the server's deployment records, the CLI's flags and the Web UI: they
 // are kept to characters that need no quoting anywhere. A deployment name
 // may not hold "." or ":", which the server uses to join a deployment name

@@ -1,6 +1,6 @@
 // Package database opens the archiver's connections to PostgreSQL with the
 // session settings its SQL depends on pinned, whatever the database, role or
-// server defaults say (DESIGN.md §9): a database set to DateStyle 'SQL, DMY'
+// server defaults say (docs/design.md): a database set to DateStyle 'SQL, DMY'
 // or a New York time zone must not change a bound, a day or a month.
 package database
 

@@ -91,9 +91,10 @@ func snapshotLogs(t *testing.T, db *pgxpool.Pool) logsState {
 	return s
 }
 
-// verifyLogs checks DESIGN.md §3's promise on the data: live ∪ archive equals
-// the original rows by content, no id in both tables, every eligible row
-// archived, every ledger batch counting the rows carrying its id.
+// verifyLogs checks the exactly-once promise (docs/design.md) on the data:
+// live ∪ archive equals the original rows by content, no id in both
+// tables, every eligible row archived, every ledger batch counting the rows
+// carrying its id.
 func verifyLogs(t *testing.T, db *pgxpool.Pool, before logsState) {
 	t.Helper()
 	after := snapshotLogs(t, db)

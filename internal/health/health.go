@@ -1,6 +1,7 @@
 // Package health serves the worker's /healthz and /readyz beside /metrics
-// (DESIGN.md §12), and counts the activities the worker is running, so
-// that a drain can say what it waits for.
+// (docs/deploying.md, "Health, draining and slots"), and counts the
+// activities the worker is running, so that a drain can say what it waits
+// for.
 //
 //   - /healthz answers 200 while the process serves HTTP: a liveness probe
 //     restarts only a hung process, never a draining one.

@@ -1,5 +1,5 @@
 // Package realdb runs the real workflow, worker and activities over
-// databases the archiver's migrations did not create (DESIGN.md §9): the
+// databases the archiver's migrations did not create (docs/design.md): the
 // application's tables are made first, in the shapes production databases
 // have (partitioned, inherited, extra or mistyped columns, foreign keys,
 // other session settings, shared files...), then `starter migrate`'s

@@ -66,7 +66,7 @@ func WithOnFatalError(f func(error)) WorkerOption {
 // name (Worker Versioning): it takes only the tasks of workflows that
 // started on its version (Pinned) or of AutoUpgrade workflows while its
 // version is the deployment's current one, which an operator sets
-// (README "Rolling out a new worker"). A workflow type registered without
+// (docs/deploying.md). A workflow type registered without
 // a behaviour would be Pinned.
 func WithDeployment(name, buildID string) WorkerOption {
 	return func(o *worker.Options) {
