@@ -341,7 +341,7 @@ func (h *harness) executeWith(t *rapid.T, workflow, id string, start func(contex
 		select {
 		case err := <-done:
 			stopWrites()
-			if errors.Is(err, context.DeadlineExceeded) {
+			if errors.Is(err, context.DeadlineExceeded) || wctx.Err() != nil {
 				t.Fatalf("%s did not end within %v (hung, or retrying what no retry heals): %s", workflow, opDeadline, pending(h.s.c, run.GetID()))
 			}
 			out.err = err
