@@ -39,6 +39,7 @@ func (h *harness) coverScenario() {
 		if t.where != nil {
 			h.cover(fmt.Sprintf("where=%s %s", t.where.column, t.where.op))
 		}
+		h.coverDownsample(t)
 	}
 }
 
@@ -65,6 +66,7 @@ func allBranches() []string {
 	for _, f := range failpoints {
 		out = append(out, "fault="+f)
 	}
+	out = append(out, downsampleBranches()...)
 	return out
 }
 

@@ -247,12 +247,13 @@ type rowSeen struct {
 	digest string
 	micros int64
 	where  *string
+	vals   []*string // a downsample's groups and values
 }
 
 func scanRows(rows pgx.Rows) ([]rowSeen, error) {
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (rowSeen, error) {
 		var s rowSeen
-		return s, r.Scan(&s.digest, &s.micros, &s.where)
+		return s, r.Scan(&s.digest, &s.micros, &s.where, &s.vals)
 	})
 }
 

@@ -89,6 +89,9 @@ type table struct {
 	partition                string // month or day (the archive's)
 	where                    *cond
 	export                   string // "", parquet or csv
+	// ds, for a downsample entry (mode: downsample), its groups, bucket
+	// and aggregates (downsample.go); nil for a move entry.
+	ds *dsSpec
 }
 
 func (t *table) qualified() string { return t.schema + "." + t.name }
@@ -193,6 +196,9 @@ func drawTable(t *rapid.T, name string, i int) *table {
 		tb.where = drawCond(t, tb)
 	}
 	tb.export = rapid.SampledFrom([]string{"", "parquet", "csv"}).Draw(t, "export")
+	if rapid.IntRange(0, 2).Draw(t, "downsample?") == 0 {
+		drawDownsample(t, tb)
+	}
 	return tb
 }
 
@@ -240,6 +246,9 @@ func (s *scenario) policyYAML(bucket, id string) string {
 		}
 		if t.export != "" {
 			fmt.Fprintf(&b, "    export: {bucket: %s, prefix: torture/%s/, format: %s}\n", bucket, id, t.export)
+		}
+		if t.ds != nil {
+			b.WriteString(t.ds.yaml())
 		}
 	}
 	return b.String()

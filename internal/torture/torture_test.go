@@ -51,7 +51,9 @@ func TestTortureSeeds(t *testing.T) {
 }
 
 // TestTorture runs TORTURE_SEEDS random seeds from TORTURE_START (the
-// clock when unset), or the one TORTURE_SEED: `make torture`.
+// clock when unset), or the one TORTURE_SEED: `make torture`. With
+// TORTURE_STOP set, a campaign ends at its first failing seed (how many
+// seeds a defect takes to find).
 func TestTorture(t *testing.T) {
 	var seeds, start uint64
 	switch {
@@ -64,8 +66,12 @@ func TestTorture(t *testing.T) {
 		t.Skip("random seeds: make torture SEEDS=n [START=n] (or SEED=n to replay one)")
 	}
 	s := newSuite(t)
+	stop := os.Getenv("TORTURE_STOP") != "" // the first failing seed ends the campaign
 	for i := range seeds {
 		s.run(t, start+i)
+		if stop && len(s.stats.failed) > 0 {
+			break
+		}
 	}
 }
 
