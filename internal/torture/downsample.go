@@ -57,12 +57,15 @@ type dsValue struct {
 // values hold the separators ('|', ',') and the look-alikes of a
 // length-prefixed encoding ('1:a', 'N') that tell a sound encoding of a
 // group from a naive one: ('a|b', 'c') and ('a', 'b|c') are two groups.
-// Each has NULLs of its own besides the insert's.
+// A nullable one has NULLs of its own (dsGroupNulls) besides the insert's.
 var dsGroups = []column{
-	{name: "site", typ: "text", expr: `CASE WHEN h % 7 = 1 THEN NULL ELSE (ARRAY['a|b', 'a', 'b|c', 'b', 'a,b', '', 'N', '1:a'])[1 + (h / 3) % 8] END`},
-	{name: "host", typ: "varchar(20)", expr: `CASE WHEN h % 13 = 2 THEN NULL ELSE (ARRAY['b|c', 'c', 'b', ',', '1:a,N'])[1 + (h / 5) % 5]::varchar(20) END`},
-	{name: "shard", typ: "integer", expr: `CASE WHEN h % 5 = 4 THEN NULL ELSE ((h / 7) % 3)::int END`},
+	{name: "site", typ: "text", expr: `(ARRAY['a|b', 'a', 'b|c', 'b', 'a,b', '', 'N', '1:a'])[1 + (h / 3) % 8]`},
+	{name: "host", typ: "varchar(20)", expr: `(ARRAY['b|c', 'c', 'b', ',', '1:a,N'])[1 + (h / 5) % 5]::varchar(20)`},
+	{name: "shard", typ: "integer", expr: `((h / 7) % 3)::int`},
 }
+
+// dsGroupNulls are the rows whose nullable group column is NULL.
+var dsGroupNulls = map[string]string{"site": "h % 7 = 1", "host": "h % 13 = 2", "shard": "h % 5 = 4"}
 
 // dsValues are the value columns a downsample table draws from.
 var dsValues = []struct {
@@ -99,6 +102,9 @@ func drawDownsample(t *rapid.T, tb *table) {
 	for _, i := range rapid.SliceOfNDistinct(rapid.IntRange(0, len(dsGroups)-1), ng, ng, rapid.ID).Draw(t, "group columns") {
 		c := dsGroups[i]
 		c.notNull = rapid.IntRange(0, 3).Draw(t, "not null "+c.name) == 0
+		if !c.notNull {
+			c.expr = "CASE WHEN " + dsGroupNulls[c.name] + " THEN NULL ELSE " + c.expr + " END"
+		}
 		cols = append(cols, c)
 		ds.groups = append(ds.groups, c.name)
 	}
