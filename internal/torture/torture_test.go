@@ -52,8 +52,7 @@ func TestTortureSeeds(t *testing.T) {
 
 // TestTorture runs TORTURE_SEEDS random seeds from TORTURE_START (the
 // clock when unset), or the one TORTURE_SEED: `make torture`. With
-// TORTURE_STOP set, a campaign ends at its first failing seed (how many
-// seeds a defect takes to find).
+// TORTURE_STOP set, the first failing seed ends it.
 func TestTorture(t *testing.T) {
 	var seeds, start uint64
 	switch {
@@ -66,11 +65,10 @@ func TestTorture(t *testing.T) {
 		t.Skip("random seeds: make torture SEEDS=n [START=n] (or SEED=n to replay one)")
 	}
 	s := newSuite(t)
-	stop := os.Getenv("TORTURE_STOP") != "" // the first failing seed ends the campaign
+	stop := os.Getenv("TORTURE_STOP") != ""
 	for i := range seeds {
-		s.run(t, start+i)
-		if stop && len(s.stats.failed) > 0 {
-			break
+		if !s.run(t, start+i) && stop {
+			return // TORTURE_STOP: the first failing seed ends the campaign
 		}
 	}
 }
@@ -99,7 +97,7 @@ func newSuite(t *testing.T) *suite {
 // run runs one seed's scenario as its own subtest: rapid draws it from
 // the seed, and shrinks a failure to the shortest list of operations that
 // still fails (printed with the schema and the policy).
-func (s *suite) run(t *testing.T, seed uint64) {
+func (s *suite) run(t *testing.T, seed uint64) bool {
 	_ = flag.Set("rapid.seed", strconv.FormatUint(seed, 10))
 	_ = flag.Set("rapid.checks", "1")
 	s.stats.seeds++
@@ -116,9 +114,10 @@ func (s *suite) run(t *testing.T, seed uint64) {
 	}))
 	if !ok {
 		s.stats.failed = append(s.stats.failed, strconv.FormatUint(seed, 10))
-		return
+		return false
 	}
 	s.stats.merge(strconv.FormatUint(seed, 10), covered)
+	return true
 }
 
 // summary prints the campaign's table.
