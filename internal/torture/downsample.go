@@ -83,20 +83,22 @@ var dsFuncs = []string{"avg", "count", "min", "max", "sum"}
 // dsGrid is the samples' grid, in seconds: three days.
 const dsGrid = 3 * 24 * 3600
 
-// drawDownsample makes the drawn table a downsample entry's: up to two of
-// its columns stay (the aggregates drop them; a where condition may name
-// them), and group and value columns join them.
+// drawDownsample makes the drawn table a downsample entry's: its where
+// condition's column and up to two others stay (the aggregates drop them),
+// and group and value columns join them.
 func drawDownsample(t *rapid.T, tb *table) {
 	ds := &dsSpec{bucket: rapid.SampledFrom([]string{"hour", "day", "week"}).Draw(t, "bucket")}
 	keep := rapid.IntRange(0, 2).Draw(t, "columns kept")
 	var cols []column
 	for _, c := range tb.cols {
-		if len(cols) < keep && c.gen == "" {
+		if tb.where != nil && c.name == tb.where.column {
 			cols = append(cols, c)
 		}
 	}
-	if tb.where != nil && !slices.ContainsFunc(cols, func(c column) bool { return c.name == tb.where.column }) {
-		tb.where = nil
+	for _, c := range tb.cols {
+		if len(cols) < keep && c.gen == "" && (tb.where == nil || c.name != tb.where.column) {
+			cols = append(cols, c)
+		}
 	}
 	ng := rapid.IntRange(0, 2).Draw(t, "groups")
 	for _, i := range rapid.SliceOfNDistinct(rapid.IntRange(0, len(dsGroups)-1), ng, ng, rapid.ID).Draw(t, "group columns") {
