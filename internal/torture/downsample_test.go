@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/mockupaws/archiver/internal/policy"
 	"github.com/mockupaws/archiver/internal/testenv"
 )
 
@@ -92,6 +93,32 @@ func TestDownsampleOracleArithmetic(t *testing.T) {
 			if !sameNum(c.got, &w) {
 				t.Errorf("%s of %v: oracle %s, PostgreSQL %s", c.what, set, c.got, c.want)
 			}
+		}
+	}
+}
+
+// TestMetricsEntryPolicy: a scenario with the application's
+// scenario_metrics puts the built-in entry in its policy file, with the
+// seed's layout and the drawn ages, beside the declared entries.
+func TestMetricsEntryPolicy(t *testing.T) {
+	m := &table{rows: 50, afterDays: 30, retentionDays: 60, batch: 50}
+	drawMetrics(m)
+	other := &table{schema: "app", name: "t2_x", entry: "t2_x", timeCol: "at", afterDays: 90, retentionDays: 120, batch: 200, partition: "day"}
+	for _, sc := range []*scenario{{tables: []*table{m}}, {tables: []*table{m, other}}} {
+		pol, err := policy.Parse("torture.yaml", []byte(sc.policyYAML("bucket", "x")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc.builtinAges(pol)
+		if len(pol) != len(sc.tables) {
+			t.Fatalf("%d entries, want %d", len(pol), len(sc.tables))
+		}
+		e, err := policy.Find(pol, "metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !e.Seed() || e.Live != m.name || e.ArchiveAfter != 30*policy.Day || e.Retention != 60*policy.Day || e.BatchSize != 50 {
+			t.Errorf("metrics entry %+v: want the seed's layout on %s, 30 and 60 days, batches of 50", e, m.name)
 		}
 	}
 }

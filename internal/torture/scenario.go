@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"pgregory.net/rapid"
+
+	"github.com/mockupaws/archiver/internal/policy"
 )
 
 // t0 is the first archive run's instant; rows reach from three years before
@@ -200,7 +202,11 @@ func drawTable(t *rapid.T, name string, i int) *table {
 	}
 	tb.export = rapid.SampledFrom([]string{"", "parquet", "csv"}).Draw(t, "export")
 	if rapid.IntRange(0, 2).Draw(t, "downsample?") == 0 {
-		drawDownsample(t, tb)
+		if i == 0 && rapid.Bool().Draw(t, "the built-in metrics entry") {
+			drawMetrics(tb)
+		} else {
+			drawDownsample(t, tb)
+		}
 	}
 	return tb
 }
@@ -231,8 +237,23 @@ func drawCond(t *rapid.T, tb *table) *cond {
 // under a prefix of the scenario's own.
 func (s *scenario) policyYAML(bucket, id string) string {
 	var b strings.Builder
-	b.WriteString("tables:\n")
+	declared := 0
 	for _, t := range s.tables {
+		if t.ds != nil && t.ds.seed {
+			fmt.Fprintf(&b, "builtin: [%s]\n", t.entry)
+			continue
+		}
+		declared++
+	}
+	if declared == 0 {
+		b.WriteString("tables: []\n")
+	} else {
+		b.WriteString("tables:\n")
+	}
+	for _, t := range s.tables {
+		if t.ds != nil && t.ds.seed {
+			continue
+		}
 		fmt.Fprintf(&b, "  - name: %s\n    table: %s\n    time_column: %q\n", t.entry, t.qualified(), t.timeCol)
 		fmt.Fprintf(&b, "    archive_after_days: %d\n    retention_days: %d\n    batch_size: %d\n    partition: %s\n",
 			t.afterDays, t.retentionDays, t.batch, t.partition)
@@ -255,4 +276,21 @@ func (s *scenario) policyYAML(bucket, id string) string {
 		}
 	}
 	return b.String()
+}
+
+// builtinAges gives the built-in entries the drawn ages and batch size
+// (a policy file keeps a built-in's own, two years and more).
+func (s *scenario) builtinAges(pol []policy.Table) {
+	for _, t := range s.tables {
+		if t.ds == nil || !t.ds.seed {
+			continue
+		}
+		for i := range pol {
+			if pol[i].Name == t.entry {
+				pol[i].ArchiveAfter = time.Duration(t.afterDays) * policy.Day
+				pol[i].Retention = time.Duration(t.retentionDays) * policy.Day
+				pol[i].BatchSize = t.batch
+			}
+		}
+	}
 }
