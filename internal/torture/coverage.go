@@ -42,6 +42,7 @@ func (h *harness) coverScenario() {
 		if t.lockBudget != "" {
 			h.cover("lock budget")
 		}
+		h.coverDownsample(t)
 	}
 }
 
@@ -68,6 +69,7 @@ func allBranches() []string {
 	for _, f := range failpoints {
 		out = append(out, "fault="+f)
 	}
+	out = append(out, downsampleBranches()...)
 	return out
 }
 

@@ -178,7 +178,11 @@ func (t *table) insertable() (names, exprs []string) {
 		ts = "($3::timestamptz AT TIME ZONE 'UTC')"
 	}
 	names = append(names, q(t.timeCol))
-	exprs = append(exprs, fmt.Sprintf("%s + (h %% $4) * interval '1 second'", ts))
+	if t.ds != nil {
+		exprs = append(exprs, t.ds.timeExpr(ts))
+	} else {
+		exprs = append(exprs, fmt.Sprintf("%s + (h %% $4) * interval '1 second'", ts))
+	}
 	if t.fk != "" {
 		names, exprs = append(names, "parent_id"), append(exprs, "CASE WHEN h % 9 = 0 THEN NULL ELSE (1 + h % 20)::int END")
 	}
@@ -196,8 +200,9 @@ func (t *table) insertable() (names, exprs []string) {
 }
 
 // returning is what the model learns of each row a statement wrote: its
-// digest, its time (µs since 1970, read as UTC) and its where column's
-// value as text. Run under pinnedSettings.
+// digest, its time (µs since 1970, read as UTC), its where column's value
+// as text, and a downsample's group and value columns as texts (dsSpec.vals).
+// Run under pinnedSettings.
 func (t *table) returning(alias string) string {
 	p := ""
 	if alias != "" {
@@ -211,8 +216,8 @@ func (t *table) returning(alias string) string {
 	if t.where != nil {
 		w = p + q(t.where.column) + "::text"
 	}
-	return fmt.Sprintf("md5(row(%s)::text), (extract(epoch FROM %s%s) * 1000000)::bigint, %s",
-		strings.Join(cols, ", "), p, q(t.timeCol), w)
+	return fmt.Sprintf("md5(row(%s)::text), (extract(epoch FROM %s%s) * 1000000)::bigint, %s, %s",
+		strings.Join(cols, ", "), p, q(t.timeCol), w, t.ds.vals(p))
 }
 
 // insertSQL writes $2 rows with hashes of salt $1, times from $3 over $4

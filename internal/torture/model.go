@@ -45,8 +45,9 @@ type model struct {
 
 type rowMeta struct {
 	ts      time.Time
-	whereOK bool // the entry's where conditions select the row (true without any)
-	born    int  // the operation that wrote it
+	whereOK bool      // the entry's where conditions select the row (true without any)
+	born    int       // the operation that wrote it
+	vals    []*string // a downsample's groups and values, as text
 }
 
 type window struct{ after, before time.Time }
@@ -65,7 +66,7 @@ func newModel(t *table) *model {
 // add records a row the application wrote (callers hold mu).
 func (m *model) add(r rowSeen, op int) {
 	m.rows[r.digest]++
-	m.meta[r.digest] = rowMeta{ts: time.UnixMicro(r.micros).UTC(), whereOK: m.t.where == nil || m.t.where.holds(r.where), born: op}
+	m.meta[r.digest] = rowMeta{ts: time.UnixMicro(r.micros).UTC(), whereOK: m.t.where == nil || m.t.where.holds(r.where), born: op, vals: r.vals}
 }
 
 // remove records a row the application deleted (callers hold mu).
@@ -152,6 +153,10 @@ type place struct {
 // rows the policy keeps are live; no row appears that nobody wrote.
 func (h *harness) check(t *rapid.T) {
 	for _, m := range h.models {
+		if m.t.ds != nil {
+			h.checkDownsample(t, m)
+			continue
+		}
 		p := h.observe(t, m)
 		m.mu.Lock()
 		h.compare(t, m, p)

@@ -53,12 +53,55 @@ const insertBatchRows = 500
 // a missing column, or one whose Parquet type is not the one the
 // documented mapping gives cols' type, is an error.
 func objectDigests(ctx context.Context, tx pgx.Tx, body []byte, format string, cols []Column) ([]string, error) {
+	table, names, err := loadObject(ctx, tx, body, format, cols)
+	if err != nil {
+		return nil, fmt.Errorf("object digests: %w", err)
+	}
+	rows, err := tx.Query(ctx, "SELECT md5(row("+strings.Join(names, ", ")+")::text) FROM "+q(table))
+	if err != nil {
+		return nil, fmt.Errorf("object digests: read the loaded rows: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("object digests: read the loaded rows: %w", err)
+	}
+	return out, nil
+}
+
+// objectRows decodes an exported object as objectDigests does and returns
+// its rows' values: each row the text forms of cols, in cols' order (nil
+// for NULL), under digestSettings, in no particular order. The downsample
+// oracle reads aggregates with it, where a digest would say only that a
+// value changed, not by how much.
+func objectRows(ctx context.Context, tx pgx.Tx, body []byte, format string, cols []Column) ([][]*string, error) {
+	table, names, err := loadObject(ctx, tx, body, format, cols)
+	if err != nil {
+		return nil, fmt.Errorf("object rows: %w", err)
+	}
+	texts := make([]string, len(names))
+	for i, n := range names {
+		texts[i] = n + "::text"
+	}
+	rows, err := tx.Query(ctx, "SELECT ARRAY["+strings.Join(texts, ", ")+"] FROM "+q(table))
+	if err != nil {
+		return nil, fmt.Errorf("object rows: read the loaded rows: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[[]*string])
+	if err != nil {
+		return nil, fmt.Errorf("object rows: read the loaded rows: %w", err)
+	}
+	return out, nil
+}
+
+// loadObject decodes an object into a temporary table of cols (dropped at
+// commit) and returns its name and the quoted column names.
+func loadObject(ctx context.Context, tx pgx.Tx, body []byte, format string, cols []Column) (string, []string, error) {
 	if len(cols) == 0 {
-		return nil, errors.New("object digests: no columns")
+		return "", nil, errors.New("no columns")
 	}
 	for _, s := range digestSettings {
 		if _, err := tx.Exec(ctx, s); err != nil {
-			return nil, fmt.Errorf("object digests: %s: %w", s, err)
+			return "", nil, fmt.Errorf("%s: %w", s, err)
 		}
 	}
 	table := fmt.Sprintf("torture_object_%d", objectSeq.Add(1))
@@ -71,7 +114,7 @@ func objectDigests(ctx context.Context, tx pgx.Tx, body []byte, format string, c
 		params[i] = fmt.Sprintf("$%d::%s", i+1, c.Type)
 	}
 	if _, err := tx.Exec(ctx, "CREATE TEMP TABLE "+q(table)+" ("+strings.Join(defs, ", ")+") ON COMMIT DROP"); err != nil {
-		return nil, fmt.Errorf("object digests: create the temporary table: %w", err)
+		return "", nil, fmt.Errorf("create the temporary table: %w", err)
 	}
 	ins := &inserter{ctx: ctx, tx: tx,
 		sql: "INSERT INTO " + q(table) + " (" + strings.Join(names, ", ") + ") VALUES (" + strings.Join(params, ", ") + ")"}
@@ -88,17 +131,9 @@ func objectDigests(ctx context.Context, tx pgx.Tx, body []byte, format string, c
 		err = ins.flush()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("object digests (%s): %w", format, err)
+		return "", nil, fmt.Errorf("%s: %w", format, err)
 	}
-	rows, err := tx.Query(ctx, "SELECT md5(row("+strings.Join(names, ", ")+")::text) FROM "+q(table))
-	if err != nil {
-		return nil, fmt.Errorf("object digests: read the loaded rows: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("object digests: read the loaded rows: %w", err)
-	}
-	return out, nil
+	return table, names, nil
 }
 
 // inserter sends one INSERT per row, in batches. A row is the values'

@@ -69,7 +69,7 @@ func (h *harness) archive(t *rapid.T) {
 	// The failpoints this run can reach.
 	points := []string{failpoints[0]}
 	for _, tb := range h.sc.tables {
-		if tb.ownedByRole && tb.where == nil && !slices.Contains(points, failpoints[1]) {
+		if tb.ownedByRole && tb.where == nil && tb.ds == nil && !slices.Contains(points, failpoints[1]) {
 			points = append(points, failpoints[1])
 		}
 		if tb.export != "" && !slices.Contains(points, failpoints[2]) {
@@ -117,11 +117,17 @@ func (h *harness) archive(t *rapid.T) {
 		m.mu.Lock()
 		m.ran, m.lastRun = true, start
 		m.cutoff = asOf.Add(-time.Duration(m.t.afterDays) * 24 * time.Hour)
+		if m.t.ds != nil {
+			m.cutoff = m.t.ds.bucketStart(m.cutoff) // no bucket is left half aggregated
+		}
 		m.retention = asOf.Add(-time.Duration(m.t.retentionDays) * 24 * time.Hour)
 		m.mu.Unlock()
 	}
 	for _, tr := range res.Tables {
 		t.Logf("  %s: %d rows archived in %d batches, %d partitions exchanged %v", tr.Table, tr.RowsArchived, tr.Batches, tr.PartitionsExchanged, tr.ExchangeSkipped)
+		if tr.RowsMerged > 0 {
+			h.cover("downsample merge") // late samples merged into a bucket an earlier batch made
+		}
 	}
 }
 
@@ -242,7 +248,7 @@ func (h *harness) change(tb *table, m *model, sql string, args ...any) error {
 		}
 		got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (pair, error) {
 			var p pair
-			return p, r.Scan(&p.old, &p.new.digest, &p.new.micros, &p.new.where)
+			return p, r.Scan(&p.old, &p.new.digest, &p.new.micros, &p.new.where, &p.new.vals)
 		})
 		if err != nil {
 			return err
@@ -417,21 +423,32 @@ func (h *harness) restore(t *rapid.T) {
 	fault, n := h.drawFault(t, failpoints[3])
 	t.Logf("op %d: restore %s %s .. %s (fault %s %d)", h.op, tb.entry, after.Format(time.DateOnly), before.Format(time.DateOnly), fault, n)
 	h.cover("op=restore")
-	if tb.kind == kindPartitioned && !tb.defaultPart {
+	if tb.kind == kindPartitioned && !tb.defaultPart && tb.ds == nil {
 		h.livePartitions(t, tb, after, before)
 	}
 	e := h.entry(tb)
 	var res workflows.RestoreResult
 	// Under the starter's workflow id: one restore of a table at a time,
 	// and every restore of it the same id.
-	out := h.execute(t, workflows.RestoreWorkflowName, workflows.RestoreWorkflowID(e.Name), workflows.RestoreRequest{Table: e.Name, Policy: &e, After: after, Before: before}, &res, fault, n, nil)
+	id := workflows.RestoreWorkflowID(e.Name)
+	if tb.ds != nil && tb.ds.seed {
+		id = "" // the built-in entry's name is every scenario's: workflow ids are the namespace's
+	}
+	out := h.execute(t, workflows.RestoreWorkflowName, id, workflows.RestoreRequest{Table: e.Name, Policy: &e, After: after, Before: before}, &res, fault, n, nil)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if out.err != nil {
 		if a, ok := appError(out.err); ok && a.Type() == activities.ErrCannotRestore && !m.ran && strings.Contains(out.err.Error(), "nothing was archived yet") {
 			return // refused as it should be: no archive run made the archive table yet
 		}
+		if tb.ds != nil && downsampleRefused(out.err) {
+			h.cover("op=restore refused")
+			return // aggregates cannot be turned back into samples
+		}
 		t.Fatalf("restore of %s %s .. %s failed: %v", tb.entry, after.Format(time.RFC3339), before.Format(time.RFC3339), out.err)
+	}
+	if tb.ds != nil {
+		t.Fatalf("restore of %s, a downsample entry, was not refused: %d rows restored", tb.entry, res.RowsFromArchive+res.RowsFromExports)
 	}
 	if res.Plan.HoldAfter.After(after) || res.Plan.HoldBefore.Before(before) {
 		t.Fatalf("restore holds %s .. %s, less than the window asked for", res.Plan.HoldAfter, res.Plan.HoldBefore)

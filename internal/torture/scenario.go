@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"pgregory.net/rapid"
+
+	"github.com/mockupaws/archiver/internal/policy"
 )
 
 // t0 is the first archive run's instant; rows reach from three years before
@@ -90,6 +92,9 @@ type table struct {
 	partition                string // month or day (the archive's)
 	where                    *cond
 	export                   string // "", parquet or csv
+	// ds, for a downsample entry (mode: downsample), its groups, bucket
+	// and aggregates (downsample.go); nil for a move entry.
+	ds *dsSpec
 }
 
 func (t *table) qualified() string { return t.schema + "." + t.name }
@@ -204,6 +209,13 @@ func drawTable(t *rapid.T, name string, i int) *table {
 		tb.where = drawCond(t, tb)
 	}
 	tb.export = rapid.SampledFrom([]string{"", "parquet", "csv"}).Draw(t, "export")
+	if rapid.IntRange(0, 2).Draw(t, "downsample?") == 0 {
+		if i == 0 && rapid.Bool().Draw(t, "the built-in metrics entry") {
+			drawMetrics(tb)
+		} else {
+			drawDownsample(t, tb)
+		}
+	}
 	return tb
 }
 
@@ -233,8 +245,23 @@ func drawCond(t *rapid.T, tb *table) *cond {
 // under a prefix of the scenario's own.
 func (s *scenario) policyYAML(bucket, id string) string {
 	var b strings.Builder
-	b.WriteString("tables:\n")
+	declared := 0
 	for _, t := range s.tables {
+		if t.ds != nil && t.ds.seed {
+			fmt.Fprintf(&b, "builtin: [%s]\n", t.entry)
+			continue
+		}
+		declared++
+	}
+	if declared == 0 {
+		b.WriteString("tables: []\n")
+	} else {
+		b.WriteString("tables:\n")
+	}
+	for _, t := range s.tables {
+		if t.ds != nil && t.ds.seed {
+			continue
+		}
 		fmt.Fprintf(&b, "  - name: %s\n    table: %s\n    time_column: %q\n", t.entry, t.qualified(), t.timeCol)
 		fmt.Fprintf(&b, "    archive_after_days: %d\n    retention_days: %d\n    batch_size: %d\n    partition: %s\n",
 			t.afterDays, t.retentionDays, t.batch, t.partition)
@@ -255,6 +282,26 @@ func (s *scenario) policyYAML(bucket, id string) string {
 		if t.export != "" {
 			fmt.Fprintf(&b, "    export: {bucket: %s, prefix: torture/%s/, format: %s}\n", bucket, id, t.export)
 		}
+		if t.ds != nil {
+			b.WriteString(t.ds.yaml())
+		}
 	}
 	return b.String()
+}
+
+// builtinAges gives the built-in entries the drawn ages and batch size
+// (a policy file keeps a built-in's own, two years and more).
+func (s *scenario) builtinAges(pol []policy.Table) {
+	for _, t := range s.tables {
+		if t.ds == nil || !t.ds.seed {
+			continue
+		}
+		for i := range pol {
+			if pol[i].Name == t.entry {
+				pol[i].ArchiveAfter = time.Duration(t.afterDays) * policy.Day
+				pol[i].Retention = time.Duration(t.retentionDays) * policy.Day
+				pol[i].BatchSize = t.batch
+			}
+		}
+	}
 }
