@@ -804,15 +804,15 @@ func (h *harness) compareDownsample(t *rapid.T, m *model, p dsPlace) {
 	sort.Strings(digests)
 	for _, dg := range digests {
 		want, meta := m.rows[dg], m.meta[dg]
-		if !m.ran || meta.born >= m.lastRun {
+		judged, due := m.judged(meta)
+		if !judged {
 			continue // written after the last run began: either place
 		}
-		keep := !meta.ts.Before(m.cutoff) || !meta.whereOK
 		switch {
-		case keep && p.live[dg] != want:
+		case !due && p.live[dg] != want:
 			report("sample %s (time %s, where %v) is one the policy keeps (cut-off %s), but %d of %d copies are not live",
 				dg[:12], meta.ts.Format(time.RFC3339), meta.whereOK, m.cutoff.Format(time.RFC3339), want-p.live[dg], want)
-		case !keep && p.live[dg] != 0:
+		case due && p.live[dg] != 0:
 			report("sample %s (time %s) is due (cut-off %s) but still live", dg[:12], meta.ts.Format(time.RFC3339), m.cutoff.Format(time.RFC3339))
 		}
 	}

@@ -131,6 +131,20 @@ func (m *model) periodEnd(ts time.Time) time.Time {
 	return time.Date(ts.Year(), ts.Month()+1, 1, 0, 0, 0, 0, time.UTC)
 }
 
+// judged says whether a run or a backfill that began after the row was
+// written has ruled on it (if not, the row may be in either place), and
+// whether the row was due then: older than the last run's cut-off, or in
+// a backfilled window, and selected by the where conditions. A restore's
+// hold, checked apart, keeps a due row live.
+func (m *model) judged(meta rowMeta) (judged, due bool) {
+	byRun := m.ran && meta.born < m.lastRun
+	byFill := false
+	for _, f := range m.filled {
+		byFill = byFill || meta.born < f.op && f.holds(meta.ts)
+	}
+	return byRun || byFill, meta.whereOK && (byRun && meta.ts.Before(m.cutoff) || byFill)
+}
+
 func (m *model) isHeld(ts time.Time) bool {
 	for _, w := range m.held {
 		if w.holds(ts) {
@@ -314,24 +328,18 @@ func (h *harness) compare(t *rapid.T, m *model, p place) {
 			report("row %s (time %s, where %v, born at op %d) is lost: %d copies written, %d found (%s)", d[:12], meta.ts.Format(time.RFC3339), meta.whereOK, meta.born, want, got, where(p, d))
 			continue
 		}
-		// What the runs that began after the row was written say of it.
-		byRun := m.ran && meta.born < m.lastRun
-		byFill := false
-		for _, f := range m.filled {
-			byFill = byFill || meta.born < f.op && f.holds(meta.ts)
-		}
-		if !byRun && !byFill {
+		judged, due := m.judged(meta)
+		if !judged {
 			continue // written after the last run began: either place
 		}
-		due := meta.whereOK && (byRun && meta.ts.Before(m.cutoff) || byFill)
 		switch {
 		case !due && p.live[d] != want:
-			report("row %s (time %s, where %v) is one the policy keeps (cut-off %s, backfilled: %v), but %d of %d copies are not live (%s)",
-				d[:12], meta.ts.Format(time.RFC3339), meta.whereOK, m.cutoff.Format(time.RFC3339), byFill, want-p.live[d], want, where(p, d))
+			report("row %s (time %s, where %v) is one the policy keeps (cut-off %s, backfills %v), but %d of %d copies are not live (%s)",
+				d[:12], meta.ts.Format(time.RFC3339), meta.whereOK, m.cutoff.Format(time.RFC3339), m.filled, want-p.live[d], want, where(p, d))
 		case m.isHeld(meta.ts) && p.live[d] != want-gone:
 			report("row %s (time %s) is in a window a restore holds, but not live (%s)", d[:12], meta.ts.Format(time.RFC3339), where(p, d))
 		case due && !m.isHeld(meta.ts) && p.live[d] != 0:
-			report("row %s (time %s) is due (cut-off %s, backfilled: %v) but still live", d[:12], meta.ts.Format(time.RFC3339), m.cutoff.Format(time.RFC3339), byFill)
+			report("row %s (time %s) is due (cut-off %s, backfills %v) but still live", d[:12], meta.ts.Format(time.RFC3339), m.cutoff.Format(time.RFC3339), m.filled)
 		}
 	}
 	if len(problems) > 0 {
