@@ -384,8 +384,11 @@ func pending(c client.Client, id string) string {
 	for _, a := range d.GetPendingActivities() {
 		parts = append(parts, fmt.Sprintf("%s attempt %d: %s", a.GetActivityType().GetName(), a.GetAttempt(), a.GetLastFailure().GetMessage()))
 	}
+	for _, ch := range d.GetPendingChildren() { // a backfill's run
+		parts = append(parts, ch.GetWorkflowId()+": "+pending(c, ch.GetWorkflowId()))
+	}
 	if len(parts) == 0 {
-		return "no pending activity"
+		return "no pending activity (a local activity retrying inside the workflow task, or a timer)"
 	}
 	return strings.Join(parts, "; ")
 }
