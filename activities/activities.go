@@ -55,9 +55,9 @@ type Activities struct {
 	// exchange (its name): fault tests stop the worker there.
 	AfterExchangeStep func(step string)
 	// AfterExportStep, when set, runs after each step of a partition's
-	// export (manifest, uploaded, verified, dropped): fault tests stop the
-	// worker there.
-	AfterExportStep func(step string)
+	// export (manifest, uploaded, verified, dropped), with the object's
+	// key: fault tests stop the worker there, or change that object.
+	AfterExportStep func(step, key string)
 	// ExportDir is where export files are written before their upload and
 	// read back for verification (the system's temporary directory when
 	// empty); it needs room for the largest partition's compressed file.

@@ -116,7 +116,7 @@ func TestRetentionDropsOnlyExportedRows(t *testing.T) {
 	t.Run("a row reaches the detached partition after its export is verified", func(t *testing.T) {
 		b, st, entry, want := exportFixture(t, policy.ExportParquet)
 		added := false
-		b.acts.AfterExportStep = func(step string) {
+		b.acts.AfterExportStep = func(step, _ string) {
 			if step == "verified" && !added {
 				added = true
 				addRow(t, b.db, firstExpiring)
@@ -135,7 +135,7 @@ func TestRetentionDropsOnlyExportedRows(t *testing.T) {
 		// before the drop: the partition stays detached, its manifest
 		// verified.
 		ctx, cancel := context.WithCancel(context.Background())
-		b.acts.AfterExportStep = func(step string) {
+		b.acts.AfterExportStep = func(step, _ string) {
 			if step == "verified" {
 				cancel()
 			}
@@ -205,7 +205,7 @@ func TestExportReadBack(t *testing.T) {
 			b, st, entry, want := exportFixture(t, policy.ExportParquet)
 			ctx := context.Background()
 			var replaced string
-			b.acts.AfterExportStep = func(step string) {
+			b.acts.AfterExportStep = func(step, _ string) {
 				if step != "uploaded" || replaced != "" {
 					return
 				}
@@ -247,7 +247,7 @@ func TestExportReadBack(t *testing.T) {
 			// The next attempt writes and uploads every partition's object,
 			// the refused one too, and drops them all.
 			uploads := map[string]int{}
-			b.acts.AfterExportStep = func(step string) { uploads[step]++ }
+			b.acts.AfterExportStep = func(step, _ string) { uploads[step]++ }
 			if _, err := b.acts.ApplyRetention(ctx, activities.RetentionInput{Table: "logs", Entry: &entry, Before: retentionBefore()}); err != nil {
 				t.Fatalf("the next attempt: %v", err)
 			}
@@ -268,7 +268,7 @@ func TestExportComparesContent(t *testing.T) {
 	b, st, entry, want := exportFixture(t, policy.ExportParquet)
 	ctx := context.Background()
 	tampered := false
-	b.acts.AfterExportStep = func(step string) {
+	b.acts.AfterExportStep = func(step, _ string) {
 		if step == "manifest" && !tampered {
 			tampered = true
 			if _, err := b.db.Exec(ctx, `UPDATE archive_exports SET content_checksum = '12345' WHERE state = 'uploading'`); err != nil {

@@ -288,7 +288,7 @@ func (a *Activities) exportPartition(ctx context.Context, t policy.Table, p part
 		if m, err = a.recordExport(ctx, t, p, store.Bucket(), format, file, m); err != nil {
 			return nil, err
 		}
-		a.exportStep("manifest")
+		a.exportStep("manifest", m.Key)
 		f, err := os.Open(file.path)
 		if err != nil {
 			return nil, err
@@ -300,7 +300,7 @@ func (a *Activities) exportPartition(ctx context.Context, t policy.Table, p part
 		if err != nil {
 			return nil, storageError(err)
 		}
-		a.exportStep("uploaded")
+		a.exportStep("uploaded", m.Key)
 	}
 	// The local file is not needed any more: verification downloads the
 	// object into the same directory.
@@ -336,7 +336,7 @@ func (a *Activities) exportPartition(ctx context.Context, t policy.Table, p part
 		return nil, fmt.Errorf("mark the export of %s verified: %w", p.name, err)
 	}
 	m.State = ExportVerified
-	a.exportStep("verified")
+	a.exportStep("verified", m.Key)
 	return m, nil
 }
 
@@ -596,9 +596,9 @@ func (a *Activities) recordExport(ctx context.Context, t policy.Table, p partiti
 	return &m, nil
 }
 
-func (a *Activities) exportStep(step string) {
+func (a *Activities) exportStep(step, key string) {
 	if a.AfterExportStep != nil {
-		a.AfterExportStep(step)
+		a.AfterExportStep(step, key)
 	}
 }
 

@@ -159,7 +159,7 @@ func TestExportResumes(t *testing.T) {
 			b, st, entry, want := exportFixture(t, policy.ExportParquet)
 			ctx, cancel := context.WithCancel(context.Background())
 			seen := 0
-			b.acts.AfterExportStep = func(s string) {
+			b.acts.AfterExportStep = func(s, _ string) {
 				if s == step {
 					seen++
 					if seen == 3 { // in the third partition

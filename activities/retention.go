@@ -159,7 +159,7 @@ func (a *Activities) ApplyRetention(ctx context.Context, in RetentionInput) (Ret
 				}
 				if why == "" {
 					if exp != nil {
-						a.exportStep("dropped")
+						a.exportStep("dropped", exp.Key)
 					}
 					break
 				}

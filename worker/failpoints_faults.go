@@ -55,9 +55,9 @@ func installFailpoints(acts *activities.Activities) {
 	killN, corruptN := envN("ARCHIVER_FAULT_KILL_AFTER_EXPORT_STEP"), envN("ARCHIVER_FAULT_CORRUPT_UPLOAD")
 	if killN > 0 || corruptN > 0 {
 		var steps, uploads atomic.Int32
-		acts.AfterExportStep = func(step string) {
+		acts.AfterExportStep = func(step, key string) {
 			if step == "uploaded" && int(uploads.Add(1)) == corruptN {
-				corruptUpload(acts)
+				corruptUpload(acts, key)
 			}
 			if int(steps.Add(1)) == killN {
 				die("export step " + step)
@@ -99,15 +99,14 @@ func die(where string) {
 	select {} // the signal is on its way
 }
 
-// corruptUpload changes one byte of the object the last upload wrote (the
-// newest manifest still uploading), keeping its size and metadata.
-func corruptUpload(acts *activities.Activities) {
+// corruptUpload changes one byte of the object the upload just wrote,
+// keeping its size and metadata. (Not "the newest manifest still
+// uploading": with two exports at once that could be the other one, read
+// back already, and its drop then trusted an object changed after the
+// check, which no check can tell.)
+func corruptUpload(acts *activities.Activities, key string) {
 	ctx := context.Background()
-	var key string
-	err := acts.DB.QueryRow(ctx, `SELECT object_key FROM archive_exports WHERE state = 'uploading' AND bucket = $1 ORDER BY id DESC LIMIT 1`, acts.Store.Bucket()).Scan(&key)
-	if err == nil {
-		err = rewrite(ctx, acts.Store, key)
-	}
+	err := rewrite(ctx, acts.Store, key)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "failpoint: could not corrupt the upload: %v\n", err)
 		return
