@@ -194,6 +194,7 @@ type RemoveReportFileResult struct {
 const (
 	keptShared  = "another live report still uses the file"
 	keptChanged = "the file changed since it was archived"
+	keptDeleted = "the report was deleted before it was archived"
 )
 
 // RemoveReportFile removes the local file of an archived report and sets
@@ -223,6 +224,17 @@ func (a *Activities) RemoveReportFile(ctx context.Context, in RemoveReportFileIn
 		FROM %[3]s a WHERE %[5]s`, catalog.Quote(t.PathColumn), catalog.Quote(t.TimeColumn), catalog.QuoteName(t.Archive), o.info(), o.keyMatch("a.", "$1")), in.ReportID).
 		Scan(&filePath, &location, &deleted, &created, &sourceSHA, &kept)
 	if errors.Is(err, pgx.ErrNoRows) {
+		// Still live, it keeps its file. Gone from the live table too, the
+		// application deleted it before its move (finalize moved nothing):
+		// its file is the application's, and nothing failed.
+		var live bool
+		if err := a.DB.QueryRow(ctx, fmt.Sprintf(`SELECT EXISTS (SELECT 1 FROM %s l WHERE %s)`, catalog.QuoteName(t.Live), o.keyMatch("l.", "$1")), in.ReportID).Scan(&live); err != nil {
+			return out, fmt.Errorf("look up report %s: %w", in.ReportID, err)
+		}
+		if !live {
+			out.Kept = keptDeleted
+			return out, nil
+		}
 		return out, temporal.NewNonRetryableApplicationError("report "+in.ReportID+" is not archived: its file is kept", ErrInvalidInput, nil)
 	}
 	if err != nil {

@@ -172,3 +172,55 @@ func TestReportGuards(t *testing.T) {
 		rb.assertUntouched(t, r)
 	})
 }
+
+// A report the application deletes while a run goes on is nothing to
+// archive, as a row deleted before its batch is in move mode: the run does
+// not fail on it, and its file (the application's) stays.
+func TestReportDeletedDuringTheRun(t *testing.T) {
+	t.Run("deleted before its upload: nothing uploaded, no failure", func(t *testing.T) {
+		rb := setupReports(t)
+		r := rb.add(t, testenv.Report{Content: testenv.CSV(29, 20000)})
+		if _, err := rb.db.Exec(context.Background(), `DELETE FROM reports WHERE id = $1`, r.ID); err != nil {
+			t.Fatal(err)
+		}
+		up, err := rb.upload(t, r.ID)
+		if err != nil || !up.AlreadyArchived || up.Object.Key != "" {
+			t.Fatalf("UploadReport of a deleted report = %+v, %v: want nothing to do (the workflow skips it)", up, err)
+		}
+		if _, err := os.Stat(filepath.Join(rb.dir, r.File)); err != nil {
+			t.Fatalf("the deleted report's file: %v", err)
+		}
+	})
+
+	t.Run("deleted between upload and finalize: nothing moves, the file stays, no failure", func(t *testing.T) {
+		rb := setupReports(t)
+		r := rb.add(t, testenv.Report{Content: testenv.CSV(30, 20000)})
+		up, err := rb.upload(t, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rb.db.Exec(context.Background(), `DELETE FROM reports WHERE id = $1`, r.ID); err != nil {
+			t.Fatal(err)
+		}
+		if fin := rb.finalize(t, r.ID, uuid.NewString(), up.Object); fin.RowsMoved != 0 {
+			t.Fatalf("finalize moved %d rows of a deleted report", fin.RowsMoved)
+		}
+		rm, err := rb.acts.RemoveReportFile(context.Background(), activities.RemoveReportFileInput{ReportID: r.ID.String()})
+		if err != nil || rm.Removed {
+			t.Fatalf("RemoveReportFile of a report deleted before it was archived = %+v, %v: want nothing done, no failure", rm, err)
+		}
+		if _, err := os.Stat(filepath.Join(rb.dir, r.File)); err != nil {
+			t.Fatalf("the deleted report's file: %v", err)
+		}
+	})
+
+	t.Run("a live report's file is still never removed by a removal called out of turn", func(t *testing.T) {
+		rb := setupReports(t)
+		r := rb.add(t, testenv.Report{Content: testenv.CSV(31, 20000)})
+		_, err := rb.acts.RemoveReportFile(context.Background(), activities.RemoveReportFileInput{ReportID: r.ID.String()})
+		assertErrType(t, err, activities.ErrInvalidInput)
+		if _, err := os.Stat(filepath.Join(rb.dir, r.File)); err != nil {
+			t.Fatalf("the live report's file: %v", err)
+		}
+	})
+}
