@@ -39,6 +39,7 @@ func (h *harness) coverScenario() {
 		if t.where != nil {
 			h.cover(fmt.Sprintf("where=%s %s", t.where.column, t.where.op))
 		}
+		h.coverOffload(t)
 	}
 }
 
@@ -65,7 +66,7 @@ func allBranches() []string {
 	for _, f := range failpoints {
 		out = append(out, "fault="+f)
 	}
-	return out
+	return append(out, offloadBranches()...)
 }
 
 // merge adds a scenario's branches to the campaign's, noting those the

@@ -89,6 +89,8 @@ type table struct {
 	partition                string // month or day (the archive's)
 	where                    *cond
 	export                   string // "", parquet or csv
+
+	off *offloadSpec // mode offload (offload.go); nil: move
 }
 
 func (t *table) qualified() string { return t.schema + "." + t.name }
@@ -106,6 +108,9 @@ func (t *table) columnNames() []string {
 	out = append(out, t.timeCol)
 	if t.fk != "" {
 		out = append(out, "parent_id")
+	}
+	if t.off != nil {
+		out = append(out, t.off.pathCol)
 	}
 	for _, c := range t.cols {
 		out = append(out, c.name)
@@ -193,6 +198,7 @@ func drawTable(t *rapid.T, name string, i int) *table {
 		tb.where = drawCond(t, tb)
 	}
 	tb.export = rapid.SampledFrom([]string{"", "parquet", "csv"}).Draw(t, "export")
+	tb.off = drawOffload(t, tb)
 	return tb
 }
 
@@ -240,6 +246,9 @@ func (s *scenario) policyYAML(bucket, id string) string {
 		}
 		if t.export != "" {
 			fmt.Fprintf(&b, "    export: {bucket: %s, prefix: torture/%s/, format: %s}\n", bucket, id, t.export)
+		}
+		if t.off != nil {
+			b.WriteString(t.off.yaml())
 		}
 	}
 	return b.String()
