@@ -60,12 +60,14 @@ test-faults: dev-up
 	$(ENV) && ARCHIVER_REQUIRE_STACK=1 FAULTS_LONG=1 go test -tags faults -count=1 -timeout 30m -v ./internal/faults 2>&1 | grep -E '^(=== RUN|--- |\s+\S+_test.go|ok|FAIL|PASS)'; exit $${PIPESTATUS[0]}
 
 # A torture campaign (internal/torture): SEEDS random scenarios from START
-# (the clock when unset), or SEED=n to replay one; a failure is shrunk
-# (TORTURE_FLAGS) and printed with its seed, schema, policy and operations.
+# (the clock when unset), or SEED=n to replay one; STOP=1 ends it at the
+# first failing seed. Besides killing the worker it restarts PostgreSQL and
+# stops S3 at random: run it alone. A failure is shrunk (TORTURE_FLAGS) and
+# printed with its seed, schema, policy and operations.
 SEEDS ?= 50
 TORTURE_FLAGS ?= -rapid.shrinktime=3m
 torture: dev-up
-	$(ENV) && ARCHIVER_REQUIRE_STACK=1 TORTURE_SEEDS=$(SEEDS) TORTURE_START=$(START) TORTURE_SEED=$(SEED) \
+	$(ENV) && ARCHIVER_REQUIRE_STACK=1 TORTURE_SEEDS=$(SEEDS) TORTURE_START=$(START) TORTURE_SEED=$(SEED) TORTURE_STOP=$(STOP) TORTURE_SERVER_FAULTS=1 \
 	  go test -count=1 -timeout 0 -run '^TestTorture$$' -v ./internal/torture $(TORTURE_FLAGS)
 
 test-unit:

@@ -3,8 +3,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -13,6 +15,7 @@ import (
 	"go.temporal.io/sdk/activity"
 
 	"github.com/mockupaws/archiver/activities"
+	"github.com/mockupaws/archiver/internal/objectstore"
 )
 
 // installFailpoints, in the worker the fault tests build (-tags faults),
@@ -33,6 +36,13 @@ import (
 //     archive batch (MoveBatch, local or not, or an offloaded file's row:
 //     FinalizeReport, before its file is removed), before it answers.
 //
+// and, without killing it:
+//
+//   - ARCHIVER_FAULT_CORRUPT_UPLOAD=N: right after its N-th export upload,
+//     one byte in the middle of the object is changed on S3, its size and
+//     metadata (the recorded SHA-256) kept: what only reading the object
+//     back can tell.
+//
 // Each line the process writes before it dies starts "failpoint: killed
 // after", for the test to read where.
 func installFailpoints(acts *activities.Activities) {
@@ -44,10 +54,14 @@ func installFailpoints(acts *activities.Activities) {
 			}
 		}
 	}
-	if n := envN("ARCHIVER_FAULT_KILL_AFTER_EXPORT_STEP"); n > 0 {
-		var steps atomic.Int32
+	killN, corruptN := envN("ARCHIVER_FAULT_KILL_AFTER_EXPORT_STEP"), envN("ARCHIVER_FAULT_CORRUPT_UPLOAD")
+	if killN > 0 || corruptN > 0 {
+		var steps, uploads atomic.Int32
 		acts.AfterExportStep = func(step string) {
-			if int(steps.Add(1)) == n {
+			if step == "uploaded" && int(uploads.Add(1)) == corruptN {
+				corruptUpload(acts)
+			}
+			if int(steps.Add(1)) == killN {
 				die("export step " + step)
 			}
 		}
@@ -85,4 +99,39 @@ func die(where string) {
 	fmt.Fprintf(os.Stderr, "failpoint: killed after %s\n", where)
 	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	select {} // the signal is on its way
+}
+
+// corruptUpload changes one byte of the object the last upload wrote (the
+// newest manifest still uploading), keeping its size and metadata.
+func corruptUpload(acts *activities.Activities) {
+	ctx := context.Background()
+	var key string
+	err := acts.DB.QueryRow(ctx, `SELECT object_key FROM archive_exports WHERE state = 'uploading' AND bucket = $1 ORDER BY id DESC LIMIT 1`, acts.Store.Bucket()).Scan(&key)
+	if err == nil {
+		err = rewrite(ctx, acts.Store, key)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "failpoint: could not corrupt the upload: %v\n", err)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "failpoint: corrupted upload %s\n", key)
+}
+
+func rewrite(ctx context.Context, store *objectstore.Store, key string) error {
+	obj, err := store.Head(ctx, key)
+	if err != nil {
+		return err
+	}
+	body, err := store.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	b, err := io.ReadAll(body)
+	body.Close()
+	if err != nil || len(b) == 0 {
+		return fmt.Errorf("read %s: %v (%d bytes)", key, err, len(b))
+	}
+	b[len(b)/2] ^= 0x55
+	_, err = store.Put(ctx, key, bytes.NewReader(b), "application/octet-stream", obj.Metadata)
+	return err
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,7 +61,11 @@ type harness struct {
 	asOf    time.Time
 	op      int // operations so far
 	covered map[string]bool
-	cleanup []func()
+	// running is the workflow id execute waits on; serverErr, a server
+	// fault that could not be made (servers.go).
+	running   atomic.Pointer[string]
+	serverErr error
+	cleanup   []func()
 }
 
 // newHarness makes the scenario's database as its application would have
@@ -263,19 +268,26 @@ type outcome struct {
 	kills int
 }
 
-// failpoints are the worker's places to die at (worker/failpoints_faults.go).
+// failpoints are the worker's places to die at, and the fault it injects
+// without dying (worker/failpoints_faults.go).
 var failpoints = []string{
 	"ARCHIVER_FAULT_KILL_AFTER_BATCH",
 	"ARCHIVER_FAULT_KILL_AFTER_EXCHANGE_STEP",
 	"ARCHIVER_FAULT_KILL_AFTER_EXPORT_STEP",
 	"ARCHIVER_FAULT_KILL_AFTER_RESTORE_BATCH",
+	corruptUpload,
 }
 
-// execute starts a workflow on the scenario's worker and waits for it,
+// corruptUpload changes a byte of an export's object on S3 right after its
+// upload (size and recorded SHA-256 kept): only the read-back can tell.
+const corruptUpload = "ARCHIVER_FAULT_CORRUPT_UPLOAD"
+
+// execute starts a workflow (id, or one of the scenario's own when "") on
+// the scenario's worker and waits for it,
 // through the fault drawn: the worker restarted with a failpoint armed;
 // each time it dies there, its lost attempts are failed on the server
 // (what their timeouts would do, early) and it starts again, disarmed.
-func (h *harness) execute(t *rapid.T, workflow string, in any, result any, fault string, n int, during func(ctx context.Context)) outcome {
+func (h *harness) execute(t *rapid.T, workflow, id string, in any, result any, fault string, n int, during func(ctx context.Context)) outcome {
 	ctx := context.Background()
 	var out outcome
 	began := time.Now()
@@ -288,12 +300,24 @@ func (h *harness) execute(t *rapid.T, workflow string, in any, result any, fault
 		h.w.Start()
 		defer func() { h.w.Env = testenv.SetEnv(h.w.Env, fault, "") }()
 	}
+	if id == "" {
+		id = fmt.Sprintf("torture-%s-%d", h.id, h.op)
+	}
+	h.running.Store(&id)
+	defer h.running.Store(nil)
 	run, err := h.s.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID: fmt.Sprintf("torture-%s-%d", h.id, h.op), TaskQueue: h.queue, WorkflowTaskTimeout: workflows.TaskTimeout,
+		ID: id, TaskQueue: h.queue, WorkflowTaskTimeout: workflows.TaskTimeout,
 	}, workflow, in)
 	if err != nil {
 		t.Fatalf("start %s: %v", workflow, err)
 	}
+	outputBefore := len(h.w.Output())
+	defer func() {
+		if strings.Contains(h.w.Output()[outputBefore:], "failpoint: corrupted upload") {
+			h.s.stats.faults++
+			h.cover("fault=" + corruptUpload)
+		}
+	}()
 	wctx, cancel := context.WithTimeout(ctx, opDeadline)
 	defer cancel()
 	done := make(chan error, 1)

@@ -194,7 +194,10 @@ func drawTable(t *rapid.T, name string, i int) *table {
 	tb.retentionDays = tb.afterDays + rapid.SampledFrom([]int{30, 200, 700, 3000}).Draw(t, "retention beyond")
 	tb.batch = rapid.SampledFrom([]int{50, 200, 1000}).Draw(t, "batch size")
 	tb.partition = rapid.SampledFrom([]string{"month", "day"}).Draw(t, "archive partition")
-	if rapid.IntRange(0, 2).Draw(t, "where?") == 0 {
+	if rapid.Bool().Draw(t, "where?") {
+		if _, ok := tb.column("status"); !ok && rapid.Bool().Draw(t, "a status column to filter on") {
+			tb.cols = append(tb.cols, palette[slices.IndexFunc(palette, func(c column) bool { return c.name == "status" })])
+		}
 		tb.where = drawCond(t, tb)
 	}
 	tb.export = rapid.SampledFrom([]string{"", "parquet", "csv"}).Draw(t, "export")

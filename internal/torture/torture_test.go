@@ -52,9 +52,9 @@ func TestTortureSeeds(t *testing.T) {
 
 // TestTorture runs TORTURE_SEEDS random seeds from TORTURE_START (the
 // clock when unset), or the one TORTURE_SEED: `make torture`. With
-// TORTURE_STOP set, the campaign ends at its first failing seed (how many
-// seeds a defect takes to find); with TORTURE_COVER set, each seed's line
-// lists every branch it took (to choose fixedSeeds by).
+// TORTURE_STOP set, the first failing seed ends it (how many seeds a
+// defect takes to find); with TORTURE_COVER set, each seed's line lists
+// every branch it took (to choose fixedSeeds by).
 func TestTorture(t *testing.T) {
 	var seeds, start uint64
 	switch {
@@ -69,9 +69,8 @@ func TestTorture(t *testing.T) {
 	s := newSuite(t)
 	stop := os.Getenv("TORTURE_STOP") != ""
 	for i := range seeds {
-		s.run(t, start+i)
-		if stop && len(s.stats.failed) > 0 {
-			break
+		if !s.run(t, start+i) && stop {
+			return // TORTURE_STOP: the first failing seed ends the campaign
 		}
 	}
 }
@@ -100,7 +99,7 @@ func newSuite(t *testing.T) *suite {
 // run runs one seed's scenario as its own subtest: rapid draws it from
 // the seed, and shrinks a failure to the shortest list of operations that
 // still fails (printed with the schema and the policy).
-func (s *suite) run(t *testing.T, seed uint64) {
+func (s *suite) run(t *testing.T, seed uint64) bool {
 	began := time.Now()
 	_ = flag.Set("rapid.seed", strconv.FormatUint(seed, 10))
 	_ = flag.Set("rapid.checks", "1")
@@ -118,7 +117,7 @@ func (s *suite) run(t *testing.T, seed uint64) {
 	}))
 	if !ok {
 		s.stats.failed = append(s.stats.failed, strconv.FormatUint(seed, 10))
-		return
+		return false
 	}
 	if os.Getenv("TORTURE_COVER") != "" {
 		// Every branch the seed took, to pick fixed seeds by.
@@ -130,6 +129,7 @@ func (s *suite) run(t *testing.T, seed uint64) {
 		t.Logf("seed %d took %s and covered: %s", seed, time.Since(began).Round(time.Second), strings.Join(keys, "|"))
 	}
 	s.stats.merge(strconv.FormatUint(seed, 10), covered)
+	return true
 }
 
 // summary prints the campaign's table.
