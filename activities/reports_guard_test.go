@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/mockupaws/archiver/activities"
+	"github.com/mockupaws/archiver/internal/policy"
 	"github.com/mockupaws/archiver/internal/testenv"
 )
 
@@ -223,4 +224,67 @@ func TestReportDeletedDuringTheRun(t *testing.T) {
 			t.Fatalf("the live report's file: %v", err)
 		}
 	})
+}
+
+// A report the application changes while a run goes on so that the policy
+// keeps it (its where no longer matches, a restore now holds its time) stays
+// live, as a row changed before its batch does in move mode: the move
+// re-checks what the listing checked, and the run does not fail on it.
+func TestReportRequalifiedDuringTheRun(t *testing.T) {
+	withWhere := func(t *testing.T) *policy.Table {
+		t.Helper()
+		e, err := policy.Lookup("reports")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Where = []policy.Condition{{Column: "format", Op: "=", Values: []string{"csv"}}}
+		return &e
+	}
+	cases := []struct {
+		name   string
+		entry  func(t *testing.T) *policy.Table
+		change func(t *testing.T, rb reportBundle, r testenv.Report)
+	}{
+		{"its where no longer matches", withWhere, func(t *testing.T, rb reportBundle, r testenv.Report) {
+			if _, err := rb.db.Exec(context.Background(), `UPDATE reports SET format = 'pdf' WHERE id = $1`, r.ID); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"a restore now holds its time", func(*testing.T) *policy.Table { return nil }, func(t *testing.T, rb reportBundle, r testenv.Report) {
+			if _, err := rb.db.Exec(context.Background(), `INSERT INTO archive_holds (table_name, after_ts, before_ts, hold_until, workflow_id)
+				VALUES ('reports', $1, $2, now() + interval '1 day', 'restore-reports')`, r.Created.Add(-time.Hour), r.Created.Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rb := setupReports(t)
+			e := c.entry(t)
+			r := rb.add(t, testenv.Report{Content: testenv.CSV(40+i, 20000)})
+			up, err := rb.acts.UploadReport(context.Background(), activities.UploadReportInput{ReportID: r.ID.String(), Entry: e})
+			if err != nil || up.AlreadyArchived {
+				t.Fatalf("UploadReport = %+v, %v", up, err)
+			}
+			c.change(t, rb, r)
+			fin, err := rb.acts.FinalizeReport(context.Background(), activities.FinalizeReportInput{
+				ReportID: r.ID.String(), JobID: rb.job, BatchID: uuid.NewString(), Object: up.Object, Entry: e})
+			if err != nil {
+				t.Fatalf("FinalizeReport: %v", err)
+			}
+			if fin.RowsMoved != 0 {
+				t.Fatalf("finalize moved %d rows of a report the policy now keeps", fin.RowsMoved)
+			}
+			rm, err := rb.acts.RemoveReportFile(context.Background(), activities.RemoveReportFileInput{ReportID: r.ID.String(), Entry: e})
+			if err != nil || rm.Removed {
+				t.Fatalf("RemoveReportFile of a report the policy now keeps = %+v, %v: want nothing done, no failure", rm, err)
+			}
+			if n := testenv.Count(t, rb.db, `SELECT count(*) FROM reports WHERE id = $1`, r.ID); n != 1 {
+				t.Fatal("the reports row is gone")
+			}
+			if _, err := os.Stat(filepath.Join(rb.dir, r.File)); err != nil {
+				t.Fatalf("the kept report's file: %v", err)
+			}
+		})
+	}
 }
