@@ -141,11 +141,16 @@ type UploadReportInput struct {
 	Entry *policy.Table `json:",omitempty"`
 }
 
-// UploadReportResult is the verified object, or AlreadyArchived when the
-// report's metadata already moved (an earlier attempt or run finalized it).
+// UploadReportResult is the verified object, or AlreadyArchived when there
+// is nothing to upload: the report's metadata already moved (an earlier
+// attempt or run finalized it), or the application deleted the row meanwhile
+// (Gone). The workflow skips the report on AlreadyArchived.
 type UploadReportResult struct {
 	AlreadyArchived bool
-	Object          ReportObject
+	// Gone: neither live nor archived, deleted by the application as a row
+	// may be before its move batch; AlreadyArchived is set too.
+	Gone   bool `json:",omitempty"`
+	Object ReportObject
 	// Reused is true when a verified object from an earlier attempt was
 	// found and nothing was uploaded.
 	Reused bool
@@ -170,10 +175,7 @@ func (a *Activities) UploadReport(ctx context.Context, in UploadReportInput) (Up
 		if err := a.DB.QueryRow(ctx, fmt.Sprintf(`SELECT EXISTS (SELECT 1 FROM %s WHERE %s::text = $1)`, catalog.QuoteName(t.Archive), catalog.Quote(o.key)), in.ReportID).Scan(&archived); err != nil {
 			return UploadReportResult{}, fmt.Errorf("look up report %s: %w", in.ReportID, err)
 		}
-		if archived {
-			return UploadReportResult{AlreadyArchived: true}, nil
-		}
-		return UploadReportResult{}, temporal.NewNonRetryableApplicationError("report "+in.ReportID+" no longer exists", ErrReportUnavailable, nil)
+		return UploadReportResult{AlreadyArchived: true, Gone: !archived}, nil
 	}
 	if err != nil {
 		return UploadReportResult{}, err

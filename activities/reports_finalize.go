@@ -69,14 +69,28 @@ func (a *Activities) FinalizeReport(ctx context.Context, in FinalizeReportInput)
 func (a *Activities) finalizeRow(ctx context.Context, tx pgx.Tx, s shape, o offload, in FinalizeReportInput) (moved, error) {
 	var m moved
 	t := s.table
+	// The row is checked again against what the listing chose it by (the
+	// job's cut-off, the entry's filter, the restores' holds), as a move
+	// batch's DELETE does: the application may have changed it since so
+	// that the policy keeps it.
+	var cutoff time.Time
+	if err := tx.QueryRow(ctx, `SELECT cutoff FROM archive_jobs WHERE id = $1`, in.JobID).Scan(&cutoff); err != nil {
+		return m, fmt.Errorf("read the cut-off of job %s: %w", in.JobID, err)
+	}
 	var filePath string
-	err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT %s::text FROM %s l WHERE %s FOR UPDATE`,
-		catalog.Quote(t.PathColumn), catalog.QuoteName(t.Live), o.keyMatch("l.", "$1")), in.ReportID).Scan(&filePath)
+	var due bool
+	q := newBatchSQL(s, MoveBatchInput{Cutoff: cutoff})
+	cond := q.eligible()
+	err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT %s::text, COALESCE((%s), false) FROM %s l WHERE %s FOR UPDATE`,
+		catalog.Quote(t.PathColumn), cond, catalog.QuoteName(t.Live), o.keyMatch("l.", q.arg(in.ReportID))), q.args...).Scan(&filePath, &due)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return m, recordEmpty(ctx, tx, in.BatchID) // gone meanwhile: nothing to move
 	}
 	if err != nil {
 		return m, fmt.Errorf("lock report %s: %w", in.ReportID, err)
+	}
+	if !due {
+		return m, recordEmpty(ctx, tx, in.BatchID) // the policy keeps it now: nothing to move
 	}
 	if in.Object.PathSHA256 != "" && sha256Hex(filePath) != in.Object.PathSHA256 {
 		return m, temporal.NewNonRetryableApplicationError(fmt.Sprintf("report %s: its %s changed since the upload: not archived against the old object; the next run uploads it again",
@@ -194,6 +208,10 @@ type RemoveReportFileResult struct {
 const (
 	keptShared  = "another live report still uses the file"
 	keptChanged = "the file changed since it was archived"
+	keptDeleted = "the report was deleted before it was archived"
+	// keptRequalified: changed before its move so that the policy keeps it
+	// (FinalizeReport moved nothing).
+	keptRequalified = "the report no longer qualified when its row was to move"
 )
 
 // RemoveReportFile removes the local file of an archived report and sets
@@ -223,6 +241,25 @@ func (a *Activities) RemoveReportFile(ctx context.Context, in RemoveReportFileIn
 		FROM %[3]s a WHERE %[5]s`, catalog.Quote(t.PathColumn), catalog.Quote(t.TimeColumn), catalog.QuoteName(t.Archive), o.info(), o.keyMatch("a.", "$1")), in.ReportID).
 		Scan(&filePath, &location, &deleted, &created, &sourceSHA, &kept)
 	if errors.Is(err, pgx.ErrNoRows) {
+		// Still live, it keeps its file. Gone from the live table too, the
+		// application deleted it before its move (finalize moved nothing):
+		// its file is the application's, and nothing failed.
+		var live bool
+		if err := a.DB.QueryRow(ctx, fmt.Sprintf(`SELECT EXISTS (SELECT 1 FROM %s l WHERE %s)`, catalog.QuoteName(t.Live), o.keyMatch("l.", "$1")), in.ReportID).Scan(&live); err != nil {
+			return out, fmt.Errorf("look up report %s: %w", in.ReportID, err)
+		}
+		if !live {
+			out.Kept = keptDeleted
+			return out, nil
+		}
+		due, err := a.stillDue(ctx, t, in.ReportID)
+		if err != nil {
+			return out, err
+		}
+		if !due {
+			out.Kept = keptRequalified
+			return out, nil
+		}
 		return out, temporal.NewNonRetryableApplicationError("report "+in.ReportID+" is not archived: its file is kept", ErrInvalidInput, nil)
 	}
 	if err != nil {
@@ -279,6 +316,42 @@ func (a *Activities) RemoveReportFile(ctx context.Context, in RemoveReportFileIn
 	}
 	out.Removed = true
 	return out, nil
+}
+
+// stillDue says whether a live report still qualifies for archiving as
+// FinalizeReport checks it: through the entry's filter, outside the
+// restores' holds, and older than the cut-off of the job that last
+// recorded a batch of the table (when there is one).
+func (a *Activities) stillDue(ctx context.Context, t policy.Table, id string) (bool, error) {
+	s, err := inspect(ctx, a.DB, t)
+	if err != nil {
+		return false, err
+	}
+	if s.holds, err = activeHolds(ctx, a.DB, t); err != nil {
+		return false, err
+	}
+	var cutoff *time.Time
+	err = a.DB.QueryRow(ctx, `SELECT j.cutoff FROM archive_batches b JOIN archive_jobs j ON j.id = b.job_id
+		WHERE b.table_name = $1 ORDER BY b.committed_at DESC LIMIT 1`, t.Live).Scan(&cutoff)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return false, fmt.Errorf("read the last cut-off of %s: %w", t.Live, err)
+	}
+	in := MoveBatchInput{Cutoff: time.Date(294276, 1, 1, 0, 0, 0, 0, time.UTC)}
+	if cutoff != nil {
+		in.Cutoff = *cutoff
+	}
+	o, err := a.offloadFor(ctx, t)
+	if err != nil {
+		return false, err
+	}
+	q := newBatchSQL(s, in)
+	cond := q.eligible()
+	var due bool
+	if err := a.DB.QueryRow(ctx, fmt.Sprintf(`SELECT COALESCE((%s), false) FROM %s l WHERE %s`,
+		cond, catalog.QuoteName(t.Live), o.keyMatch("l.", q.arg(id))), q.args...).Scan(&due); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return false, fmt.Errorf("check report %s against the policy: %w", id, err)
+	}
+	return due, nil
 }
 
 // sharedFile reports whether a live report row points at the file at real

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/mockupaws/archiver/activities"
+	"github.com/mockupaws/archiver/internal/policy"
 	"github.com/mockupaws/archiver/internal/testenv"
 )
 
@@ -171,4 +172,119 @@ func TestReportGuards(t *testing.T) {
 		}
 		rb.assertUntouched(t, r)
 	})
+}
+
+// A report the application deletes while a run goes on is nothing to
+// archive, as a row deleted before its batch is in move mode: the run does
+// not fail on it, and its file (the application's) stays.
+func TestReportDeletedDuringTheRun(t *testing.T) {
+	t.Run("deleted before its upload: nothing uploaded, no failure", func(t *testing.T) {
+		rb := setupReports(t)
+		r := rb.add(t, testenv.Report{Content: testenv.CSV(29, 20000)})
+		if _, err := rb.db.Exec(context.Background(), `DELETE FROM reports WHERE id = $1`, r.ID); err != nil {
+			t.Fatal(err)
+		}
+		up, err := rb.upload(t, r.ID)
+		if err != nil || !up.AlreadyArchived || up.Object.Key != "" {
+			t.Fatalf("UploadReport of a deleted report = %+v, %v: want nothing to do (the workflow skips it)", up, err)
+		}
+		if _, err := os.Stat(filepath.Join(rb.dir, r.File)); err != nil {
+			t.Fatalf("the deleted report's file: %v", err)
+		}
+	})
+
+	t.Run("deleted between upload and finalize: nothing moves, the file stays, no failure", func(t *testing.T) {
+		rb := setupReports(t)
+		r := rb.add(t, testenv.Report{Content: testenv.CSV(30, 20000)})
+		up, err := rb.upload(t, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rb.db.Exec(context.Background(), `DELETE FROM reports WHERE id = $1`, r.ID); err != nil {
+			t.Fatal(err)
+		}
+		if fin := rb.finalize(t, r.ID, uuid.NewString(), up.Object); fin.RowsMoved != 0 {
+			t.Fatalf("finalize moved %d rows of a deleted report", fin.RowsMoved)
+		}
+		rm, err := rb.acts.RemoveReportFile(context.Background(), activities.RemoveReportFileInput{ReportID: r.ID.String()})
+		if err != nil || rm.Removed {
+			t.Fatalf("RemoveReportFile of a report deleted before it was archived = %+v, %v: want nothing done, no failure", rm, err)
+		}
+		if _, err := os.Stat(filepath.Join(rb.dir, r.File)); err != nil {
+			t.Fatalf("the deleted report's file: %v", err)
+		}
+	})
+
+	t.Run("a live report's file is still never removed by a removal called out of turn", func(t *testing.T) {
+		rb := setupReports(t)
+		r := rb.add(t, testenv.Report{Content: testenv.CSV(31, 20000)})
+		_, err := rb.acts.RemoveReportFile(context.Background(), activities.RemoveReportFileInput{ReportID: r.ID.String()})
+		assertErrType(t, err, activities.ErrInvalidInput)
+		if _, err := os.Stat(filepath.Join(rb.dir, r.File)); err != nil {
+			t.Fatalf("the live report's file: %v", err)
+		}
+	})
+}
+
+// A report the application changes while a run goes on so that the policy
+// keeps it (its where no longer matches, a restore now holds its time) stays
+// live, as a row changed before its batch does in move mode: the move
+// re-checks what the listing checked, and the run does not fail on it.
+func TestReportRequalifiedDuringTheRun(t *testing.T) {
+	withWhere := func(t *testing.T) *policy.Table {
+		t.Helper()
+		e, err := policy.Lookup("reports")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Where = []policy.Condition{{Column: "format", Op: "=", Values: []string{"csv"}}}
+		return &e
+	}
+	cases := []struct {
+		name   string
+		entry  func(t *testing.T) *policy.Table
+		change func(t *testing.T, rb reportBundle, r testenv.Report)
+	}{
+		{"its where no longer matches", withWhere, func(t *testing.T, rb reportBundle, r testenv.Report) {
+			if _, err := rb.db.Exec(context.Background(), `UPDATE reports SET format = 'pdf' WHERE id = $1`, r.ID); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"a restore now holds its time", func(*testing.T) *policy.Table { return nil }, func(t *testing.T, rb reportBundle, r testenv.Report) {
+			if _, err := rb.db.Exec(context.Background(), `INSERT INTO archive_holds (table_name, after_ts, before_ts, hold_until, workflow_id)
+				VALUES ('reports', $1, $2, now() + interval '1 day', 'restore-reports')`, r.Created.Add(-time.Hour), r.Created.Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rb := setupReports(t)
+			e := c.entry(t)
+			r := rb.add(t, testenv.Report{Content: testenv.CSV(40+i, 20000)})
+			up, err := rb.acts.UploadReport(context.Background(), activities.UploadReportInput{ReportID: r.ID.String(), Entry: e})
+			if err != nil || up.AlreadyArchived {
+				t.Fatalf("UploadReport = %+v, %v", up, err)
+			}
+			c.change(t, rb, r)
+			fin, err := rb.acts.FinalizeReport(context.Background(), activities.FinalizeReportInput{
+				ReportID: r.ID.String(), JobID: rb.job, BatchID: uuid.NewString(), Object: up.Object, Entry: e})
+			if err != nil {
+				t.Fatalf("FinalizeReport: %v", err)
+			}
+			if fin.RowsMoved != 0 {
+				t.Fatalf("finalize moved %d rows of a report the policy now keeps", fin.RowsMoved)
+			}
+			rm, err := rb.acts.RemoveReportFile(context.Background(), activities.RemoveReportFileInput{ReportID: r.ID.String(), Entry: e})
+			if err != nil || rm.Removed {
+				t.Fatalf("RemoveReportFile of a report the policy now keeps = %+v, %v: want nothing done, no failure", rm, err)
+			}
+			if n := testenv.Count(t, rb.db, `SELECT count(*) FROM reports WHERE id = $1`, r.ID); n != 1 {
+				t.Fatal("the reports row is gone")
+			}
+			if _, err := os.Stat(filepath.Join(rb.dir, r.File)); err != nil {
+				t.Fatalf("the kept report's file: %v", err)
+			}
+		})
+	}
 }

@@ -28,11 +28,13 @@ import (
 //     a partition's export before retention drops it (manifest, uploaded,
 //     verified, dropped);
 //   - ARCHIVER_FAULT_KILL_AFTER_RESTORE_BATCH=N: right after the commit of
-//     its N-th restore batch (a RestoreBatch or RestoreExport activity:
-//     the ledger rows of kind 'restore'), before the activity answers.
-//     Archive batches, which share the AfterCommit hook, are not counted.
+//     its N-th restore batch (a RestoreBatch, RestoreExport or RestoreFiles
+//     activity: the ledger rows of kind 'restore'), before the activity
+//     answers. Archive batches, which share the AfterCommit hook, are not
+//     counted.
 //   - ARCHIVER_FAULT_KILL_AFTER_BATCH=N: right after the commit of its N-th
-//     archive batch (MoveBatch, local or not), before it answers.
+//     archive batch (MoveBatch, local or not, or an offloaded file's row:
+//     FinalizeReport, before its file is removed), before it answers.
 //
 // and, without killing it:
 //
@@ -72,11 +74,11 @@ func installFailpoints(acts *activities.Activities) {
 				return nil // a replayed batch committed nothing now
 			}
 			switch kind := activity.GetInfo(ctx).ActivityType.Name; kind {
-			case "RestoreBatch", "RestoreExport":
+			case "RestoreBatch", "RestoreExport", "RestoreFiles":
 				if int(restores.Add(1)) == restoreN {
 					die(fmt.Sprintf("restore batch %s (%s, %d rows)", res.BatchID, kind, res.RowsMoved))
 				}
-			case "MoveBatch":
+			case "MoveBatch", "FinalizeReport":
 				if int(batches.Add(1)) == batchN {
 					die(fmt.Sprintf("archive batch %s (%d rows)", res.BatchID, res.RowsMoved))
 				}

@@ -43,6 +43,7 @@ func (h *harness) coverScenario() {
 			h.cover("lock budget")
 		}
 		h.coverDownsample(t)
+		h.coverOffload(t)
 	}
 }
 
@@ -70,7 +71,7 @@ func allBranches() []string {
 		out = append(out, "fault="+f)
 	}
 	out = append(out, downsampleBranches()...)
-	return out
+	return append(out, offloadBranches()...)
 }
 
 // merge adds a scenario's branches to the campaign's, noting those the

@@ -74,6 +74,9 @@ func (t *table) ddl() []string {
 	if t.fk != "" {
 		defs = append(defs, fmt.Sprintf("parent_id integer REFERENCES %s (id) ON DELETE %s", t.rel("_parent"), t.fk))
 	}
+	if t.off != nil {
+		defs = append(defs, q(t.off.pathCol)+" "+t.off.pathType+" NOT NULL")
+	}
 	for _, c := range t.cols {
 		d := q(c.name) + " " + c.typ
 		if c.gen != "" {
@@ -186,6 +189,10 @@ func (t *table) insertable() (names, exprs []string) {
 	if t.fk != "" {
 		names, exprs = append(names, "parent_id"), append(exprs, "CASE WHEN h % 9 = 0 THEN NULL ELSE (1 + h % 20)::int END")
 	}
+	if t.off != nil {
+		// $5: the files the rows name, row i the ((i-1) mod n)-th.
+		names, exprs = append(names, q(t.off.pathCol)), append(exprs, "($5::text[])[1 + (i - 1) % cardinality($5::text[])]")
+	}
 	for _, c := range t.cols {
 		if c.gen != "" {
 			continue
@@ -221,7 +228,7 @@ func (t *table) returning(alias string) string {
 }
 
 // insertSQL writes $2 rows with hashes of salt $1, times from $3 over $4
-// seconds, into target.
+// seconds, into target (an offload table's rows name the files of $5).
 func (t *table) insertSQL(target string) string {
 	names, exprs := t.insertable()
 	return fmt.Sprintf(`INSERT INTO %s (%s)

@@ -89,6 +89,7 @@ func newHarness(t *rapid.T, s *suite, sc *scenario, id string) *harness {
 	h.cleanup = append(h.cleanup, h.db.Close)
 	t.Logf("schema:\n%s;", strings.Join(sc.ddl(), ";\n"))
 	h.exec(t, sc.ddl()...)
+	h.fileRoots(t)
 	for _, tb := range sc.tables {
 		h.models = append(h.models, newModel(tb))
 	}
@@ -201,7 +202,7 @@ func (h *harness) seed(t *rapid.T, tb *table, m *model) {
 	span := int64(t0.AddDate(1, 0, 0).Sub(lo) / time.Second)
 	for i, target := range targets {
 		n := tb.rows / len(targets)
-		rows, err := h.write(tb, m, tb.insertSQL(target), fmt.Sprintf("%s-seed-%d", h.id, i), n, lo, span)
+		rows, err := h.insert(tb, m, target, fmt.Sprintf("%s-seed-%d", h.id, i), n, lo, span)
 		if err != nil {
 			t.Fatal(err)
 		}

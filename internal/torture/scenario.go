@@ -95,6 +95,8 @@ type table struct {
 	// ds, for a downsample entry (mode: downsample), its groups, bucket
 	// and aggregates (downsample.go); nil for a move entry.
 	ds *dsSpec
+	// off, for an offload entry (offload.go); nil: move or downsample.
+	off *offloadSpec
 }
 
 func (t *table) qualified() string { return t.schema + "." + t.name }
@@ -112,6 +114,9 @@ func (t *table) columnNames() []string {
 	out = append(out, t.timeCol)
 	if t.fk != "" {
 		out = append(out, "parent_id")
+	}
+	if t.off != nil {
+		out = append(out, t.off.pathCol)
 	}
 	for _, c := range t.cols {
 		out = append(out, c.name)
@@ -215,6 +220,8 @@ func drawTable(t *rapid.T, name string, i int) *table {
 		} else {
 			drawDownsample(t, tb)
 		}
+	} else {
+		tb.off = drawOffload(t, tb)
 	}
 	return tb
 }
@@ -284,6 +291,9 @@ func (s *scenario) policyYAML(bucket, id string) string {
 		}
 		if t.ds != nil {
 			b.WriteString(t.ds.yaml())
+		}
+		if t.off != nil {
+			b.WriteString(t.off.yaml())
 		}
 	}
 	return b.String()

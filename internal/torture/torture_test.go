@@ -52,7 +52,9 @@ func TestTortureSeeds(t *testing.T) {
 
 // TestTorture runs TORTURE_SEEDS random seeds from TORTURE_START (the
 // clock when unset), or the one TORTURE_SEED: `make torture`. With
-// TORTURE_STOP set, the first failing seed ends it.
+// TORTURE_STOP set, the first failing seed ends it (how many seeds a
+// defect takes to find); with TORTURE_COVER set, each seed's line lists
+// every branch it took (to choose fixedSeeds by).
 func TestTorture(t *testing.T) {
 	var seeds, start uint64
 	switch {
@@ -98,6 +100,7 @@ func newSuite(t *testing.T) *suite {
 // the seed, and shrinks a failure to the shortest list of operations that
 // still fails (printed with the schema and the policy).
 func (s *suite) run(t *testing.T, seed uint64) bool {
+	began := time.Now()
 	_ = flag.Set("rapid.seed", strconv.FormatUint(seed, 10))
 	_ = flag.Set("rapid.checks", "1")
 	s.stats.seeds++
@@ -115,6 +118,15 @@ func (s *suite) run(t *testing.T, seed uint64) bool {
 	if !ok {
 		s.stats.failed = append(s.stats.failed, strconv.FormatUint(seed, 10))
 		return false
+	}
+	if os.Getenv("TORTURE_COVER") != "" {
+		// Every branch the seed took, to pick fixed seeds by.
+		var keys []string
+		for k := range covered {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		t.Logf("seed %d took %s and covered: %s", seed, time.Since(began).Round(time.Second), strings.Join(keys, "|"))
 	}
 	s.stats.merge(strconv.FormatUint(seed, 10), covered)
 	return true
