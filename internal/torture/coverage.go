@@ -53,7 +53,7 @@ func allBranches() []string {
 		"time=timestamptz", "time=timestamp", "lock budget", "partition=month", "partition=day", "export=", "export=parquet", "export=csv",
 		"fk=", "fk=CASCADE", "fk=SET NULL", "fk=RESTRICT", "schema=public", "schema=app",
 		"where=status in", "where=status =", "where=status <>", "where=price <=", "where=code is not null",
-		"op=archive", "op=archive with writes", "op=restore", "op=verify", "op=backfill", "op=pause"}
+		"op=archive", "op=archive with writes", "op=restore", "op=verify", "op=backfill", "op=pause", "op=restore another window"}
 	for _, k := range []string{kindPlain, kindPartitioned, kindInherited} {
 		out = append(out, "kind="+k)
 	}

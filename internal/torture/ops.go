@@ -425,6 +425,17 @@ func (h *harness) restore(t *rapid.T) {
 	h.op++
 	h.s.stats.ops++
 	tb, m := h.drawTable(t)
+	h.restoreWindow(t, tb, m)
+	// An operator who brought one window back often wants the next one:
+	// both stay held (each window's hold is its own).
+	if rapid.IntRange(0, 2).Draw(t, "another window") == 0 {
+		h.cover("op=restore another window")
+		h.restoreWindow(t, tb, m)
+	}
+}
+
+// restoreWindow restores a window of tb drawn now.
+func (h *harness) restoreWindow(t *rapid.T, tb *table, m *model) {
 	lo := t0.AddDate(-3, 0, 0)
 	days := int(h.asOf.Sub(lo).Hours() / 24)
 	after := lo.AddDate(0, 0, rapid.IntRange(0, days).Draw(t, "restore from"))
