@@ -21,10 +21,13 @@ func serverFaults() bool { return os.Getenv("TORTURE_SERVER_FAULTS") != "" }
 // S3 outage that lasts until an activity has failed on it (or the run
 // ended). It returns the fault to run beside the run, or nil.
 func (h *harness) drawServerFault(t *rapid.T) func(ctx context.Context) {
+	// Drawn whether or not they run, so that a seed draws the same
+	// operations in a campaign and in make test's fixed seeds.
+	fault := rapid.SampledFrom([]string{"", "", "", "pg restart", "s3 outage"}).Draw(t, "server fault")
 	if !serverFaults() {
 		return nil
 	}
-	switch rapid.SampledFrom([]string{"", "", "", "pg restart", "s3 outage"}).Draw(t, "server fault") {
+	switch fault {
 	case "pg restart":
 		return func(ctx context.Context) {
 			before := h.batches()
