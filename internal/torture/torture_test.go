@@ -23,6 +23,11 @@ var fixedSeeds = []uint64{
 	// took (make torture TORTURE_COVER=1), the fastest seeds first.
 	20012, 20013, 20019, 20027, 20031, 20053, 20074, 20079, 20098,
 	20106, 20122, 20166, 20169, 20172, 20187, 20240, 20244,
+	// Whether a failpoint is reached depends on how many batches a run
+	// makes, which the application's writes during it change: a second
+	// seed for each of the rarer ones (20013 missed the restore batch
+	// once under make test's load).
+	20239, 20153, 20014, 20174,
 }
 
 func TestMain(m *testing.M) {
