@@ -654,18 +654,7 @@ func (h *harness) observeDownsample(t *rapid.T, m *model) dsPlace {
 		if p.strandedIn, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
 			return err
 		}
-		type exp struct {
-			id          int64
-			key, format string
-		}
-		rows, err = tx.Query(ctx, `SELECT id, object_key, format FROM archive_exports WHERE table_name = $1 AND state = 'dropped' ORDER BY id`, entry.Archive)
-		if err != nil {
-			return err
-		}
-		list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (exp, error) {
-			var e exp
-			return e, r.Scan(&e.id, &e.key, &e.format)
-		})
+		list, err := droppedExports(ctx, tx, entry.Archive)
 		if err != nil {
 			return err
 		}

@@ -262,18 +262,7 @@ func (h *harness) observe(t *rapid.T, m *model) place {
 		if !exists {
 			return nil
 		}
-		type exp struct {
-			id          int64
-			key, format string
-		}
-		erows, err := tx.Query(ctx, `SELECT id, object_key, format FROM archive_exports WHERE table_name = $1 AND state = 'dropped' ORDER BY id`, entry.Archive)
-		if err != nil {
-			return err
-		}
-		list, err := pgx.CollectRows(erows, func(r pgx.CollectableRow) (exp, error) {
-			var e exp
-			return e, r.Scan(&e.id, &e.key, &e.format)
-		})
+		list, err := droppedExports(ctx, tx, entry.Archive)
 		if err != nil {
 			return err
 		}
@@ -430,4 +419,23 @@ func (h *harness) rowText(tb *table, d string) string {
 		return err.Error()
 	}
 	return text
+}
+
+// export is an exported object whose partition was dropped: its rows live
+// only there.
+type export struct {
+	id          int64
+	key, format string
+}
+
+// droppedExports lists the exports of archive whose partitions were dropped.
+func droppedExports(ctx context.Context, tx pgx.Tx, archive string) ([]export, error) {
+	rows, err := tx.Query(ctx, `SELECT id, object_key, format FROM archive_exports WHERE table_name = $1 AND state = 'dropped' ORDER BY id`, archive)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (export, error) {
+		var e export
+		return e, r.Scan(&e.id, &e.key, &e.format)
+	})
 }
