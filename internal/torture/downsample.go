@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/big"
 	"slices"
@@ -670,12 +669,7 @@ func (h *harness) observeDownsample(t *rapid.T, m *model) dsPlace {
 				}
 			}
 			if !ok {
-				body, err := h.s.store.Get(ctx, e.key)
-				if err != nil {
-					return fmt.Errorf("download export %d (%s): %w", e.id, e.key, err)
-				}
-				b, err := io.ReadAll(body)
-				body.Close()
+				b, err := h.download(ctx, e)
 				if err != nil {
 					return err
 				}

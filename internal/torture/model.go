@@ -269,12 +269,7 @@ func (h *harness) observe(t *rapid.T, m *model) place {
 		for _, e := range list {
 			ds, ok := m.exports[e.id]
 			if !ok {
-				body, err := h.s.store.Get(ctx, e.key)
-				if err != nil {
-					return fmt.Errorf("download export %d (%s): %w", e.id, e.key, err)
-				}
-				b, err := io.ReadAll(body)
-				body.Close()
+				b, err := h.download(ctx, e)
 				if err != nil {
 					return err
 				}
@@ -438,4 +433,14 @@ func droppedExports(ctx context.Context, tx pgx.Tx, archive string) ([]export, e
 		var e export
 		return e, r.Scan(&e.id, &e.key, &e.format)
 	})
+}
+
+// download reads an export's object from S3.
+func (h *harness) download(ctx context.Context, e export) ([]byte, error) {
+	body, err := h.s.store.Get(ctx, e.key)
+	if err != nil {
+		return nil, fmt.Errorf("download export %d (%s): %w", e.id, e.key, err)
+	}
+	defer body.Close()
+	return io.ReadAll(body)
 }
