@@ -24,12 +24,20 @@ var (
 	buildErr  error
 )
 
+// WorkerBinaryEnv names a worker binary already built by a parent test
+// process (the torture test's shards): WorkerBinary uses it as is.
+const WorkerBinaryEnv = "ARCHIVER_TEST_WORKER_BIN"
+
 // WorkerBinary builds the real worker binary once per test process, with
 // the failpoints of worker/failpoints_faults.go (-tags faults): the fault
 // and torture tests SIGKILL it where they choose.
 func WorkerBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
+		if bin := os.Getenv(WorkerBinaryEnv); bin != "" {
+			workerBin = bin
+			return
+		}
 		dir, err := os.MkdirTemp("", "archiver-worker-")
 		if err != nil {
 			buildErr = err

@@ -88,6 +88,14 @@ func (st *stats) merge(seed string, covered map[string]bool) {
 	}
 }
 
+// add sums a child process's tally (its TORTURE line) into the campaign's.
+func (st *stats) add(tally map[string]int) {
+	st.scenarios += tally["scenarios"]
+	st.ops += tally["operations"]
+	st.faults += tally["faults"]
+	st.rowsChecked += tally["rows_checked"]
+}
+
 // missing lists the branches no scenario took.
 func (st *stats) missing() []string {
 	var out []string

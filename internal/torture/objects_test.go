@@ -154,6 +154,7 @@ func sameMultiset(t *testing.T, what string, got, want []string) {
 // both formats, and reads each object back with the oracle's readers: the
 // digests must be the table's.
 func TestObjectDigests(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db, url := testenv.NewDB(t)
 	if _, err := db.Exec(ctx, everyType); err != nil {
@@ -253,6 +254,7 @@ func gz(t *testing.T, s string) []byte {
 // LF inside a quoted value, which encoding/csv does neither of, and refuses
 // what the archiver never writes.
 func TestObjectDigestsCSV(t *testing.T) {
+	t.Parallel()
 	const body = "\"t\",\"id\"\n" +
 		"\"\",\"1\"\n" +
 		",\"2\"\n" +
@@ -303,6 +305,7 @@ func TestObjectDigestsCSV(t *testing.T) {
 // TestObjectDigestsPages: an object of many pages and two row groups (the
 // byte array reader's values must be copied before its next page).
 func TestObjectDigestsPages(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db, url := testenv.NewDB(t)
 	if _, err := db.Exec(ctx, `CREATE TABLE many (id int NOT NULL, s text, b bytea, at timestamptz);

@@ -4,9 +4,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,14 +50,124 @@ func flagSet(name string) bool {
 }
 
 // TestTortureSeeds runs the fixed seeds.
+//
+// The seeds wait on the servers far more than they compute, so they run in
+// TORTURE_SHARDS child processes of this test binary (3 unless set; 1 runs
+// them here), each a share of the seeds: rapid takes its seed from a
+// process-wide flag, so one process runs one seed at a time. Each child
+// prints the branches each seed took, and this test checks their union.
 func TestTortureSeeds(t *testing.T) {
-	s := newSuite(t)
-	for _, seed := range fixedSeeds {
-		s.run(t, seed)
+	t.Parallel()
+	if shard := os.Getenv("TORTURE_SHARD"); shard != "" {
+		i, n := parseShard(t, shard)
+		s := newSuite(t)
+		for k, seed := range fixedSeeds {
+			if k%n == i {
+				s.run(t, seed)
+			}
+		}
+		return
 	}
+	shards := int(envUint(t, "TORTURE_SHARDS", 3))
+	if shards <= 1 {
+		s := newSuite(t)
+		for _, seed := range fixedSeeds {
+			s.run(t, seed)
+		}
+		s.checkCovered(t)
+		return
+	}
+	testenv.Load(t) // skips, or fails under ARCHIVER_REQUIRE_STACK, without the stack
+	bin := testenv.WorkerBinary(t)
+	s := &suite{t: t, stats: &stats{}}
+	began := time.Now()
+	outs := make([]shardResult, shards)
+	var wg sync.WaitGroup
+	for i := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i] = runShard(t, i, shards, bin)
+		}()
+	}
+	wg.Wait()
+	for i, r := range outs {
+		for _, c := range r.covered {
+			s.stats.seeds++
+			s.stats.merge(c.seed, c.branches)
+		}
+		s.stats.add(r.tally)
+		if r.err != nil {
+			s.stats.failed = append(s.stats.failed, fmt.Sprintf("shard %d/%d", i, shards))
+			t.Errorf("shard %d/%d of the fixed seeds failed (%v); its output:\n%s", i, shards, r.err, r.out)
+		}
+	}
+	s.summary(time.Since(began))
+	s.checkCovered(t)
+}
+
+func (s *suite) checkCovered(t *testing.T) {
 	if m := s.stats.missing(); len(m) > 0 && !t.Failed() {
 		t.Errorf("the fixed seeds leave branches of the generator untried: %v; add seeds that take them (make torture SEEDS=n prints which seeds cover what)", m)
 	}
+}
+
+func parseShard(t *testing.T, v string) (i, n int) {
+	if _, err := fmt.Sscanf(v, "%d/%d", &i, &n); err != nil || n < 1 || i < 0 || i >= n {
+		t.Fatalf("TORTURE_SHARD=%q: want i/n with 0 <= i < n", v)
+	}
+	return i, n
+}
+
+type shardResult struct {
+	covered []seedCover
+	tally   map[string]int // the child's TORTURE line: operations, faults, rows_checked
+	out     string
+	err     error
+}
+
+type seedCover struct {
+	seed     string
+	branches map[string]bool
+}
+
+var (
+	coveredLine = regexp.MustCompile(`seed (\d+) took \S+ and covered: (.*)$`)
+	tortureLine = regexp.MustCompile(`TORTURE seeds=.*`)
+	tallyField  = regexp.MustCompile(`(\w+)=(\d+)`)
+)
+
+// runShard runs this test binary again for shard i of n and reads what
+// each of its seeds covered.
+func runShard(t *testing.T, i, n int, workerBin string) shardResult {
+	args := []string{"-test.run=^TestTortureSeeds$", "-test.v=true", "-test.count=1"}
+	if d, ok := t.Deadline(); ok {
+		args = append(args, "-test.timeout="+time.Until(d).Round(time.Second).String())
+	}
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("TORTURE_SHARD=%d/%d", i, n), "TORTURE_COVER=1",
+		testenv.WorkerBinaryEnv+"="+workerBin)
+	out, err := cmd.CombinedOutput()
+	r := shardResult{out: string(out), err: err, tally: map[string]int{}}
+	for _, l := range strings.Split(r.out, "\n") {
+		if m := coveredLine.FindStringSubmatch(l); m != nil {
+			c := seedCover{seed: m[1], branches: map[string]bool{}}
+			for _, b := range strings.Split(m[2], "|") {
+				c.branches[b] = true
+			}
+			r.covered = append(r.covered, c)
+		}
+		if m := tortureLine.FindString(l); m != "" {
+			for _, f := range tallyField.FindAllStringSubmatch(m, -1) {
+				v, _ := strconv.Atoi(f[2])
+				r.tally[f[1]] += v
+			}
+		}
+	}
+	if err == nil && len(r.covered) == 0 {
+		r.err = fmt.Errorf("the child ran no seed")
+	}
+	return r
 }
 
 // TestTorture runs TORTURE_SEEDS random seeds from TORTURE_START (the
