@@ -17,15 +17,22 @@ STATICCHECK_VERSION := v0.8.2
 WORKFLOWCHECK := $(TOOLS)/workflowcheck-$(WORKFLOWCHECK_VERSION)/workflowcheck
 STATICCHECK := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
-GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
+# The tests mostly wait on the servers (make test keeps under one core of
+# two busy at -p 2), so four packages run at once, the slowest started
+# first.
+GO_TEST_FLAGS ?= -race -count=1 -timeout 15m -p 4
+MODULE := $(shell go list -m 2>/dev/null)
+SLOW_PKGS := internal/torture internal/e2e activities internal/realdb internal/faults
+TEST_PKGS = $(addprefix ./,$(SLOW_PKGS)) $(filter-out $(addprefix $(MODULE)/,$(SLOW_PKGS)),$(shell go list ./...))
 
-.PHONY: help build dev-up dev-down dev-clean run test test-faults test-unit lint record-histories fuzz promtool chromium bench torture
+.PHONY: help build dev-up dev-down dev-clean run test test-image test-faults test-unit lint record-histories fuzz debs bench torture
 
 FUZZTIME ?= 30s
 
 help:
 	@echo "make run        dev stack up, migrate, demo data, one archive run, summary (Web UI: $(TEMPORAL_UI))"
 	@echo "make test       dev stack up, then every test against the real PostgreSQL, Temporal and S3"
+	@echo "make test-image the Dockerfile's build, run as written: static binaries that start (CI runs it)"
 	@echo "make test-unit  the tests that need no dev stack"
 	@echo "make lint       gofmt, go vet, staticcheck, workflowcheck"
 	@echo "make dev-up | dev-down | dev-clean    the local stack (state in .dev/)"
@@ -45,14 +52,22 @@ dev-down:
 dev-clean:
 	@bash $(STACK) clean
 
-run: build dev-up
+# The build of worker and starter overlaps the stack's first start (its
+# tools download and compile meanwhile).
+run:
+	@$(MAKE) --no-print-directory -j2 build dev-up
 	@bash deploy/dev/run.sh
 
-test: dev-up promtool chromium
+# The stack's first start (tool builds) and the Debian installs overlap.
+test:
+	@$(MAKE) --no-print-directory -j2 dev-up debs
 	@bash $(STACK) replica-up
-	$(ENV) && ARCHIVER_REQUIRE_STACK=1 go test $(GO_TEST_FLAGS) ./...
-	@echo "fault tests (short): they restart servers, so they run alone"
-	$(ENV) && ARCHIVER_REQUIRE_STACK=1 go test -tags faults -count=1 -timeout 10m -v ./internal/faults 2>&1 | grep -E '^(=== RUN|--- |\s+\S+_test.go|ok|FAIL|PASS)'; exit $${PIPESTATUS[0]}
+	$(ENV) && ARCHIVER_REQUIRE_STACK=1 go test -tags faults $(GO_TEST_FLAGS) $(TEST_PKGS)
+
+# The Dockerfile's go build, run with its flags (deploy/k8s): a second
+# compile of the whole module, so not part of `make test`; .ci/run runs it.
+test-image:
+	ARCHIVER_IMAGE_TEST=1 go test -count=1 -run '^(TestDockerBuildStatic|TestManifestStarterCommands)$$' -v ./deploy/k8s 2>&1 | grep -E '^(=== RUN|--- |\s+\S+_test.go|ok|FAIL|PASS)'; exit $${PIPESTATUS[0]}
 
 # The long fault tests: 450k rows with three kills and a PostgreSQL restart,
 # a Temporal restart, an S3 outage, live load (see internal/faults).
@@ -87,24 +102,17 @@ fuzz:
 record-histories: dev-up
 	$(ENV) && ARCHIVER_REQUIRE_STACK=1 ARCHIVER_RECORD_HISTORY=1 go test -count=1 -run "TestLogsRun|TestAllTables|TestPauseReachesLocalBatches" ./internal/e2e
 
-# need_deb,CMD,PACKAGE: CMD from Debian's PACKAGE, installed when missing
-# (as root; otherwise it says what to run).
-define need_deb
-	@command -v $(1) >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing $(1) (Debian package $(2))"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(2)) >/dev/null || exit 1; \
-	  else echo "$(1) is missing: sudo apt-get install $(2)"; exit 1; fi; }
-endef
-
-# promtool checks the alert rules; Debian's prometheus package ships it.
-promtool:
-	$(call need_deb,promtool,prometheus)
-
-# chromium drives the Web UI in TestWebUIShowsTheRun (starter/webui_test.go);
-# Debian's chromium package ships it.
-chromium:
-	$(call need_deb,chromium,chromium)
+# The test tools from Debian's packages, installed in one apt-get when
+# missing (as root; otherwise it says what to run):
+#   promtool  checks the alert rules (package prometheus);
+#   chromium  drives the Web UI in TestWebUIShowsTheRun (starter/webui_test.go).
+DEBS := promtool:prometheus chromium:chromium
+debs:
+	@missing=; for d in $(DEBS); do command -v $${d%%:*} >/dev/null || missing="$$missing $${d#*:}"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" != 0 ]; then echo "missing test tools: sudo apt-get install$$missing"; exit 1; fi; \
+	echo "installing Debian packages:$$missing"; \
+	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null
 
 $(WORKFLOWCHECK):
 	GOBIN=$(abspath $(dir $@)) go install go.temporal.io/sdk/contrib/tools/workflowcheck@$(WORKFLOWCHECK_VERSION)
@@ -112,7 +120,8 @@ $(WORKFLOWCHECK):
 $(STATICCHECK):
 	GOBIN=$(abspath $(dir $@)) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-lint: $(WORKFLOWCHECK) $(STATICCHECK)
+lint:
+	@$(MAKE) --no-print-directory -j2 $(WORKFLOWCHECK) $(STATICCHECK)
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	$(STATICCHECK) ./...

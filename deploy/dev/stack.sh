@@ -53,6 +53,17 @@ install_tool() {
   rm -rf "$dir" && mv "$dir.tmp" "$dir"
 }
 
+# install_tools: the Temporal CLI and versitygw, built at once (each
+# downloads its modules while the other compiles; both share the module
+# cache). On a warm machine both are already there and this is a no-op.
+install_tools() {
+  local pids=() pid failed=0
+  [ -x "$TEMPORAL_BIN" ] || { install_tool temporal "$TEMPORAL_VERSION" github.com/temporalio/cli/cmd/temporal & pids+=($!); }
+  [ -x "$VERSITYGW_BIN" ] || { install_tool versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw/cmd/versitygw & pids+=($!); }
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [ "$failed" = 0 ] || die "a tool did not build (see above)"
+}
+
 pg_bindir() {
   local d
   for d in "${PG_BINDIR:-}" "$(pg_config --bindir 2>/dev/null || true)" /usr/lib/postgresql/*/bin; do
@@ -303,6 +314,7 @@ cmd=${1:-up}
 mkdir -p "$DEV/logs"
 case "$cmd" in
   up)
+    install_tools
     pg_up
     temporal_up
     s3_up

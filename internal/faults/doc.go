@@ -6,8 +6,8 @@
 // ledger batch must count the rows carrying its id, and every archived
 // report must restore its original bytes.
 //
-// They restart the shared dev servers, so they run on their own, never in
-// parallel with other packages: build tag "faults". `make test` runs the
-// short version (fewer rows, one kill); `make test-faults` the long ones
-// (FAULTS_LONG=1).
+// Build tag "faults". `make test` runs the short version (fewer rows, one
+// kill, only workers of their own killed) with the other packages; `make
+// test-faults` the long ones (FAULTS_LONG=1), which restart the shared dev
+// servers and so run on their own.
 package faults
