@@ -17,10 +17,10 @@ STATICCHECK_VERSION := v0.8.2
 WORKFLOWCHECK := $(TOOLS)/workflowcheck-$(WORKFLOWCHECK_VERSION)/workflowcheck
 STATICCHECK := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 
-# The tests mostly wait on the servers (make test keeps under one core of
-# two busy at -p 2), so four packages run at once, the slowest started
-# first.
-GO_TEST_FLAGS ?= -race -count=1 -timeout 15m -p 4
+# The slowest packages start first, so that none is left running alone at
+# the end. (More packages at once do not help on two cores: make test keeps
+# them 87% busy, PostgreSQL and Temporal included.)
+GO_TEST_FLAGS ?= -race -count=1 -timeout 15m
 MODULE := $(shell go list -m 2>/dev/null)
 SLOW_PKGS := internal/torture internal/e2e activities internal/realdb internal/faults
 TEST_PKGS = $(addprefix ./,$(SLOW_PKGS)) $(filter-out $(addprefix $(MODULE)/,$(SLOW_PKGS)),$(shell go list ./...))
