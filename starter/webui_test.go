@@ -128,9 +128,13 @@ func TestWebUIShowsTheRun(t *testing.T) {
 		t.Errorf("the history page shows ciphertext or a year-1 instant:\n%.3000s", history)
 	}
 
-	// The user metadata tab: the run's static summary and details.
-	meta := browse(t, bctx, runPage+"/user-metadata", "user-metadata", fmt.Sprintf(`%s.includes(%q)`, pageText, summary))
-	if !strings.Contains(meta, summary) || !strings.Contains(meta, "scenario_logs_archive, archive after 365 days") {
+	// The user metadata tab: the run's static summary and details. Both
+	// are awaited: the details' Markdown renders in a frame of its own,
+	// after the summary (under load, a wait for the summary alone read the
+	// page before the details were drawn).
+	details := "scenario_logs_archive, archive after 365 days"
+	meta := browse(t, bctx, runPage+"/user-metadata", "user-metadata", fmt.Sprintf(`%s.includes(%q) && %s.includes(%q)`, pageText, summary, pageText, details))
+	if !strings.Contains(meta, summary) || !strings.Contains(meta, details) {
 		t.Errorf("the user metadata tab lacks the summary %q or the policy details:\n%.3000s", summary, meta)
 	}
 }
