@@ -41,13 +41,15 @@ case "$T_DB" in /*) ;; *) T_DB="$ROOT/$T_DB" ;; esac
 
 TEMPORAL_BIN=$TOOLS/temporal-$TEMPORAL_VERSION/temporal
 VERSITYGW_BIN=$TOOLS/versitygw-$VERSITYGW_VERSION/versitygw
+TEMPORAL_PKG=github.com/temporalio/cli/cmd/temporal
+VERSITYGW_PKG=github.com/versity/versitygw/cmd/versitygw
 
 # install NAME VERSION PACKAGE: go install into a versioned folder, once.
 install_tool() {
   local name=$1 version=$2 pkg=$3 dir=$TOOLS/$1-$2
   [ -x "$dir/$name" ] && return 0
   command -v go >/dev/null || die "go is not on PATH; it is needed to build $name"
-  log "building $name $version from the Go module proxy (first time only, about a minute)"
+  log "building $name $version from the Go module proxy (first time only: minutes on empty Go caches, the Temporal CLI most)"
   mkdir -p "$dir.tmp"
   GOBIN="$dir.tmp" GOFLAGS=-mod=mod go install "$pkg@$version" || die "go install $pkg@$version failed"
   rm -rf "$dir" && mv "$dir.tmp" "$dir"
@@ -58,8 +60,8 @@ install_tool() {
 # cache). On a warm machine both are already there and this is a no-op.
 install_tools() {
   local pids=() pid failed=0
-  [ -x "$TEMPORAL_BIN" ] || { install_tool temporal "$TEMPORAL_VERSION" github.com/temporalio/cli/cmd/temporal & pids+=($!); }
-  [ -x "$VERSITYGW_BIN" ] || { install_tool versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw/cmd/versitygw & pids+=($!); }
+  [ -x "$TEMPORAL_BIN" ] || { install_tool temporal "$TEMPORAL_VERSION" "$TEMPORAL_PKG" & pids+=($!); }
+  [ -x "$VERSITYGW_BIN" ] || { install_tool versitygw "$VERSITYGW_VERSION" "$VERSITYGW_PKG" & pids+=($!); }
   for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
   [ "$failed" = 0 ] || die "a tool did not build (see above)"
 }
@@ -158,7 +160,7 @@ pg_up() {
 }
 
 temporal_up() {
-  install_tool temporal "$TEMPORAL_VERSION" github.com/temporalio/cli/cmd/temporal
+  install_tool temporal "$TEMPORAL_VERSION" "$TEMPORAL_PKG"
   if alive "$DEV/temporal.pid"; then
     log "Temporal already running on $T_IP:$T_PORT"
     return
@@ -189,7 +191,7 @@ temporal_up() {
 }
 
 s3_up() {
-  install_tool versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw/cmd/versitygw
+  install_tool versitygw "$VERSITYGW_VERSION" "$VERSITYGW_PKG"
   if [ ! -s "$DEV/s3.credentials" ]; then
     (umask 077; printf '%s %s\n' "archiver$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
       "$(head -c 24 /dev/urandom | base64 | tr '+/' 'xy')" > "$DEV/s3.credentials")
