@@ -17,7 +17,7 @@ func EmptyDB(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
 	env := Load(t)
 	ctx := context.Background()
-	url, drop, err := CreateEmptyDatabase(ctx, env)
+	url, drop, err := CreateEmptyDatabase(ctx, env, t.Name())
 	if err != nil {
 		t.Fatalf("create empty test database: %v", err)
 	}
@@ -36,14 +36,15 @@ func EmptyDB(t testing.TB) (*pgxpool.Pool, string) {
 
 // CreateEmptyDatabase is EmptyDB for a caller that drops the database
 // itself (a test making many, one per case): the superuser URL of a new
-// empty database, and the function that drops it.
-func CreateEmptyDatabase(ctx context.Context, env Env) (url string, drop func() error, err error) {
+// empty database, and the function that drops it. label names it (with a
+// random suffix).
+func CreateEmptyDatabase(ctx context.Context, env Env, label string) (url string, drop func() error, err error) {
 	admin, err := pgx.Connect(ctx, env.AdminURL)
 	if err != nil {
 		return "", nil, fmt.Errorf("connect to the dev stack's PostgreSQL: %w", err)
 	}
 	defer admin.Close(ctx)
-	name := "t_" + randomHex(6)
+	name := dbName(label)
 	// Not cloned from the template, but made after it: the application's
 	// DDL may grant to archiver_worker before the test migrates, and that
 	// role is the cluster's, made by the first migration on it.

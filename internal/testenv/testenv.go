@@ -72,7 +72,7 @@ func NewDB(t testing.TB) (*pgxpool.Pool, string) {
 	}
 	defer admin.Close(ctx)
 
-	name := "t_" + randomHex(6)
+	name := dbName(t.Name())
 	err = withTemplate(ctx, admin, env.AdminURL, func(tmpl string) error {
 		_, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`,
 			pgx.Identifier{name}.Sanitize(), pgx.Identifier{tmpl}.Sanitize()))
@@ -267,6 +267,25 @@ func Pool(t testing.TB, url string) *pgxpool.Pool {
 	}
 	t.Cleanup(p.Close)
 	return p
+}
+
+// dbName is a new test database's name: the test's name, cut to fit, and
+// a random suffix, so that pg_stat_activity and a leftover database say
+// which test they belong to.
+func dbName(label string) string {
+	var b strings.Builder
+	b.WriteString("t_")
+	for _, r := range strings.ToLower(label) {
+		if b.Len() >= 44 {
+			break
+		}
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	return b.String() + "_" + randomHex(4)
 }
 
 // RandomID is a short random hex string for workflow ids and names.

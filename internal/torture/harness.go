@@ -76,7 +76,7 @@ func newHarness(t *rapid.T, s *suite, sc *scenario, id string) *harness {
 	h := &harness{s: s, sc: sc, id: id, asOf: t0, queue: "torture-" + id, covered: map[string]bool{}}
 	h.coverScenario()
 	t.Cleanup(h.close)
-	url, drop, err := testenv.CreateEmptyDatabase(ctx, s.env)
+	url, drop, err := testenv.CreateEmptyDatabase(ctx, s.env, "torture_"+id)
 	if err != nil {
 		t.Fatalf("create the scenario's database: %v", err)
 	}
