@@ -25,7 +25,7 @@ MODULE := $(shell go list -m 2>/dev/null)
 SLOW_PKGS := internal/torture internal/e2e activities internal/realdb internal/faults
 TEST_PKGS = $(addprefix ./,$(SLOW_PKGS)) $(filter-out $(addprefix $(MODULE)/,$(SLOW_PKGS)),$(shell go list ./...))
 
-.PHONY: help build dev-up dev-down dev-clean run test test-image test-faults test-unit lint record-histories fuzz debs bench torture
+.PHONY: help build dev-up dev-down dev-clean run test test-bin test-image test-faults test-unit lint record-histories fuzz debs bench torture
 
 FUZZTIME ?= 30s
 
@@ -58,11 +58,21 @@ run:
 	@$(MAKE) --no-print-directory -j2 build dev-up
 	@bash deploy/dev/run.sh
 
-# The stack's first start (tool builds) and the Debian installs overlap.
+# The stack's first start (tool builds), the Debian installs and the
+# build of the binaries the tests start overlap. The tests use these
+# binaries (internal/testenv: Binary, WorkerBinary) instead of each test
+# process building its own.
+TEST_BIN := .cache/testbin
 test:
-	@$(MAKE) --no-print-directory -j2 dev-up debs
-	@bash $(STACK) replica-up
-	$(ENV) && ARCHIVER_REQUIRE_STACK=1 go test -tags faults $(GO_TEST_FLAGS) $(TEST_PKGS)
+	@$(MAKE) --no-print-directory -j3 dev-up debs test-bin
+	$(ENV) && ARCHIVER_REQUIRE_STACK=1 ARCHIVER_TEST_BIN_DIR=$(abspath $(TEST_BIN)) ARCHIVER_TEST_WORKER_BIN=$(abspath $(TEST_BIN))/faults/worker \
+	  go test -tags faults $(GO_TEST_FLAGS) $(TEST_PKGS)
+
+# worker and starter as `make build` builds them, and the worker with the
+# failpoints the fault and torture tests kill it at.
+test-bin:
+	go build -o $(TEST_BIN)/ ./worker ./starter
+	go build -tags faults -o $(TEST_BIN)/faults/ ./worker
 
 # The Dockerfile's go build, run with its flags (deploy/k8s): a second
 # compile of the whole module, so not part of `make test`; .ci/run runs it.

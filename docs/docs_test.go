@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 	"unicode"
+
+	"github.com/mockupaws/archiver/internal/testenv"
 )
 
 // root is the repository, seen from this package's directory.
@@ -231,12 +233,7 @@ func TestDocsStarterCommands(t *testing.T) {
 	if len(calls) < 30 {
 		t.Fatalf("found %d starter command lines in the docs; the parser lost them", len(calls))
 	}
-	bin := filepath.Join(t.TempDir(), "starter")
-	build := exec.Command("go", "build", "-o", bin, "./starter")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./starter: %v\n%s", err, out)
-	}
+	bin := testenv.Binary(t, "starter")
 
 	type help struct {
 		command string          // the words that gave the usage, e.g. "schedule apply"

@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -111,13 +110,6 @@ func TestNoRowContentInPayloads(t *testing.T) {
 // password and the AWS secret appear in no output and no history.
 func TestSecretsStayOut(t *testing.T) {
 	b := setup(t)
-	bin := t.TempDir()
-	for _, cmd := range []string{"worker", "starter"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(bin, cmd), "github.com/mockupaws/archiver/"+cmd).CombinedOutput()
-		if err != nil {
-			t.Fatalf("build %s: %v\n%s", cmd, err, out)
-		}
-	}
 	u, _ := url.Parse(b.url)
 	dbPassword, _ := u.User.Password()
 	awsSecret := os.Getenv("AWS_SECRET_ACCESS_KEY")
@@ -131,7 +123,7 @@ func TestSecretsStayOut(t *testing.T) {
 
 	var outputs bytes.Buffer
 	run := func(name string, env []string, args ...string) {
-		cmd := exec.Command(filepath.Join(bin, name), args...)
+		cmd := exec.Command(testenv.Binary(t, name), args...)
 		cmd.Env = env
 		out, _ := cmd.CombinedOutput()
 		outputs.Write(out)
@@ -149,7 +141,7 @@ func TestSecretsStayOut(t *testing.T) {
 	queue := "secrets-" + testenv.RandomID()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w := exec.CommandContext(ctx, filepath.Join(bin, "worker"))
+	w := exec.CommandContext(ctx, testenv.Binary(t, "worker"))
 	w.Env = append(base, "DATABASE_URL="+b.url, "ARCHIVE_TASK_QUEUE="+queue, "REPORTS_DIR="+dir,
 		"REPORTS_ARCHIVE_BUCKET=missing-"+testenv.RandomID(), "ARCHIVE_MAX_REPLICA_LAG=0")
 	var wout bytes.Buffer

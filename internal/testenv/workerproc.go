@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,41 +19,83 @@ import (
 	"go.temporal.io/sdk/client"
 )
 
-var (
-	buildOnce sync.Once
-	workerBin string
-	buildErr  error
-)
-
-// WorkerBinaryEnv names a worker binary already built by a parent test
-// process (the torture test's shards): WorkerBinary uses it as is.
+// WorkerBinaryEnv names a worker binary already built with -tags faults
+// (by make test, or by the torture test for its shards): WorkerBinary uses
+// it as is.
 const WorkerBinaryEnv = "ARCHIVER_TEST_WORKER_BIN"
 
-// WorkerBinary builds the real worker binary once per test process, with
-// the failpoints of worker/failpoints_faults.go (-tags faults): the fault
-// and torture tests SIGKILL it where they choose.
+// BinDirEnv names a folder holding worker and starter binaries already
+// built as `make build` builds them (make test builds them once for every
+// test process): Binary uses them as they are.
+const BinDirEnv = "ARCHIVER_TEST_BIN_DIR"
+
+// WorkerBinary is the real worker binary with the failpoints of
+// worker/failpoints_faults.go (-tags faults): the fault and torture tests
+// SIGKILL it where they choose. Built once per test process unless
+// WorkerBinaryEnv names one.
 func WorkerBinary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		if bin := os.Getenv(WorkerBinaryEnv); bin != "" {
-			workerBin = bin
+	return built(t, "worker (faults)", os.Getenv(WorkerBinaryEnv), "worker", "-tags", "faults")
+}
+
+// Binary is the real worker or starter binary (name), as `make build`
+// builds it. Built once per test process unless BinDirEnv names a folder
+// that holds it.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	prebuilt := ""
+	if dir := os.Getenv(BinDirEnv); dir != "" {
+		prebuilt = filepath.Join(dir, name)
+	}
+	return built(t, name, prebuilt, name)
+}
+
+var (
+	buildMu sync.Mutex
+	builds  = map[string]*build{}
+)
+
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// built returns prebuilt when it is set (failing the test when it is
+// missing), or else the path of pkg (a main package of this module) built
+// with flags, once per test process under key.
+func built(t testing.TB, key, prebuilt, pkg string, flags ...string) string {
+	t.Helper()
+	buildMu.Lock()
+	b := builds[key]
+	if b == nil {
+		b = &build{}
+		builds[key] = b
+	}
+	buildMu.Unlock()
+	b.once.Do(func() {
+		if prebuilt != "" {
+			if _, err := os.Stat(prebuilt); err != nil {
+				b.err = fmt.Errorf("prebuilt %s: %w", key, err)
+			}
+			b.path = prebuilt
 			return
 		}
-		dir, err := os.MkdirTemp("", "archiver-worker-")
+		dir, err := os.MkdirTemp("", "archiver-"+pkg+"-")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		workerBin = filepath.Join(dir, "worker")
-		out, err := exec.Command("go", "build", "-tags", "faults", "-o", workerBin, "github.com/mockupaws/archiver/worker").CombinedOutput()
-		if err != nil {
-			buildErr = errors.New(err.Error() + "\n" + string(out))
+		b.path = filepath.Join(dir, pkg)
+		args := append(append([]string{"build"}, flags...), "-o", b.path, "github.com/mockupaws/archiver/"+pkg)
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			b.err = errors.New(err.Error() + "\n" + string(out))
 		}
 	})
-	if buildErr != nil {
-		t.Fatalf("build worker: %v", buildErr)
+	if b.err != nil {
+		t.Fatalf("build %s: %v", key, b.err)
 	}
-	return workerBin
+	return b.path
 }
 
 // WorkerProcess is a real worker process that a test kills and restarts.
