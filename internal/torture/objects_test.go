@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/parquet-go/parquet-go"
 
 	"github.com/mockupaws/archiver/internal/catalog"
 	"github.com/mockupaws/archiver/internal/coldstore"
@@ -302,7 +303,7 @@ func TestObjectDigestsCSV(t *testing.T) {
 	}
 }
 
-// TestObjectDigestsPages: an object of many pages and two row groups (the
+// TestObjectDigestsPages: an object of many pages and row groups (the
 // byte array reader's values must be copied before its next page).
 func TestObjectDigestsPages(t *testing.T) {
 	t.Parallel()
@@ -312,7 +313,7 @@ func TestObjectDigestsPages(t *testing.T) {
 INSERT INTO many SELECT i, CASE WHEN i % 11 = 0 THEN NULL ELSE repeat(md5(i::text), 1 + i % 7) END,
        CASE WHEN i % 13 = 0 THEN NULL ELSE decode(repeat(md5((-i)::text), 1 + i % 5), 'hex') END,
        CASE WHEN i % 17 = 0 THEN NULL ELSE '2020-01-01'::timestamptz + i * interval '1.000001 second' END
-FROM generate_series(1, 130000) i`); err != nil {
+FROM generate_series(1, 20000) i`); err != nil {
 		t.Fatal(err)
 	}
 	wdb, err := database.Open(ctx, url, "torture-test")
@@ -336,10 +337,30 @@ FROM generate_series(1, 130000) i`); err != nil {
 			t.Fatal(err)
 		}
 		var buf bytes.Buffer
-		_, err = coldstore.Write(format, &buf, ccols, rows, nil)
+		_, err = coldstore.Write(format, &buf, ccols, rows, nil, coldstore.WithRowGroupRows(8192))
 		rows.Close()
 		if err != nil {
 			t.Fatal(err)
+		}
+		if format == coldstore.Parquet {
+			f, err := parquet.OpenFile(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := len(f.RowGroups()); n < 2 {
+				t.Fatalf("the object has %d row groups, want several", n)
+			}
+			pages := f.RowGroups()[0].ColumnChunks()[1].Pages() // column s
+			n := 0
+			for ; ; n++ {
+				if _, err := pages.ReadPage(); err != nil {
+					break
+				}
+			}
+			pages.Close()
+			if n < 2 {
+				t.Fatalf("column s has %d pages in its first row group, want several", n)
+			}
 		}
 		got, err := digestsOf(t, db, buf.Bytes(), format, cols)
 		if err != nil {
