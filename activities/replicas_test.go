@@ -2,7 +2,6 @@ package activities_test
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,16 +13,13 @@ import (
 	"github.com/mockupaws/archiver/internal/testenv"
 )
 
-// The dev stack's replica (stack.sh replica-up) applies WAL 3 s late, so a
-// write on the primary shows up as real replay lag in pg_stat_replication.
+// The dev stack's replica applies WAL 3 s late, so a write on the primary
+// shows up as real replay lag in pg_stat_replication. The test makes the
+// replica (stack.sh replica-up) and removes it when it ends.
 func TestReplicaLagHoldsBatches(t *testing.T) {
-	if os.Getenv("ARCHIVER_TEST_REPLICA") == "" {
-		if os.Getenv("ARCHIVER_REQUIRE_STACK") != "" {
-			t.Fatal("no replica: `make test` starts one (stack.sh replica-up)")
-		}
-		t.Skip("no replica: run stack.sh replica-up")
-	}
 	b := setup(t)
+	testenv.Stack(t, "replica-up")
+	t.Cleanup(func() { testenv.Stack(t, "replica-down") })
 	ctx := context.Background()
 	testenv.InsertLogs(t, b.db, testenv.SpreadTimes(100, cutoff, time.Hour))
 	b.ensure(t)

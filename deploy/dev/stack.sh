@@ -5,7 +5,8 @@
 #   S3          versitygw on a posix folder (real checksum verification)
 # Tools are built from the Go module proxy into .cache/tools, once.
 #
-# usage: stack.sh up | down | status | pg-restart | clean
+# usage: stack.sh up | down | status | clean | replica-up | replica-down |
+#        pg-restart | temporal-restart | s3-stop | s3-start
 # After `up`, .dev/env holds the environment the worker, starter and tests use.
 set -euo pipefail
 
@@ -213,8 +214,11 @@ s3_up() {
   log "S3 (versitygw) on 127.0.0.1:$S3_PORT, bucket $S3_BUCKET"
 }
 
-# A streaming replica of the dev cluster (pg_basebackup -R), for the tests of
-# replica-aware throttling. Optional: `stack.sh replica-up`.
+# A streaming replica of the dev cluster (pg_basebackup -R), for the test of
+# replica-aware throttling, which starts it (`stack.sh replica-up`) and
+# removes it (`stack.sh replica-down`) around itself: a replica running
+# through all of make test replayed every test's WAL, a twentieth of the
+# run's CPU, for one test.
 replica_up() {
   local bin data pw
   bin=$(pg_bindir)
@@ -244,7 +248,6 @@ replica_up() {
     printf "primary_conninfo = 'host=127.0.0.1 port=%s user=archiver password=%s application_name=archiver_test_replica'\n" "$PG_PORT" "$pw" \
       | as_pg tee -a "$data/postgresql.auto.conf" >/dev/null
   fi
-  grep -q '^ARCHIVER_TEST_REPLICA=' "$DEV/env" 2>/dev/null || echo "ARCHIVER_TEST_REPLICA=1" >> "$DEV/env"
   if as_pg "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     log "replica already running on 127.0.0.1:$REPLICA_PORT"
     return
@@ -258,12 +261,15 @@ replica_up() {
   log "replica on 127.0.0.1:$REPLICA_PORT (applies WAL $REPLICA_APPLY_DELAY late)"
 }
 
+# replica_down stops the replica and removes it: once stopped it would have
+# to replay all the WAL written since, and a new base backup is cheaper.
 replica_down() {
   [ -f "$DEV/pg.path" ] || return 0
   local data; data="$(dirname "$(cat "$DEV/pg.path")")/replica"
   if [ -f "$data/PG_VERSION" ] && as_pg "$(pg_bindir)/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     as_pg "$(pg_bindir)/pg_ctl" -D "$data" -m fast -w stop >/dev/null && log "replica stopped"
   fi
+  rm -rf "$data"
 }
 
 write_env() {
@@ -326,6 +332,9 @@ case "$cmd" in
   replica-up)
     replica_up
     ;;
+  replica-down)
+    replica_down
+    ;;
   temporal-restart)  # fault tests: the server keeps its database file
     stop_pid "$DEV/temporal.pid" "Temporal"
     temporal_up
@@ -359,5 +368,5 @@ case "$cmd" in
     [ -f "$DEV/pg.path" ] && rm -rf "$(cat "$DEV/pg.path")"
     rm -rf "$DEV"
     ;;
-  *) die "usage: stack.sh up | down | status | clean | replica-up | pg-restart | temporal-restart | s3-stop | s3-start" ;;
+  *) die "usage: stack.sh up | down | status | clean | replica-up | replica-down | pg-restart | temporal-restart | s3-stop | s3-start" ;;
 esac

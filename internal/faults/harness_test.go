@@ -5,8 +5,6 @@ package faults
 import (
 	"context"
 	"math/rand/v2"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -28,11 +26,7 @@ func newWorker(t *testing.T, dbURL, queue string, extra ...string) *testenv.Work
 // stack runs a command of deploy/dev/stack.sh (restarts and outages).
 func stack(t *testing.T, cmd string) {
 	t.Helper()
-	out, err := exec.Command("bash", filepath.Join("..", "..", "deploy", "dev", "stack.sh"), cmd).CombinedOutput()
-	if err != nil {
-		t.Fatalf("stack.sh %s: %v\n%s", cmd, err, out)
-	}
-	t.Logf("stack.sh %s done", cmd)
+	testenv.Stack(t, cmd)
 }
 
 // count polls a count query, riding out the errors of a server restart.
