@@ -1,11 +1,12 @@
 # The archiver's commands. The two a new machine needs: `make run` and
-# `make test` (README.md). Everything they start lives under .dev/ and the
-# tools they build under .cache/tools, both ignored by git.
+# `make test` (README.md). Everything they start lives under .dev/ (ignored
+# by git); the tools they build are kept once per machine, in the user's
+# cache folder (stack.sh tools-dir).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 STACK := deploy/dev/stack.sh
-TOOLS := .cache/tools
+TOOLS := $(shell bash $(STACK) tools-dir)
 ENV := set -a && . .dev/env && set +a
 
 # Read from temporal-dev.yaml, the dev server's declaration.

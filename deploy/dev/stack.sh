@@ -3,16 +3,26 @@
 #   PostgreSQL  a private cluster made with initdb/pg_ctl from the machine's binaries
 #   Temporal    the dev server with its Web UI (CLI pinned in temporal-dev.yaml)
 #   S3          versitygw on a posix folder (real checksum verification)
-# Tools are built from the Go module proxy into .cache/tools, once.
+# Tools are built from the Go module proxy, once per machine (see TOOLS).
 #
 # usage: stack.sh up | down | status | clean | replica-up | replica-down |
-#        pg-restart | temporal-restart | s3-stop | s3-start
+#        pg-restart | temporal-restart | s3-stop | s3-start | tools-dir
 # After `up`, .dev/env holds the environment the worker, starter and tests use.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DEV=${ARCHIVER_DEV_DIR:-$ROOT/.dev}
-TOOLS=${ARCHIVER_TOOLS_DIR:-$ROOT/.cache/tools}
+# The tools are built once per machine, into the user's cache folder beside
+# Go's own build cache, so that a new clone (CI's, a second checkout) reuses
+# them; each sits in a folder named by its version. ARCHIVER_TOOLS_DIR
+# chooses another folder.
+if [ -n "${ARCHIVER_TOOLS_DIR:-}" ]; then
+  TOOLS=$ARCHIVER_TOOLS_DIR
+elif [ -n "${XDG_CACHE_HOME:-}" ] || [ -n "${HOME:-}" ]; then
+  TOOLS=${XDG_CACHE_HOME:-$HOME/.cache}/archiver-tools
+else
+  TOOLS=$ROOT/.cache/tools
+fi
 CONFIG=${TEMPORAL_DEV_CONFIG:-$ROOT/temporal-dev.yaml}
 
 PG_PORT=${DEV_PG_PORT:-55432}
@@ -51,9 +61,12 @@ install_tool() {
   [ -x "$dir/$name" ] && return 0
   command -v go >/dev/null || die "go is not on PATH; it is needed to build $name"
   log "building $name $version from the Go module proxy (first time only: minutes on empty Go caches, the Temporal CLI most)"
-  mkdir -p "$dir.tmp"
-  GOBIN="$dir.tmp" GOFLAGS=-mod=mod go install "$pkg@$version" || die "go install $pkg@$version failed"
-  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  mkdir -p "$TOOLS"
+  local tmp; tmp=$(mktemp -d "$TOOLS/.$name-$version.XXXXXX")
+  GOBIN="$tmp" GOFLAGS=-mod=mod go install "$pkg@$version" || { rm -rf "$tmp"; die "go install $pkg@$version failed"; }
+  # Another clone may have finished first: its copy is as good as ours.
+  [ -x "$dir/$name" ] || { rm -rf "$dir"; mv -T "$tmp" "$dir" 2>/dev/null || true; }
+  rm -rf "$tmp"
 }
 
 # install_tools: the Temporal CLI and versitygw, built at once (each
@@ -337,6 +350,9 @@ case "$cmd" in
   replica-down)
     replica_down
     ;;
+  tools-dir)  # where the tools are built (the Makefile's lint tools too)
+    echo "$TOOLS"
+    ;;
   temporal-restart)  # fault tests: the server keeps its database file
     stop_pid "$DEV/temporal.pid" "Temporal"
     temporal_up
@@ -370,5 +386,5 @@ case "$cmd" in
     [ -f "$DEV/pg.path" ] && rm -rf "$(cat "$DEV/pg.path")"
     rm -rf "$DEV"
     ;;
-  *) die "usage: stack.sh up | down | status | clean | replica-up | replica-down | pg-restart | temporal-restart | s3-stop | s3-start" ;;
+  *) die "usage: stack.sh up | down | status | clean | replica-up | replica-down | pg-restart | temporal-restart | s3-stop | s3-start | tools-dir" ;;
 esac
