@@ -480,3 +480,41 @@ func hasTest(t *testing.T, dir, name string) bool {
 	}
 	return strings.Contains(src, "func "+name+"(")
 }
+
+// makeCall is `make TARGET` at the start of a command line or after &&
+// (not "; make it NOT NULL" in an error message).
+var makeCall = regexp.MustCompile(`(?:^|&&\s*)make\s+((?:[A-Z_]+=\S*\s+)*)([a-z][a-z0-9-]*)`)
+
+// TestDocsMakeTargets: every `make TARGET` of the docs (fenced blocks and
+// code spans) is a target of the Makefile.
+func TestDocsMakeTargets(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets := map[string]bool{}
+	rule := regexp.MustCompile(`^([a-z][a-z0-9-]*)\s*:([^=]|$)`)
+	for _, l := range strings.Split(string(data), "\n") {
+		if m := rule.FindStringSubmatch(l); m != nil {
+			targets[m[1]] = true
+		}
+	}
+	if !targets["run"] || !targets["test"] {
+		t.Fatalf("found the Makefile targets %v; the parser lost run or test", targets)
+	}
+	seen := 0
+	for _, p := range pages(t) {
+		code := append(commandLines(p), inlineCode(p)...)
+		for _, l := range code {
+			for _, m := range makeCall.FindAllStringSubmatch(strings.TrimSpace(l.text), -1) {
+				seen++
+				if !targets[m[2]] {
+					t.Errorf("%s:%d: make %s: the Makefile has no such target", p.name, l.n, m[2])
+				}
+			}
+		}
+	}
+	if seen < 20 {
+		t.Fatalf("found %d make commands in the docs; the parser lost them", seen)
+	}
+}
