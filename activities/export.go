@@ -19,7 +19,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/klauspost/compress/gzip"
 	"go.temporal.io/sdk/temporal"
@@ -137,10 +136,10 @@ func (a *Activities) exportDir() string {
 	return os.TempDir()
 }
 
-// writeExportFile streams the detached partition rel into a file of
-// format, in one pass of one REPEATABLE READ snapshot that also gives the
-// rows' count, content checksum and archive batches (the manifest's). Memory
-// stays one Parquet row group whatever the partition's size.
+// writeExportFile reads the detached partition rel in one REPEATABLE READ
+// snapshot: its count and content checksum, then every row streamed into a
+// file of format (the same rows the checksum covered). Memory stays one
+// Parquet row group whatever the partition's size.
 func (a *Activities) writeExportFile(ctx context.Context, t policy.Table, rel string, p partition, format string) (out exportFile, err error) {
 	defer func() {
 		if err != nil && out.path != "" {
@@ -165,8 +164,19 @@ func (a *Activities) writeExportFile(ctx context.Context, t policy.Table, rel st
 		return out, fmt.Errorf("partition %s is gone before its export", p.name)
 	}
 	out.columns = coldstore.Columns(desc)
-	stop := keepAlive(ctx, "export "+p.name+": writing its rows")
+	stop := keepAlive(ctx, "export "+p.name+": counting and checksumming its rows")
 	defer stop()
+	if err := tx.QueryRow(ctx, coldstore.ChecksumSQL("ONLY "+rel, out.columns)).Scan(&out.rows, &out.content); err != nil {
+		return out, fmt.Errorf("checksum %s: %w", p.name, err)
+	}
+	if out.rows == 0 {
+		return out, nil
+	}
+	if _, ok := desc.Column("archive_batch_id"); ok {
+		if err := tx.QueryRow(ctx, `SELECT jsonb_object_agg(b, n) FROM (SELECT archive_batch_id::text AS b, count(*) AS n FROM ONLY `+rel+` GROUP BY 1) s`).Scan(&out.batches); err != nil {
+			return out, fmt.Errorf("count the batches in %s: %w", p.name, err)
+		}
+	}
 	f, err := os.CreateTemp(a.exportDir(), "archiver-export-"+p.name+"-*"+coldstore.Ext(format))
 	if err != nil {
 		return out, fmt.Errorf("export %s: %w", p.name, err)
@@ -175,33 +185,13 @@ func (a *Activities) writeExportFile(ctx context.Context, t policy.Table, rel st
 	defer f.Close()
 	h := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
-	// One pass: each row comes with its hash for the content checksum
-	// (the sum ChecksumSQL gives of the same rows, which restore and
-	// verify compare) and, where the table has one, its archive batch.
-	var sum coldstore.ContentSum
-	var extra []string
-	var batch pgtype.Text
-	batches := map[string]int64{}
-	count := func() {}
-	if _, ok := desc.Column("archive_batch_id"); ok {
-		extra = append(extra, `"archive_batch_id"::text`)
-		count = func() {
-			if batch.Valid { // a row of no batch is in no ledger entry
-				batches[batch.String]++
-			}
-		}
-	}
-	rows, err := tx.Query(ctx, coldstore.RowsSQL("ONLY "+rel, out.columns, extra...))
+	rows, err := tx.Query(ctx, `SELECT `+coldstore.SelectList(out.columns)+` FROM ONLY `+rel)
 	if err != nil {
 		return out, fmt.Errorf("read %s: %w", p.name, err)
 	}
-	trailing := []any{}
-	if len(extra) > 0 {
-		trailing = append(trailing, &batch)
-	}
 	n, err := coldstore.Write(format, bw, out.columns, rows, func(n int64) {
-		heartbeat(ctx, fmt.Sprintf("export %s: %d rows written", p.name, n))
-	}, coldstore.WithContentSum(&sum, count, trailing...))
+		heartbeat(ctx, fmt.Sprintf("export %s: %d of %d rows", p.name, n, out.rows))
+	})
 	rows.Close()
 	var bad *coldstore.ValueError
 	if errors.As(err, &bad) {
@@ -210,14 +200,8 @@ func (a *Activities) writeExportFile(ctx context.Context, t policy.Table, rel st
 	if err != nil {
 		return out, fmt.Errorf("export %s: %w", p.name, err)
 	}
-	out.rows, out.content = n, sum.String()
-	if n == 0 {
-		return out, nil
-	}
-	if len(extra) > 0 {
-		if out.batches, err = json.Marshal(batches); err != nil {
-			return out, err
-		}
+	if n != out.rows {
+		return out, fmt.Errorf("export %s: wrote %d rows, the snapshot holds %d", p.name, n, out.rows)
 	}
 	if err := bw.Flush(); err != nil {
 		return out, err

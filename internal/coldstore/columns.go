@@ -6,7 +6,6 @@ package coldstore
 
 import (
 	"fmt"
-	"math/big"
 
 	"github.com/jackc/pgx/v5/pgtype"
 
@@ -156,30 +155,8 @@ func CheckSame(got []string, want []Column) error {
 // ChecksumSQL counts relation's rows and sums a 64-bit hash of each row's
 // text form over cols: the content checksum an export records and a
 // restore checks. It is independent of row order, so the same rows give
-// the same checksum in any table of the same column types. ContentSum
-// computes it from RowsSQL's hashes.
+// the same checksum in any table of the same column types.
 func ChecksumSQL(relation string, cols []Column) string {
-	return `SELECT count(*), COALESCE(sum(` + rowHash + `::numeric), 0)::text
-FROM ` + rowsOf(relation, cols)
-}
-
-// RowsSQL selects relation's rows for Write (SelectList(cols)), each
-// followed by its hash for ContentSum and then by extra (expressions over
-// cols, for the caller's own trailing targets): an export reads its rows
-// and their checksum in one pass.
-func RowsSQL(relation string, cols []Column, extra ...string) string {
-	out := `SELECT ` + SelectList(cols) + `, ` + rowHash
-	for _, e := range extra {
-		out += ", " + e
-	}
-	return out + ` FROM ` + rowsOf(relation, cols)
-}
-
-// rowHash is a 64-bit hash of the row's text form. The row is named by
-// ROW(t.*), not t: a column named t would shadow the alias.
-const rowHash = `('x' || left(md5(ROW(t.*)::text), 16))::bit(64)::bigint`
-
-func rowsOf(relation string, cols []Column) string {
 	list := ""
 	for i, c := range cols {
 		if i > 0 {
@@ -187,19 +164,11 @@ func rowsOf(relation string, cols []Column) string {
 		}
 		list += catalog.Quote(c.Name)
 	}
-	return `(SELECT ` + list + ` FROM ` + relation + `) t`
+	// ROW(t.*), not t: a column named t would shadow the alias, and the
+	// checksum would cover that column alone.
+	return `SELECT count(*), COALESCE(sum(('x' || left(md5(ROW(t.*)::text), 16))::bit(64)::bigint::numeric), 0)::text
+FROM (SELECT ` + list + ` FROM ` + relation + `) t`
 }
-
-// ContentSum adds up row hashes (RowsSQL) as ChecksumSQL does.
-type ContentSum struct {
-	sum, h big.Int
-}
-
-// Add adds one row's hash.
-func (c *ContentSum) Add(hash int64) { c.sum.Add(&c.sum, c.h.SetInt64(hash)) }
-
-// String is the checksum, as ChecksumSQL gives it for the same rows.
-func (c *ContentSum) String() string { return c.sum.String() }
 
 // TableSQL is CREATE TABLE for a table of cols (a restore's staging table).
 func TableSQL(create, name string, cols []Column) string {

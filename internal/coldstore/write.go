@@ -53,16 +53,6 @@ type Option func(*options)
 
 type options struct {
 	rowGroupRows int
-	sum          *ContentSum
-	extra        []any
-	each         func()
-}
-
-// WithContentSum has Write read rows selected by RowsSQL: it adds each
-// row's hash to sum, scans RowsSQL's extra columns into extra, and calls
-// each (when not nil) after every row.
-func WithContentSum(sum *ContentSum, each func(), extra ...any) Option {
-	return func(o *options) { o.sum, o.each, o.extra = sum, each, extra }
 }
 
 // WithRowGroupRows sets the rows per Parquet row group (RowGroupRows when
@@ -77,11 +67,6 @@ func Write(format string, w io.Writer, cols []Column, rows pgx.Rows, progress Pr
 		opt(&o)
 	}
 	dest := targets(cols)
-	scan := dest
-	var hash int64
-	if o.sum != nil {
-		scan = append(append(append([]any{}, dest...), &hash), o.extra...)
-	}
 	kinds := make([]kind, len(cols))
 	for i, c := range cols {
 		kinds[i] = kindOf(c)
@@ -101,14 +86,8 @@ func Write(format string, w io.Writer, cols []Column, rows pgx.Rows, progress Pr
 	}
 	var n int64
 	for rows.Next() {
-		if err := rows.Scan(scan...); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return n, err
-		}
-		if o.sum != nil {
-			o.sum.Add(hash)
-			if o.each != nil {
-				o.each()
-			}
 		}
 		for i, d := range dest {
 			if why := unfaithful(format, kinds[i], d); why != "" {
