@@ -1,10 +1,9 @@
 package testenv
 
 import (
-	"errors"
-	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -13,32 +12,15 @@ import (
 // replica-aware throttling.
 func Stack(t testing.TB, cmd string) {
 	t.Helper()
-	root, err := moduleRoot()
-	if err != nil {
-		t.Fatal(err)
+	// This file is internal/testenv/stack.go: the script is two folders up.
+	_, self, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("stack.sh: cannot locate the repository from the test binary")
 	}
-	out, err := exec.Command("bash", filepath.Join(root, "deploy", "dev", "stack.sh"), cmd).CombinedOutput()
+	script := filepath.Join(filepath.Dir(self), "..", "..", "deploy", "dev", "stack.sh")
+	out, err := exec.Command("bash", script, cmd).CombinedOutput()
 	if err != nil {
 		t.Fatalf("stack.sh %s: %v\n%s", cmd, err, out)
 	}
 	t.Logf("stack.sh %s done", cmd)
-}
-
-// moduleRoot is the folder of go.mod, found upward from the test's working
-// directory (its package's folder).
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the test's working directory")
-		}
-		dir = parent
-	}
 }
