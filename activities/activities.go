@@ -41,6 +41,11 @@ type Activities struct {
 	// retains more WAL than this many bytes (0: no check); it is looked at
 	// every ReplicaPoll too.
 	MaxSlotRetained int64
+	// LoadPoll is how often the load controller reads the server's signals
+	// while batches run with --max-load or --critical-load (100 ms).
+	LoadPoll time.Duration
+	loadMu   sync.Mutex
+	load     *loadMonitor
 	// VacuumShare: after a job deleted more than this share of a live
 	// table's rows, VacuumTable runs VACUUM (ANALYZE) on it (0: never).
 	VacuumShare float64

@@ -64,6 +64,9 @@ type FinishJobInput struct {
 	// (not a failure); Vacuum is the VACUUM step's one-line outcome.
 	StoppedAtDeadline bool   `json:",omitempty"`
 	Vacuum            string `json:",omitempty"`
+	// StoppedAtLoad is the signal past --critical-load that stopped the run
+	// before the table was done (not a failure either).
+	StoppedAtLoad string `json:",omitempty"`
 }
 
 // JobTotals are a job's figures as the ledger records them.
@@ -107,10 +110,10 @@ func (a *Activities) FinishJob(ctx context.Context, in FinishJobInput) (JobTotal
 		    batches = t.batches, records_processed = t.deleted,
 		    records_archived = t.archived + t.merged, records_deleted = t.deleted,
 		    bytes_archived = t.bytes,
-		    stopped_at_deadline = $4, vacuum = $5
+		    stopped_at_deadline = $4, vacuum = $5, stopped_at_load = $6
 		FROM t WHERE j.id = $1
 		RETURNING j.job_type, j.status, j.completed_at, j.batches, t.archived, t.merged, j.records_deleted, j.bytes_archived`,
-		in.JobID, status, errMsg, in.StoppedAtDeadline, vacuum).Scan(&out.Table, &out.Status, &completed, &out.Batches, &out.RowsArchived, &out.RowsMerged, &out.RowsDeleted, &out.Bytes)
+		in.JobID, status, errMsg, in.StoppedAtDeadline, vacuum, nullIfEmpty(in.StoppedAtLoad)).Scan(&out.Table, &out.Status, &completed, &out.Batches, &out.RowsArchived, &out.RowsMerged, &out.RowsDeleted, &out.Bytes)
 	if err != nil {
 		return out, fmt.Errorf("finish job %s: %w", in.JobID, err)
 	}
@@ -120,10 +123,18 @@ func (a *Activities) FinishJob(ctx context.Context, in FinishJobInput) (JobTotal
 	// not done either: the last success moves, the remaining rows stay.
 	switch {
 	case strings.HasPrefix(out.Table, "restore:"):
-	case in.StoppedAtDeadline && !in.Failed:
+	case (in.StoppedAtDeadline || in.StoppedAtLoad != "") && !in.Failed:
 		a.Metrics.SetLastSuccess(out.Table, completed)
 	default:
 		a.Metrics.JobFinished(ctx, out.Table, in.Failed, completed)
 	}
 	return out, nil
+}
+
+// nullIfEmpty is s, or NULL for "".
+func nullIfEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }

@@ -38,6 +38,10 @@ type MoveBatchInput struct {
 	// Pace: after it commits, the batch rests Pace × its lock time
 	// (at most maxRest) before it returns (workflows.ArchiveInput.Pace).
 	Pace float64 `json:",omitempty"`
+	// MaxLoad and CriticalLoad are the load controller's thresholds in
+	// force (absolute: the workflow resolved a relative one), nil: none.
+	MaxLoad      *policy.Load `json:",omitempty"`
+	CriticalLoad *policy.Load `json:",omitempty"`
 }
 
 // maxRest bounds a paced batch's rest.
@@ -73,6 +77,15 @@ type MoveBatchResult struct {
 	// Last is the (time, id) key of the last row moved (logs), the next
 	// batch's cursor.
 	Last *Key `json:",omitempty"`
+	// The load controller: LoadRestMillis is how long the batch rested
+	// before it began, and Load the signal past --max-load that made it
+	// ("active 5.2 > 3.0"); LoadSkipped, that the load stayed past it and
+	// the batch did not run; StoppedAtLoad, the signal past
+	// --critical-load that stops the run (the batch did not run).
+	LoadRestMillis int64  `json:",omitempty"`
+	Load           string `json:",omitempty"`
+	LoadSkipped    bool   `json:",omitempty"`
+	StoppedAtLoad  string `json:",omitempty"`
 }
 
 // MoveBatch moves up to Limit rows older than Cutoff from the live table to
@@ -96,6 +109,14 @@ func (a *Activities) MoveBatch(ctx context.Context, in MoveBatchInput) (MoveBatc
 	if !ok {
 		return MoveBatchResult{}, invalid("move batch", fmt.Errorf("table %s is archived by its own steps (mode %s), not in batches", t.Name, modeOf(t)))
 	}
+	load, err := a.loadGate(ctx, t.Name, in.MaxLoad, in.CriticalLoad)
+	if err != nil {
+		return MoveBatchResult{}, err
+	}
+	if load.Skip {
+		return MoveBatchResult{BatchID: in.BatchID, More: true, LoadRestMillis: load.Rested.Milliseconds(), Load: load.Reason,
+			LoadSkipped: true, StoppedAtLoad: load.Stop}, nil
+	}
 	waited, err := a.waitForReplicas(ctx)
 	if err != nil {
 		return MoveBatchResult{}, err
@@ -110,6 +131,7 @@ func (a *Activities) MoveBatch(ctx context.Context, in MoveBatchInput) (MoveBatc
 	defer span.End()
 	res, err := a.runBatch(ctx, t, move, in)
 	res.ReplicaWaitMillis = waited.Milliseconds()
+	res.LoadRestMillis, res.Load = load.Rested.Milliseconds(), load.Reason
 	span.SetAttributes(attribute.Int64("archive.rows", res.RowsMoved), attribute.Int64("archive.rows_deleted", res.RowsDeleted),
 		attribute.Int64("archive.bytes", res.Bytes), attribute.Bool("archive.replayed", res.Replayed))
 	if err != nil {

@@ -64,6 +64,8 @@ func cmdSchedule(ctx context.Context, args []string, stdout, stderr io.Writer, l
 	to := fs.String("to", "", "backfill: last nominal time")
 	verifyWeekly := fs.Bool("verify-weekly", false, "apply: also run `verify` every Sunday at 05:00 (schedule <id>-verify-weekly); a mismatch fails that run")
 	stopBy := fs.String("stop-by", "", "apply: each run starts no new batch after this time of day HH:MM in --timezone (the next one after the run starts); tables not done by then record stopped_at_deadline")
+	maxLoad := fs.String("max-load", policy.DefaultMaxLoad, "apply: each run rests batches while the server's load is past this (starter run --max-load)")
+	criticalLoad := fs.String("critical-load", "", "apply: each run stops when the server's load is past this; tables not done record stopped_at_load")
 	verifyDeep := fs.Bool("verify-deep", false, "apply: the weekly verification downloads every object (verify --deep)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return usageErr("schedule %s: %v", verb, err)
@@ -77,6 +79,11 @@ func cmdSchedule(ctx context.Context, args []string, stdout, stderr io.Writer, l
 		}
 		if _, err := time.LoadLocation(*tz); err != nil {
 			return usageErr("schedule apply: time zone %q: %v", *tz, err)
+		}
+	}
+	for _, l := range []struct{ flag, spec string }{{"max-load", *maxLoad}, {"critical-load", *criticalLoad}} {
+		if _, err := policy.ParseLoad(l.spec); err != nil {
+			return usageErr("schedule %s: --%s: %v", verb, l.flag, err)
 		}
 	}
 	var fromT, toT time.Time
@@ -116,6 +123,7 @@ func cmdSchedule(ctx context.Context, args []string, stdout, stderr io.Writer, l
 		if *stopBy != "" {
 			in.StopBy, in.StopByZone = strings.TrimSpace(*stopBy), *tz
 		}
+		in.MaxLoad, in.CriticalLoad = *maxLoad, *criticalLoad
 		if err := temporalclient.EnsureSearchAttributes(ctx, c, cfg.TemporalNamespace); err != nil {
 			return err
 		}

@@ -83,6 +83,12 @@ func progressLine(p workflows.ArchiveResult) string {
 		if t.StoppedAtDeadline {
 			s += " (stopped at deadline)"
 		}
+		if t.StoppedAtLoad != "" {
+			s += " (stopped at load: " + t.StoppedAtLoad + ")"
+		}
+		if t.LoadRests > 0 {
+			s += fmt.Sprintf(", %d rests for load (last %s)", t.LoadRests, t.LastLoad)
+		}
 		if t.RowsPerSec > 0 {
 			s += fmt.Sprintf(", %.0f rows/s", t.RowsPerSec)
 		}

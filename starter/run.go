@@ -33,6 +33,7 @@ type runFlags struct {
 	asOf, stopBy                string
 	batchSize, parallel         int
 	pace                        float64
+	maxLoad, criticalLoad       string
 }
 
 // tableList is a repeatable --table flag.
@@ -61,6 +62,8 @@ func parseRunFlags(args []string, stderr io.Writer) (runFlags, error) {
 	fs.IntVar(&f.parallel, "parallel", 1, "batch loops per table (logs), shared by every worker on the task queue")
 	fs.BoolVar(&f.batchActivities, "batch-activities", false, "run each batch as an activity (each on the Web UI's timeline with its heartbeats; pause and progress answered at once) instead of a local activity, at a round trip through Temporal per batch")
 	fs.Float64Var(&f.pace, "pace", 0, "after each batch, rest this many times its lock time, leaving the server to the application (like pt-archiver's --sleep-coef; 1: at most half the time)")
+	fs.StringVar(&f.maxLoad, "max-load", policy.DefaultMaxLoad, "rest batches and shrink them while the server's load is past this (like gh-ost's --max-load): active=N running statements of the application (or N% of their number before the run), xact_age=DURATION of its oldest transaction, replica_lag=DURATION; off: never")
+	fs.StringVar(&f.criticalLoad, "critical-load", "", "stop the run when the server's load is past this (same form as --max-load); tables not done record stopped_at_load and the next run goes on")
 	fs.BoolVar(&f.wait, "wait", false, "wait for the run, show progress and the summary")
 	fs.BoolVar(&f.json, "json", false, "print the result as JSON")
 	fs.BoolVar(&f.verbose, "verbose", false, "print per-table detail (dry-run partitions, job ids)")
@@ -106,6 +109,14 @@ func (f runFlags) archiveInput(now time.Time, pol []policy.Table) (workflows.Arc
 	}
 	if f.pace < 0 || f.pace > workflows.MaxPace {
 		return in, usageErr("run: --pace %g: must be between 0 and %d", f.pace, workflows.MaxPace)
+	}
+	for _, l := range []struct{ flag, spec string }{{"max-load", f.maxLoad}, {"critical-load", f.criticalLoad}} {
+		if _, err := policy.ParseLoad(l.spec); err != nil {
+			return in, usageErr("run: --%s: %v", l.flag, err)
+		}
+	}
+	if !f.dryRun {
+		in.MaxLoad, in.CriticalLoad = f.maxLoad, f.criticalLoad
 	}
 	if f.batchSize != 0 {
 		if err := policy.ValidateBatchSize(f.batchSize); err != nil {
@@ -364,6 +375,12 @@ func printSummary(w io.Writer, r workflows.ArchiveResult, verbose bool) {
 			if t.StoppedAtDeadline {
 				fmt.Fprintf(w, "%s: stopped at the run's deadline %s: what had begun finished; the rest waits for the next run\n", t.Table, r.Deadline.Local().Format(time.RFC3339))
 			}
+			if t.StoppedAtLoad != "" {
+				fmt.Fprintf(w, "%s: stopped at the critical load (%s): what had begun finished; the rest waits for the next run\n", t.Table, t.StoppedAtLoad)
+			}
+			if t.LoadRests > 0 {
+				fmt.Fprintf(w, "%s: %d batches rested %.1f s for the server's load (max load %s, last %s)\n", t.Table, t.LoadRests, t.LoadRestSeconds, t.MaxLoad, t.LastLoad)
+			}
 			if t.Vacuum != nil {
 				fmt.Fprintf(w, "%s: vacuum %s\n", t.Table, t.Vacuum.Note())
 			}
@@ -387,6 +404,9 @@ func printSummary(w io.Writer, r workflows.ArchiveResult, verbose bool) {
 		status := t.Status
 		if t.StoppedAtDeadline {
 			status += " (stopped at deadline)"
+		}
+		if t.StoppedAtLoad != "" {
+			status += " (stopped at load)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%s\t%.1f\t%s\t%d\t%s\t%s\n", t.Table, status, day(t.Cutoff), t.Batches,
 			archived, t.RowsDeleted, humanBytes(t.Bytes), t.Seconds, tableRate(t), t.PartitionsCreated, retention, t.Error)

@@ -39,7 +39,7 @@ func cmdStatus(ctx context.Context, args []string, stdout io.Writer, logger *slo
 	}
 	defer pool.Close()
 	rows, err := pool.Query(ctx, `
-		SELECT job_type, status || CASE WHEN stopped_at_deadline THEN ' (stopped at deadline)' ELSE '' END, started_at, completed_at, batches, records_archived,
+		SELECT job_type, status || CASE WHEN stopped_at_deadline THEN ' (stopped at deadline)' ELSE '' END || COALESCE(' (stopped at load: ' || stopped_at_load || ')', ''), started_at, completed_at, batches, records_archived,
 		       records_deleted, bytes_archived, COALESCE(error_message, ''), workflow_id
 		FROM archive_jobs ORDER BY started_at DESC NULLS LAST LIMIT $1`, *limit)
 	if err != nil {

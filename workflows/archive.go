@@ -74,6 +74,13 @@ type ArchiveInput struct {
 	// server at most half the time and leaves the rest to the application.
 	// The batch's worker rests, not the workflow: the history is the same.
 	Pace float64 `json:",omitempty"`
+	// MaxLoad and CriticalLoad are the load controller's thresholds
+	// (policy.ParseLoad's form; "" or "off": none): past MaxLoad a batch
+	// rests and the batch size shrinks, past CriticalLoad the run stops and
+	// each table not done records StoppedAtLoad. A table's policy entry may
+	// set its own.
+	MaxLoad      string `json:",omitempty"`
+	CriticalLoad string `json:",omitempty"`
 	// BatchActivities runs each batch as an activity from the task queue,
 	// as runs did before local batches (changeLocalBatches): each batch on
 	// the timeline with its heartbeats, signals and queries answered at
@@ -178,6 +185,19 @@ type TableResult struct {
 	// done; what was started finished, the rest waits for the next run.
 	// Not a failure.
 	StoppedAtDeadline bool `json:",omitempty"`
+	// The load controller. MaxLoad is the threshold in force (a relative
+	// one resolved against LoadBaseline, the application's running
+	// statements before the first batch); LoadRests counts batches that
+	// rested, LoadRestSeconds their rests, LastLoad the last signal past
+	// it. StoppedAtLoad is the signal past the critical load that stopped
+	// the run before this table was done: not a failure, the next run goes
+	// on.
+	MaxLoad         string  `json:",omitempty"`
+	LoadBaseline    float64 `json:",omitempty"`
+	LoadRests       int64   `json:",omitempty"`
+	LoadRestSeconds float64 `json:",omitempty"`
+	LastLoad        string  `json:",omitempty"`
+	StoppedAtLoad   string  `json:",omitempty"`
 	// Vacuum is what the VACUUM (ANALYZE) step after a large delete did.
 	Vacuum  *activities.VacuumResult  `json:",omitempty"`
 	Error   string                    `json:",omitempty"`
@@ -253,6 +273,11 @@ const (
 	// task timeout than TaskTimeout began before the timer was dropped and
 	// replay with it (legacyYield).
 	changeNoYieldTimer = "local-batches-no-yield-timer"
+	// changeLoadControl: a run with a max or critical load samples the
+	// server's load before a table's first batch (a relative threshold's
+	// baseline), passes the thresholds to every batch, halves the batch
+	// size after a rest, and stops at the critical load.
+	changeLoadControl = "load-control"
 )
 
 // ArchiveWorkflow archives the selected tables as of one instant, one
@@ -371,6 +396,11 @@ func validate(in ArchiveInput) ([]string, []policy.Table, error) {
 	}
 	if in.Pace < 0 || in.Pace > MaxPace {
 		return nil, nil, fmt.Errorf("pace %g: must be between 0 and %d", in.Pace, MaxPace)
+	}
+	for _, l := range []struct{ name, spec string }{{"max load", in.MaxLoad}, {"critical load", in.CriticalLoad}} {
+		if _, err := policy.ParseLoad(l.spec); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", l.name, err)
+		}
 	}
 	if in.Parallel < 0 || in.Parallel > 16 {
 		return nil, nil, fmt.Errorf("parallel %d: must be between 1 and 16", in.Parallel)

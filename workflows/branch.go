@@ -34,6 +34,9 @@ type branch struct {
 	sinceYield time.Duration
 	// aim is the share of the lock-time budget the batch size aims at.
 	aim float64
+	// maxLoad and criticalLoad are the load controller's thresholds in
+	// force, resolved (changeLoadControl; nil: none).
+	maxLoad, criticalLoad *policy.Load
 }
 
 func (b *branch) window() (after time.Time) {
@@ -83,16 +86,16 @@ func (b *branch) archive(ctx workflow.Context) {
 	if err == nil && b.incomplete {
 		return // the next run of the chain goes on from here
 	}
-	if err == nil && !r.StoppedAtDeadline && b.run.res.Window == nil && workflow.GetVersion(ctx, changeRetention, workflow.DefaultVersion, 1) >= 1 {
+	if err == nil && !r.StoppedAtDeadline && r.StoppedAtLoad == "" && b.run.res.Window == nil && workflow.GetVersion(ctx, changeRetention, workflow.DefaultVersion, 1) >= 1 {
 		if !b.atDeadline(ctx) {
 			err = b.retention(ctx)
 		}
 	}
-	if err == nil && r.RowsDeleted > 0 && workflow.GetVersion(ctx, changeVacuum, workflow.DefaultVersion, 1) >= 1 {
+	if err == nil && r.RowsDeleted > 0 && r.StoppedAtLoad == "" && workflow.GetVersion(ctx, changeVacuum, workflow.DefaultVersion, 1) >= 1 {
 		b.vacuum(ctx)
 	}
 	var totals activities.JobTotals
-	finish := activities.FinishJobInput{JobID: r.JobID, Failed: err != nil, StoppedAtDeadline: r.StoppedAtDeadline}
+	finish := activities.FinishJobInput{JobID: r.JobID, Failed: err != nil, StoppedAtDeadline: r.StoppedAtDeadline, StoppedAtLoad: r.StoppedAtLoad}
 	if r.Vacuum != nil {
 		finish.Vacuum = r.Vacuum.Note()
 	}
@@ -145,6 +148,9 @@ func (b *branch) moveAll(ctx workflow.Context) error {
 		r.BatchSize = b.limit()
 	}
 	useMore := workflow.GetVersion(ctx, changeMoreFlag, workflow.DefaultVersion, 1) >= 1
+	if err := b.loadControl(ctx); err != nil {
+		return err
+	}
 	if !b.run.ops {
 		return b.loop(ctx, 0, useMore)
 	}
@@ -210,6 +216,7 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 		in := activities.MoveBatchInput{
 			Table: b.table.Name, Entry: b.entry(), JobID: r.JobID, Cutoff: r.Cutoff, After: b.window(), Limit: limit,
 			BatchID: runUUID(info, b.table.Name, label).String(), Cursor: cursor, Pace: b.run.pace,
+			MaxLoad: b.maxLoad, CriticalLoad: b.criticalLoad,
 		}
 		var mv activities.MoveBatchResult
 		if err := b.moveBatch(ctx, in, &mv); err != nil {
@@ -217,6 +224,24 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 		}
 		if err := b.yield(ctx); err != nil {
 			return err
+		}
+		if mv.Load != "" {
+			r.LastLoad = mv.Load
+			r.LoadRestSeconds += float64(mv.LoadRestMillis) / 1000
+			if mv.StoppedAtLoad == "" {
+				r.LoadRests++
+			}
+		}
+		if mv.StoppedAtLoad != "" {
+			b.run.loadStop = mv.StoppedAtLoad
+			b.atLoadStop()
+			return nil
+		}
+		if mv.LoadSkipped {
+			// The load stayed high through the rest: a smaller batch, from
+			// the same place, once it falls.
+			r.BatchSize = b.run.shrink(r.BatchSize, b.limit())
+			continue
 		}
 		r.Batches++
 		r.RowsArchived += mv.RowsMoved
@@ -226,7 +251,11 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 		if mv.MaxTS != nil && (r.Reached == nil || mv.MaxTS.After(*r.Reached)) {
 			r.Reached = mv.MaxTS
 		}
-		r.BatchSize = b.run.adapt(r.BatchSize, mv.TxMillis, b.limit(), b.table.LockBudget, b.aim)
+		if mv.Load != "" {
+			r.BatchSize = b.run.shrink(r.BatchSize, b.limit())
+		} else {
+			r.BatchSize = b.run.adapt(r.BatchSize, mv.TxMillis, b.limit(), b.table.LockBudget, b.aim)
+		}
 		if b.cursor {
 			switch {
 			case mv.More:
@@ -377,7 +406,57 @@ func (b *branch) batchSummary(in activities.MoveBatchInput) string {
 	case policy.ModeDownsample:
 		unit = "samples"
 	}
-	return fmt.Sprintf("%s %s, up to %s %s", b.table.Name, span(from, in.Cutoff), thousands(int64(in.Limit)), unit)
+	out := fmt.Sprintf("%s %s, up to %s %s", b.table.Name, span(from, in.Cutoff), thousands(int64(in.Limit)), unit)
+	if r := b.result; r.LastLoad != "" && r.LoadRests > 0 {
+		out += fmt.Sprintf("; load: %d rests (%.1f s), last %s", r.LoadRests, r.LoadRestSeconds, r.LastLoad)
+	}
+	return out
+}
+
+// loadControl resolves the table's load thresholds before its first
+// batch: the policy entry's own, else the run's. A relative one is a share
+// of the application's running statements before the run, read once per
+// table (SampleLoad) and carried across continue-as-new, so that the
+// run's own batches never raise its baseline.
+func (b *branch) loadControl(ctx workflow.Context) error {
+	maxSpec, critSpec := b.run.maxLoad, b.run.criticalLoad
+	if b.table.MaxLoad != "" {
+		maxSpec = b.table.MaxLoad
+	}
+	if b.table.CriticalLoad != "" {
+		critSpec = b.table.CriticalLoad
+	}
+	maxLoad, _ := policy.ParseLoad(maxSpec) // validated with the input
+	critical, _ := policy.ParseLoad(critSpec)
+	if maxLoad.IsZero() && critical.IsZero() || workflow.GetVersion(ctx, changeLoadControl, workflow.DefaultVersion, 1) < 1 {
+		return nil
+	}
+	r := b.result
+	if r.MaxLoad == "" && (maxLoad.Relative() || critical.Relative()) {
+		lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+			ScheduleToCloseTimeout: time.Minute, StartToCloseTimeout: 10 * time.Second,
+			Summary: b.table.Name + " load before the first batch",
+		})
+		var base policy.LoadSample
+		if err := workflow.ExecuteLocalActivity(lctx, a.SampleLoad, activities.SampleLoadInput{Table: b.table.Name}).Get(ctx, &base); err != nil {
+			return err
+		}
+		r.LoadBaseline = base.Active
+	}
+	if !maxLoad.IsZero() {
+		l := maxLoad.Resolve(r.LoadBaseline)
+		b.maxLoad = &l
+	}
+	if !critical.IsZero() {
+		l := critical.Resolve(r.LoadBaseline)
+		b.criticalLoad = &l
+	}
+	if b.maxLoad != nil {
+		r.MaxLoad = b.maxLoad.String()
+	} else {
+		r.MaxLoad = "off"
+	}
+	return nil
 }
 
 func (b *branch) limit() int {

@@ -97,7 +97,7 @@ func (s *runState) pastDeadline(ctx workflow.Context) bool {
 // continue as new (incomplete) or because the run's deadline came
 // (StoppedAtDeadline).
 func (b *branch) proceed(ctx workflow.Context) (bool, error) {
-	if b.atDeadline(ctx) {
+	if b.atDeadline(ctx) || b.atLoadStop() {
 		return false, nil
 	}
 	ok, err := b.run.gate(ctx)
@@ -117,6 +117,15 @@ func (b *branch) proceed(ctx workflow.Context) (bool, error) {
 func (b *branch) atDeadline(ctx workflow.Context) bool {
 	if b.run.pastDeadline(ctx) {
 		b.result.StoppedAtDeadline = true
+		return true
+	}
+	return false
+}
+
+// atLoadStop records and reports that the run stopped at the critical load.
+func (b *branch) atLoadStop() bool {
+	if b.run.loadStop != "" {
+		b.result.StoppedAtLoad = b.run.loadStop
 		return true
 	}
 	return false

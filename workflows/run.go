@@ -43,10 +43,15 @@ type runState struct {
 	bps      float64
 	nextSlot time.Time
 
-	parallel         int
-	rowByRow         bool
-	batchActivities  bool
-	pace             float64
+	parallel        int
+	rowByRow        bool
+	batchActivities bool
+	pace            float64
+	maxLoad         string
+	criticalLoad    string
+	// loadStop, once set, is the signal past the critical load that stops
+	// the run: every branch stops at its next unit of work.
+	loadStop         string
 	lockBudget       time.Duration
 	minBatch         int
 	maxBatch         int
@@ -63,6 +68,7 @@ func newRunState(ctx workflow.Context, in ArchiveInput, res *ArchiveResult, ops 
 	s := &runState{
 		res: res, ops: ops,
 		parallel: max(in.Parallel, 1), rowByRow: in.RowByRow, batchActivities: in.BatchActivities, pace: in.Pace, lockBudget: in.LockBudget,
+		maxLoad: in.MaxLoad, criticalLoad: in.CriticalLoad,
 		minBatch: in.MinBatch, maxBatch: in.MaxBatch, maxBatchesPerRun: in.MaxBatchesPerRun,
 		pauseCh:    workflow.GetSignalChannel(ctx, SignalPause),
 		resumeCh:   workflow.GetSignalChannel(ctx, SignalResume),
@@ -214,6 +220,17 @@ func (s *runState) adapt(limit int, txMillis int64, tableMax int, tableBudget ti
 		limit = limit * 5 / 4
 	}
 	return max(lo, min(hi, limit))
+}
+
+// shrink halves the batch size after a batch rested for the server's load
+// (within the same bounds as adapt); calm batches grow it back through
+// adapt.
+func (s *runState) shrink(limit, tableMax int) int {
+	hi := s.maxBatch
+	if hi <= 0 {
+		hi = min(tableMax*5, 100000)
+	}
+	return max(min(s.minBatch, hi), limit/2)
 }
 
 // progress is the progress query's answer: totals so far with a rate and an

@@ -42,6 +42,8 @@ type fileEntry struct {
 	RetentionDays    int             `yaml:"retention_days"`
 	BatchSize        int             `yaml:"batch_size"`
 	LockBudget       string          `yaml:"lock_budget"`
+	MaxLoad          string          `yaml:"max_load"`
+	CriticalLoad     string          `yaml:"critical_load"`
 	Where            []fileCondition `yaml:"where"`
 	Downsample       *fileDownsample `yaml:"downsample"`
 	Offload          *fileOffload    `yaml:"offload"`
@@ -284,6 +286,19 @@ func (e fileEntry) table() (Table, error) {
 			return t, bad(fmt.Sprintf("%q: want a duration from 10ms to 1m, such as 200ms", e.LockBudget), "lock_budget")
 		}
 		t.LockBudget = d
+	}
+	for _, l := range []struct {
+		field string
+		value string
+		to    *string
+	}{{"max_load", e.MaxLoad, &t.MaxLoad}, {"critical_load", e.CriticalLoad, &t.CriticalLoad}} {
+		if l.value == "" {
+			continue
+		}
+		if _, err := ParseLoad(l.value); err != nil {
+			return t, bad(err.Error(), l.field)
+		}
+		*l.to = l.value
 	}
 	for i, c := range e.Where {
 		cond, err := c.condition()

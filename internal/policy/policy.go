@@ -66,6 +66,10 @@ type Table struct {
 	Partition string `json:",omitempty"`
 	// LockBudget, when set, is this table's per-batch lock-time budget.
 	LockBudget time.Duration `json:",omitempty"`
+	// MaxLoad and CriticalLoad, when set, replace the run's --max-load and
+	// --critical-load for this table (ParseLoad's form).
+	MaxLoad      string `json:",omitempty"`
+	CriticalLoad string `json:",omitempty"`
 	// Where limits the rows that age out to those matching every condition.
 	Where []Condition `json:",omitempty"`
 	// Bucket (downsample) is the aggregates' time bucket: hour, day, week.

@@ -20,6 +20,9 @@ type Metrics struct {
 	bytes     metric.Int64Counter
 	rows      metric.Int64Counter
 	batchTime metric.Float64Histogram
+	loadRests metric.Int64Counter
+	loadRest  metric.Float64Counter
+	loadStops metric.Int64Counter
 
 	mu          sync.Mutex
 	lastSuccess map[string]float64
@@ -49,6 +52,18 @@ func NewMetrics(meter metric.Meter) (*Metrics, error) {
 	if m.batchTime, err = meter.Float64Histogram("archive_batch_duration", metric.WithUnit("s"),
 		metric.WithDescription("Time a batch transaction held its locks."),
 		metric.WithExplicitBucketBoundaries(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30)); err != nil {
+		return nil, err
+	}
+	if m.loadRests, err = meter.Int64Counter("archive_load_rests",
+		metric.WithDescription("Batches that rested because the server's load was past --max-load, by table.")); err != nil {
+		return nil, err
+	}
+	if m.loadRest, err = meter.Float64Counter("archive_load_rest", metric.WithUnit("s"),
+		metric.WithDescription("Time batches rested for the server's load, by table.")); err != nil {
+		return nil, err
+	}
+	if m.loadStops, err = meter.Int64Counter("archive_load_stops",
+		metric.WithDescription("Runs that stopped because the server's load was past --critical-load, by table.")); err != nil {
 		return nil, err
 	}
 	gauge := func(name, desc string, values func() map[string]float64) error {
@@ -126,6 +141,21 @@ func (m *Metrics) Batch(ctx context.Context, table string, archived, deleted, ag
 	if r, ok := m.remaining[table]; ok {
 		m.remaining[table] = max(0, r-deleted)
 	}
+}
+
+// LoadRest records a batch's rest for the server's load; stop, that the
+// critical load stopped the run.
+func (m *Metrics) LoadRest(ctx context.Context, table string, rested time.Duration, stop bool) {
+	if m == nil {
+		return
+	}
+	t := metric.WithAttributes(attribute.String("table", table))
+	if stop {
+		m.loadStops.Add(ctx, 1, t)
+		return
+	}
+	m.loadRests.Add(ctx, 1, t)
+	m.loadRest.Add(ctx, rested.Seconds(), t)
 }
 
 // JobFinished records a job's end: a failure, or the time of its success.
