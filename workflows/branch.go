@@ -238,9 +238,15 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 			return nil
 		}
 		if mv.LoadSkipped {
-			// The load stayed high through the rest: a smaller batch, from
-			// the same place, once it falls.
+			// The load stayed high through the batch's rest: a smaller
+			// batch, from the same place, once it falls. The timer ends
+			// the workflow task, so that the rest shows on the timeline
+			// and the progress query and signals get in while it lasts.
 			r.BatchSize = b.run.shrink(r.BatchSize, b.limit())
+			topts := workflow.TimerOptions{Summary: clip(fmt.Sprintf("%s resting for load: %s", b.table.Name, mv.Load), maxSummary)}
+			if err := workflow.NewTimerWithOptions(ctx, loadRestTimer, topts).Get(ctx, nil); err != nil {
+				return err
+			}
 			continue
 		}
 		r.Batches++
@@ -314,6 +320,10 @@ func (b *branch) moveBatch(ctx workflow.Context, in activities.MoveBatchInput, m
 	}
 	return workflow.ExecuteActivity(summarized(ctx, "%s", summary), a.MoveBatch, in).Get(ctx, mv)
 }
+
+// loadRestTimer is the workflow's rest after a batch that the load kept
+// from running (on top of the batch's own rest).
+const loadRestTimer = time.Second
 
 // yieldEvery is how long local batches held one workflow task before runs
 // without changeNoYieldTimer ended it with a timer.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -25,9 +26,12 @@ type AppLoad struct {
 
 // StartAppLoad starts clients pgbench sessions on url and returns once
 // pg_stat_activity shows most of them running a statement. Stop (or the
-// test's end) ends them.
+// test's end) ends them. The load controller reads the whole server, so
+// tests that load it take turns, across test processes too: the first
+// call in a test waits for a cluster-wide lock held until the test ends.
 func StartAppLoad(t testing.TB, admin *pgxpool.Pool, url string, clients int) *AppLoad {
 	t.Helper()
+	exclusiveLoad(t)
 	pgbench, err := exec.LookPath("pgbench")
 	if err != nil {
 		t.Fatalf("pgbench is not installed (Debian's postgresql-client or postgresql package ships it): %v", err)
@@ -82,4 +86,23 @@ func (l *AppLoad) waitFor(t testing.TB, ok func(active int64) bool, what string)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// appLoadLock is the advisory lock (in the admin URL's database) that tests
+// loading the server take turns on.
+const appLoadLock = 7243002
+
+// exclusiveLoad holds appLoadLock on a connection of its own until the
+// test ends.
+func exclusiveLoad(t testing.TB) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, Load(t).AdminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, appLoadLock); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
 }
