@@ -27,8 +27,13 @@ const maxLoadRest = 2 * time.Second
 
 // loadWindow is the span the running-statement count is averaged over: a
 // single look at pg_stat_activity sees a busy application's sessions
-// between statements as often as in one.
-const loadWindow = time.Second
+// between statements as often as in one. baselineWindow is the longer span
+// of SampleLoad: one second of a steady pgbench load reads anywhere from
+// 0.8 to 2.8 running statements, and the baseline holds for the whole run.
+const (
+	loadWindow     = time.Second
+	baselineWindow = 3 * time.Second
+)
 
 // loadSQL reads the signals, server-wide (the CPU and the disks are the
 // server's): the application's sessions running a statement, its oldest
@@ -84,9 +89,10 @@ func (a *Activities) loadMonitor() *loadMonitor {
 }
 
 // read returns the signals once the monitor has samples over at least
-// full (0: one sample): the running-statement count averaged over the
-// last loadWindow, the other two as last read.
+// full (0: one sample): the running-statement count averaged over the last
+// max(full, loadWindow), the other two as last read.
 func (m *loadMonitor) read(ctx context.Context, full time.Duration) (policy.LoadSample, error) {
+	span := max(full, loadWindow)
 	for {
 		m.mu.Lock()
 		m.lastRead = time.Now()
@@ -107,10 +113,14 @@ func (m *loadMonitor) read(ctx context.Context, full time.Duration) (policy.Load
 		s, err, next := m.last, m.err, m.next
 		if enough {
 			var sum float64
+			var k int
 			for _, x := range m.active {
-				sum += x.n
+				if m.active[n-1].at.Sub(x.at) < span {
+					sum += x.n
+					k++
+				}
 			}
-			s.Active = sum / float64(n)
+			s.Active = sum / float64(k)
 		}
 		m.mu.Unlock()
 		if err != nil {
@@ -173,7 +183,7 @@ func (m *loadMonitor) sample() {
 		} else {
 			m.last, m.err = s, nil
 			m.active = append(m.active, timedActive{at: now, n: s.Active})
-			for len(m.active) > 1 && now.Sub(m.active[0].at) > loadWindow {
+			for len(m.active) > 1 && now.Sub(m.active[0].at) > baselineWindow {
 				m.active = m.active[1:]
 			}
 		}
@@ -198,10 +208,10 @@ type SampleLoadInput struct {
 	Table string
 }
 
-// SampleLoad reads the signals over a whole loadWindow: the baseline a
-// relative --max-load (active=150%) is a share of.
+// SampleLoad reads the signals over a whole baselineWindow: the baseline a
+// relative --max-load (active=120%) is a share of.
 func (a *Activities) SampleLoad(ctx context.Context, in SampleLoadInput) (policy.LoadSample, error) {
-	return a.loadMonitor().read(ctx, loadWindow)
+	return a.loadMonitor().read(ctx, baselineWindow)
 }
 
 // loadVerdict is the load controller's answer before a batch: how long

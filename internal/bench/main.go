@@ -27,6 +27,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/mockupaws/archiver/activities"
+	"github.com/mockupaws/archiver/internal/policy"
 )
 
 type options struct {
@@ -34,6 +35,7 @@ type options struct {
 	coldRows, coldRestoreRows, appScale, appClients                         int
 	coldRestoreBudget                                                       time.Duration
 	appPace                                                                 float64
+	appMaxLoad                                                              string
 	parallel                                                                int
 	batchActivities, metricsInTimeOrder                                     bool
 	workerEnv                                                               []string
@@ -68,6 +70,15 @@ type Result struct {
 	AppP99MS       float64 `json:"app_p99_ms,omitempty"`
 	AppErrors      *int64  `json:"app_errors,omitempty"`
 	AppPace        float64 `json:"app_pace,omitempty"`
+	AppMaxLoad     string  `json:"app_max_load,omitempty"`
+	// RowsRatio is our rows/s with the application over our unpaced rows/s
+	// alone; AppLoadRests and AppLoadRestS the controller's rests in that
+	// run; AppBackoffS the time from the load doubling to our first second
+	// without a deleted row (-1: none).
+	RowsRatio    float64  `json:"rows_ratio,omitempty"`
+	AppLoadRests int64    `json:"app_load_rests,omitempty"`
+	AppLoadRestS float64  `json:"app_load_rest_s,omitempty"`
+	AppBackoffS  *float64 `json:"app_backoff_s,omitempty"`
 	// Our runs' shape, when not the default (one local batch loop).
 	Parallel        int  `json:"parallel,omitempty"`
 	BatchActivities bool `json:"batch_activities,omitempty"`
@@ -135,7 +146,8 @@ func main() {
 	flag.IntVar(&o.parallel, "parallel", 1, "batch loops per table of our runs (ArchiveInput.Parallel; above 1, batches are activities)")
 	flag.BoolVar(&o.metricsInTimeOrder, "metrics-in-time-order", false, "store the seeded metric samples in time order, as an application appends them (default: scattered over the heap, the worst case for batches in time order)")
 	flag.BoolVar(&o.batchActivities, "batch-activities", false, "our runs' batches as activities (ArchiveInput.BatchActivities), as before local batches")
-	flag.Float64Var(&o.appPace, "app-pace", 1, "our run's --pace in app_impact (0: full speed)")
+	flag.Float64Var(&o.appPace, "app-pace", 0, "our run's --pace in app_impact (0: full speed)")
+	flag.StringVar(&o.appMaxLoad, "app-max-load", policy.DefaultMaxLoad, "our run's --max-load in app_impact (off: none)")
 	flag.BoolVar(&o.scale, "scale", false, "only the cost curve: logs runs at --scale-sizes rows, each on a database of its own")
 	sizes := flag.String("scale-sizes", "1000000,5000000,20000000", "comma-separated log row counts of --scale")
 	only := flag.String("only", "", "comma-separated workloads to run (default all): "+strings.Join(workloadNames, ","))

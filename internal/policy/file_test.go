@@ -70,6 +70,8 @@ func TestParseRefuses(t *testing.T) {
 		{"offload root", head + "    mode: offload\n    offload: {path_column: p, root: relative/dir}\n", `offload.root: "relative/dir": want an absolute directory`},
 		{"batch size", head + "    batch_size: 1000000\n", "batch_size: batch size 1000000: must be at most 100000"},
 		{"lock budget", head + "    lock_budget: soon\n", `lock_budget: "soon": want a duration from 10ms to 1m`},
+		{"max load", head + "    max_load: threads_running=25\n", `max_load: "threads_running": no such signal`},
+		{"critical load", head + "    critical_load: active=50%\n", `critical_load: active=50%: want a share from 100%`},
 		{"export format", head + "    export: {prefix: cold/, format: orc}\n", `export: format "orc": want parquet or csv`},
 		{"export prefix", head + "    export: {prefix: /cold}\n", `export: prefix "/cold": a key prefix such as cold/`},
 		{"export field", head + "    export: {bucket: b1, path: x}\n", "export takes bucket, prefix, format"},

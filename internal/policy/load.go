@@ -18,7 +18,7 @@ type Load struct {
 	// statement (pg_stat_activity, state active, the archiver's own
 	// sessions left out), averaged over the last second. ActivePercent,
 	// when set instead, is relative: that share of the average the run
-	// measured before its first batch, and at least one session more.
+	// measured before its first batch (at least one statement).
 	Active        float64 `json:",omitempty"`
 	ActivePercent float64 `json:",omitempty"`
 	// XactAge is the age of the application's oldest open transaction.
@@ -27,9 +27,12 @@ type Load struct {
 	ReplicaLag time.Duration `json:",omitempty"`
 }
 
-// DefaultMaxLoad is --max-load's default: rest while the application's
-// running statements are half as many again as before the run began.
-const DefaultMaxLoad = "active=150%"
+// DefaultMaxLoad is --max-load's default: rest while the application runs
+// a fifth more statements at once than it did before the run began, which
+// is what the run's own work does to it when the two compete for the
+// server (docs/operating.md, "The application's load", has the
+// measurements).
+const DefaultMaxLoad = "active=120%"
 
 // LoadSample is one reading of the signals a Load is a threshold on.
 type LoadSample struct {
@@ -96,12 +99,12 @@ func (l Load) IsZero() bool { return l == Load{} }
 func (l Load) Relative() bool { return l.ActivePercent > 0 }
 
 // Resolve turns a relative threshold into an absolute one, given the
-// application's average running statements before the run: the share, and
-// at least one more than the baseline (an idle database's zero would
-// otherwise rest the run at the first statement of anyone).
+// application's average running statements before the run: that share of
+// it, and at least one statement (an idle database's zero would otherwise
+// rest the run at the first statement of anyone).
 func (l Load) Resolve(baseline float64) Load {
 	if l.ActivePercent > 0 {
-		l.Active = math.Round(max(baseline*l.ActivePercent/100, baseline+1)*10) / 10
+		l.Active = math.Round(max(baseline*l.ActivePercent/100, 1)*10) / 10
 		l.ActivePercent = 0
 	}
 	return l
