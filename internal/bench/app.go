@@ -154,6 +154,7 @@ func (b *bench) appBackoff(ctx context.Context, pgbench, appURL string, in workf
 		var second <-chan pgbenchResult
 		var last float64
 		var lastMove, movedSince time.Time
+		backedOff := false
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		var runErr error
@@ -180,8 +181,9 @@ func (b *bench) appBackoff(ctx context.Context, pgbench, appURL string, in workf
 				doubled = now
 				second = startPgbench(ctx, pgbench, appURL, filepath.Join(b.dir, "pgbench-backoff-2"), 10, b.o.appClients)
 				fmt.Fprintf(os.Stderr, "bench: the load doubles (a second pgbench of %d clients)\n", b.o.appClients)
-			case !doubled.IsZero() && backoff < 0 && now.Sub(lastMove) >= time.Second && lastMove.After(doubled.Add(-time.Second)):
-				backoff = round(lastMove.Sub(doubled).Seconds())
+			case !doubled.IsZero() && !backedOff && now.Sub(lastMove) >= time.Second && lastMove.After(doubled.Add(-time.Second)):
+				// Resting already when the load doubled: 0.
+				backedOff, backoff = true, round(max(0, lastMove.Sub(doubled).Seconds()))
 				fmt.Fprintf(os.Stderr, "bench: our run backed off %.1f s after the load doubled\n", backoff)
 			}
 		}

@@ -448,3 +448,64 @@ func TestChecksumCoversTheWholeRow(t *testing.T) {
 		t.Fatalf("the checksum of plain is %s, it was %s: manifests written before would not compare", plain, before)
 	}
 }
+
+// TestSummaryIsTheChecksum: SummarySQL's one scan gives ChecksumSQL's row
+// count and checksum (a column named t included), the time column's range,
+// and the rows of each group, which add up to the whole.
+func TestSummaryIsTheChecksum(t *testing.T) {
+	db, _ := testenv.EmptyDB(t)
+	ctx := context.Background()
+	if _, err := db.Exec(ctx, `CREATE TABLE s (t int, at timestamp, b uuid, u text);
+		INSERT INTO s SELECT i, timestamp '2020-01-01' + i * interval '1 hour', ('00000000-0000-0000-0000-00000000000' || (i % 3))::uuid, repeat('y', i % 5)
+		FROM generate_series(1, 300) i`); err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := catalog.Describe(ctx, db, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols := coldstore.Columns(tbl)
+	wantN, wantSum := checksum(t, db, "s", cols)
+	for _, group := range []string{"", "b"} {
+		rows, err := db.Query(ctx, coldstore.SummarySQL("s", cols, "at", group))
+		if err != nil {
+			t.Fatal(err)
+		}
+		groups, inGroups := 0, int64(0)
+		var total bool
+		for rows.Next() {
+			var isTotal bool
+			var g *string
+			var n int64
+			var sum string
+			var lo, hi *time.Time
+			if err := rows.Scan(&isTotal, &g, &n, &sum, &lo, &hi); err != nil {
+				t.Fatal(err)
+			}
+			if !isTotal {
+				groups++
+				inGroups += n
+				continue
+			}
+			total = true
+			if n != wantN || sum != wantSum {
+				t.Fatalf("group %q: the summary counts %d rows (%s), the checksum %d (%s)", group, n, sum, wantN, wantSum)
+			}
+			if lo == nil || hi == nil || !lo.Equal(time.Date(2020, 1, 1, 1, 0, 0, 0, time.UTC)) || !hi.Equal(time.Date(2020, 1, 13, 12, 0, 0, 0, time.UTC)) {
+				t.Fatalf("group %q: time range %v .. %v", group, lo, hi)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if !total {
+			t.Fatalf("group %q: no total row", group)
+		}
+		if group == "b" && (groups != 3 || inGroups != wantN) {
+			t.Fatalf("%d groups of %d rows in all, want 3 groups of the %d rows", groups, inGroups, wantN)
+		}
+		if group == "" && groups != 0 {
+			t.Fatalf("%d group rows without a group", groups)
+		}
+	}
+}
