@@ -166,17 +166,16 @@ func (a *Activities) writeExportFile(ctx context.Context, t policy.Table, rel st
 	out.columns = coldstore.Columns(desc)
 	stop := keepAlive(ctx, "export "+p.name+": counting and checksumming its rows")
 	defer stop()
-	group := ""
-	if _, ok := desc.Column("archive_batch_id"); ok {
-		group = "archive_batch_id"
-	}
-	sum, err := summarize(ctx, tx, "ONLY "+rel, out.columns, "", group)
-	if err != nil {
+	if err := tx.QueryRow(ctx, coldstore.ChecksumSQL("ONLY "+rel, out.columns)).Scan(&out.rows, &out.content); err != nil {
 		return out, fmt.Errorf("checksum %s: %w", p.name, err)
 	}
-	out.rows, out.content, out.batches = sum.rows, sum.checksum, sum.groups
 	if out.rows == 0 {
 		return out, nil
+	}
+	if _, ok := desc.Column("archive_batch_id"); ok {
+		if err := tx.QueryRow(ctx, `SELECT jsonb_object_agg(b, n) FROM (SELECT archive_batch_id::text AS b, count(*) AS n FROM ONLY `+rel+` GROUP BY 1) s`).Scan(&out.batches); err != nil {
+			return out, fmt.Errorf("count the batches in %s: %w", p.name, err)
+		}
 	}
 	f, err := os.CreateTemp(a.exportDir(), "archiver-export-"+p.name+"-*"+coldstore.Ext(format))
 	if err != nil {
@@ -453,54 +452,6 @@ func columnsThatDiffer(ctx context.Context, tx pgx.Tx, a, b string, cols []colds
 
 // errUnreadable: an export's file could not be decoded.
 var errUnreadable = errors.New("the file cannot be read")
-
-// tableSummary is what coldstore.SummarySQL read: the row count, the
-// content checksum, the time range and, as a JSON object, the rows per
-// archive batch (nil without a group).
-type tableSummary struct {
-	rows         int64
-	checksum     string
-	minTS, maxTS *time.Time
-	groups       []byte
-}
-
-// summarize runs coldstore.SummarySQL on relation.
-func summarize(ctx context.Context, tx pgx.Tx, relation string, cols []coldstore.Column, timeCol, group string) (tableSummary, error) {
-	var out tableSummary
-	rows, err := tx.Query(ctx, coldstore.SummarySQL(relation, cols, timeCol, group))
-	if err != nil {
-		return out, err
-	}
-	defer rows.Close()
-	groups := map[string]int64{}
-	for rows.Next() {
-		var total bool
-		var g *string
-		var n int64
-		var sum string
-		var lo, hi *time.Time
-		if err := rows.Scan(&total, &g, &n, &sum, &lo, &hi); err != nil {
-			return out, err
-		}
-		if total {
-			out.rows, out.checksum, out.minTS, out.maxTS = n, sum, lo, hi
-			continue
-		}
-		if g == nil {
-			return out, fmt.Errorf("%d rows have no %s", n, group)
-		}
-		groups[*g] = n
-	}
-	if err := rows.Err(); err != nil {
-		return out, err
-	}
-	if group != "" && out.rows > 0 {
-		if out.groups, err = json.Marshal(groups); err != nil {
-			return out, err
-		}
-	}
-	return out, nil
-}
 
 // loadExport copies the rows of e's file f into stage, a table of e's
 // columns, as CSV through COPY (a Parquet file is turned into CSV on the

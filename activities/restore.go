@@ -378,21 +378,14 @@ func restoreFromFile(ctx context.Context, tx pgx.Tx, s shape, e Export, f *os.Fi
 	if err != nil {
 		return m, err
 	}
-	// One scan checks the rows against the manifest and reads what the
-	// ledger records: their time range and the archive batches they came
-	// from.
-	hasBatch := columnIn(e.Columns, "archive_batch_id")
-	group := ""
-	if hasBatch {
-		group = "archive_batch_id"
-	}
-	sum, err := summarize(ctx, tx, stage, e.Columns, s.timeColumn, group)
-	if err != nil {
+	var n int64
+	var sum string
+	if err := tx.QueryRow(ctx, coldstore.ChecksumSQL(stage, e.Columns)).Scan(&n, &sum); err != nil {
 		return m, err
 	}
-	if sum.rows != e.Rows || sum.checksum != e.Checksum || loaded != e.Rows {
+	if n != e.Rows || sum != e.Checksum || loaded != e.Rows {
 		return m, temporal.NewNonRetryableApplicationError(fmt.Sprintf("export %d (%s): read back %d rows with checksum %s; the manifest says %d rows, %s",
-			e.ID, e.Location(), sum.rows, sum.checksum, e.Rows, e.Checksum), ErrExportMismatch, nil)
+			e.ID, e.Location(), n, sum, e.Rows, e.Checksum), ErrExportMismatch, nil)
 	}
 	for _, c := range s.copy {
 		if !columnIn(e.Columns, c) {
@@ -409,19 +402,26 @@ func restoreFromFile(ctx context.Context, tx pgx.Tx, s shape, e Export, f *os.Fi
 		}
 	}
 	cols, overriding := s.live.InsertColumns(cols)
+	hasBatch := columnIn(e.Columns, "archive_batch_id")
+	from := "NULL::jsonb"
+	if hasBatch {
+		from = `(SELECT jsonb_object_agg(b, k) FROM (SELECT archive_batch_id::text AS b, count(*) AS k FROM ` + stage + ` GROUP BY 1) o)`
+	}
+	ts := catalog.Quote(s.timeColumn)
 	err = tx.QueryRow(ctx, fmt.Sprintf(`
 WITH ins AS (
-    INSERT INTO %[1]s (%[2]s) %[4]s SELECT %[2]s FROM %[3]s RETURNING 1
+    INSERT INTO %[1]s (%[2]s) %[6]s SELECT %[2]s FROM %[3]s RETURNING 1
 ), marked AS (
     UPDATE archive_exports SET state = 'restored', restored_at = now() WHERE id = $1 AND state = 'dropped' RETURNING 1
 )
 UPDATE archive_batches ab
 SET rows_moved = (SELECT count(*) FROM ins), rows_deleted = $3, bytes = $4,
-    min_ts = $5, max_ts = $6, restored_from = $7::jsonb, committed_at = now()
+    min_ts = (SELECT min(%[4]s)::timestamptz FROM %[3]s), max_ts = (SELECT max(%[4]s)::timestamptz FROM %[3]s),
+    restored_from = %[5]s, committed_at = now()
 WHERE ab.batch_id = $2 AND (SELECT count(*) FROM marked) = 1
 RETURNING rows_moved, min_ts, max_ts`,
-		catalog.QuoteName(s.live.Name), catalog.QuoteAll("", cols), stage, overriding),
-		e.ID, batchID, e.Rows, e.Bytes, sum.minTS, sum.maxTS, nullJSON(sum.groups)).Scan(&m.inserted, &m.minTS, &m.maxTS)
+		catalog.QuoteName(s.live.Name), catalog.QuoteAll("", cols), stage, ts, from, overriding),
+		e.ID, batchID, e.Rows, e.Bytes).Scan(&m.inserted, &m.minTS, &m.maxTS)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return m, cannotRestore("export %d was restored by another run meanwhile", e.ID)
 	}
@@ -462,13 +462,4 @@ func columnIn(cols []coldstore.Column, name string) bool {
 		}
 	}
 	return false
-}
-
-// nullJSON is b as a JSON parameter, NULL when empty.
-func nullJSON(b []byte) *string {
-	if len(b) == 0 {
-		return nil
-	}
-	v := string(b)
-	return &v
 }

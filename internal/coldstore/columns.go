@@ -164,39 +164,10 @@ func ChecksumSQL(relation string, cols []Column) string {
 		}
 		list += catalog.Quote(c.Name)
 	}
-	return `SELECT count(*), COALESCE(sum(` + rowHashSQL + `::numeric), 0)::text
+	// ROW(t.*), not t: a column named t would shadow the alias, and the
+	// checksum would cover that column alone.
+	return `SELECT count(*), COALESCE(sum(('x' || left(md5(ROW(t.*)::text), 16))::bit(64)::bigint::numeric), 0)::text
 FROM (SELECT ` + list + ` FROM ` + relation + `) t`
-}
-
-// rowHashSQL is the 64-bit hash of one row of t that ChecksumSQL sums.
-// ROW(t.*), not t: a column named t would shadow the alias, and the
-// checksum would cover that column alone.
-const rowHashSQL = `('x' || left(md5(ROW(t.*)::text), 16))::bit(64)::bigint`
-
-// SummarySQL reads, in one scan of relation, what ChecksumSQL reads (row
-// count and content checksum over cols) with the earliest and latest value
-// of timeCol ("": none) and the rows of each value of group ("": none;
-// both must be among cols). Its rows are (total, group, count, checksum,
-// min, max): one with total true for the whole relation, and one per group
-// value. An export checks and counts a partition in one pass; a restore
-// checks its staging table and learns its time range in one pass.
-func SummarySQL(relation string, cols []Column, timeCol, group string) string {
-	list := ""
-	for i, c := range cols {
-		if i > 0 {
-			list += ", "
-		}
-		list += catalog.Quote(c.Name)
-	}
-	g, total, key, groupBy, ts := "NULL::text", "true", "NULL::text", "", "NULL::timestamptz"
-	if group != "" {
-		g, total, key, groupBy = "t."+catalog.Quote(group)+"::text", "GROUPING(x.g) = 1", "x.g", "\nGROUP BY GROUPING SETS ((), (x.g))"
-	}
-	if timeCol != "" {
-		ts = "t." + catalog.Quote(timeCol) + "::timestamptz"
-	}
-	return `SELECT ` + total + `, ` + key + `, count(*), COALESCE(sum(x.h::numeric), 0)::text, min(x.ts), max(x.ts)
-FROM (SELECT ` + g + ` AS g, ` + ts + ` AS ts, ` + rowHashSQL + ` AS h FROM (SELECT ` + list + ` FROM ` + relation + `) t) x` + groupBy
 }
 
 // TableSQL is CREATE TABLE for a table of cols (a restore's staging table).
