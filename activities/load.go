@@ -43,7 +43,7 @@ const (
 const loadSQL = `
 SELECT count(*) FILTER (WHERE state = 'active')::float8,
        COALESCE(EXTRACT(epoch FROM max(clock_timestamp() - xact_start)), 0)::float8,
-       (SELECT COALESCE(max(EXTRACT(epoch FROM replay_lag)), 0) FROM pg_stat_replication)::float8
+       (` + replicaLagSQL + `)
 FROM pg_stat_activity
 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
   AND application_name IS DISTINCT FROM current_setting('application_name')`

@@ -63,11 +63,15 @@ func (a *Activities) waitWhile(ctx context.Context, what string, held func(conte
 	}
 }
 
+// replicaLagSQL is the connected replicas' largest replay lag in seconds
+// (zero with none); the load controller reads it too (loadSQL).
+const replicaLagSQL = `SELECT COALESCE(max(EXTRACT(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication`
+
 // replicaLag is the largest replay lag of the connected replicas (zero with
 // none).
 func (a *Activities) replicaLag(ctx context.Context) (time.Duration, error) {
 	var secs float64
-	err := a.DB.QueryRow(ctx, `SELECT COALESCE(max(EXTRACT(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication`).Scan(&secs)
+	err := a.DB.QueryRow(ctx, replicaLagSQL).Scan(&secs)
 	if err != nil {
 		return 0, fmt.Errorf("read replica lag: %w", err)
 	}
