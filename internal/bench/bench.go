@@ -150,19 +150,24 @@ func (b *bench) seed(ctx context.Context) error {
 // which checks that the table ends with the same definitions the
 // migrations gave it.
 func seedLogs(ctx context.Context, conn *pgx.Conn, n int) error {
-	return bulkLoad(ctx, conn, "scenario_logs", func(tx pgx.Tx) error { return insertLogs(ctx, tx, n) })
+	return bulkLoad(ctx, conn, "scenario_logs", func(tx pgx.Tx) error { return insertLogs(ctx, tx, n, false) })
 }
 
-// insertLogs is seedLogs' one INSERT ... SELECT generate_series.
-func insertLogs(ctx context.Context, tx pgx.Tx, n int) error {
+// insertLogs is seedLogs' one INSERT ... SELECT generate_series: the rows
+// scattered over the heap, or stored in time order (inTimeOrder).
+func insertLogs(ctx context.Context, tx pgx.Tx, n int, inTimeOrder bool) error {
 	logSpan := int64(365 * 24 * 3600)
+	order := ""
+	if inTimeOrder {
+		order = " ORDER BY 3"
+	}
 	if _, err := tx.Exec(ctx, `
 		INSERT INTO scenario_logs (id, scenario_id, received_at, message_hash, message_preview, source, size_bytes, has_pii, token_count, sqs_blocks)
 		SELECT gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad((g % 50)::text, 12, '0'))::uuid,
 		       $1::timestamptz - ((g::bigint * 7919) % $2::bigint) * interval '1 second' - interval '1 second',
 		       encode(sha256(g::text::bytea), 'hex'), 'bench log message number ' || g || ' with some text to be realistic',
 		       (ARRAY['api','sqs','lambda','batch'])[g % 4 + 1], 200 + g % 1800, g % 17 = 0, 50 + g % 400, 1 + g % 4
-		FROM generate_series(1, $3::int) g`, logsCutoff, logSpan, n); err != nil {
+		FROM generate_series(1, $3::int) g`+order, logsCutoff, logSpan, n); err != nil {
 		return fmt.Errorf("seed logs: %w", err)
 	}
 	return nil

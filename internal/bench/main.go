@@ -37,7 +37,7 @@ type options struct {
 	appPace                                                                 float64
 	appMaxLoad                                                              string
 	parallel                                                                int
-	batchActivities, metricsInTimeOrder                                     bool
+	batchActivities, metricsInTimeOrder, scaleInTimeOrder                   bool
 	workerEnv                                                               []string
 	keep, nightly, coldCSV, scale                                           bool
 	scaleSizes                                                              []int
@@ -89,9 +89,15 @@ type Result struct {
 	P50BatchMS     float64 `json:"p50_batch_ms,omitempty"`
 	P99BatchMS     float64 `json:"p99_batch_ms,omitempty"`
 	MaxBatchMS     float64 `json:"max_batch_ms,omitempty"`
-	PeakRSSMB      float64 `json:"worker_peak_rss_mb,omitempty"`
-	HistoryEvents  int     `json:"history_events,omitempty"`
-	TemporalShare  float64 `json:"temporal_overhead_share,omitempty"`
+	// logs_scale: the batches' span in the ledger (first to last commit),
+	// the final sweep's time and the VACUUM (ANALYZE) step's, the parts of
+	// Seconds that could grow with the table.
+	BatchSpanS    float64 `json:"batch_span_s,omitempty"`
+	SweepMS       float64 `json:"sweep_ms,omitempty"`
+	VacuumS       float64 `json:"vacuum_s,omitempty"`
+	PeakRSSMB     float64 `json:"worker_peak_rss_mb,omitempty"`
+	HistoryEvents int     `json:"history_events,omitempty"`
+	TemporalShare float64 `json:"temporal_overhead_share,omitempty"`
 	// partition_exchange: the longest lock a step held, and the same
 	// partition archived row by row.
 	LongestLockMS   int64            `json:"longest_lock_ms,omitempty"`
@@ -149,6 +155,7 @@ func main() {
 	flag.Float64Var(&o.appPace, "app-pace", 0, "our run's --pace in app_impact (0: full speed)")
 	flag.StringVar(&o.appMaxLoad, "app-max-load", policy.DefaultMaxLoad, "our run's --max-load in app_impact (off: none)")
 	flag.BoolVar(&o.scale, "scale", false, "only the cost curve: logs runs at --scale-sizes rows, each on a database of its own")
+	flag.BoolVar(&o.scaleInTimeOrder, "scale-in-time-order", false, "--scale: store the seeded log rows in time order, as an application appends them (default: scattered over the heap, as the other workloads)")
 	sizes := flag.String("scale-sizes", "1000000,5000000,20000000", "comma-separated log row counts of --scale")
 	only := flag.String("only", "", "comma-separated workloads to run (default all): "+strings.Join(workloadNames, ","))
 	flag.BoolVar(&o.keep, "keep", false, "keep the scratch databases and files")
