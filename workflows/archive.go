@@ -278,6 +278,12 @@ const (
 	// baseline), passes the thresholds to every batch, halves the batch
 	// size after a rest, and stops at the critical load.
 	changeLoadControl = "load-control"
+	// changeSweepAfterVacuum: a cursor loop that runs dry leaves its final
+	// sweep (from the oldest row, without the cursor) until after the
+	// retention and VACUUM steps: VACUUM removes the index entries of the
+	// rows the run deleted, which the sweep would otherwise walk one heap
+	// visit at a time (2.1 s for 1.8M of them, measured).
+	changeSweepAfterVacuum = "sweep-after-vacuum"
 )
 
 // ArchiveWorkflow archives the selected tables as of one instant, one

@@ -58,6 +58,12 @@ func TestArchiveWorkflow(t *testing.T) {
 				finished = in
 				return activities.JobTotals{JobID: in.JobID, Status: "completed", Batches: 3, RowsArchived: 2500, RowsDeleted: 2500, Bytes: 250000}, nil
 			})
+		batchesBeforeVacuum := -1
+		env.OnActivity(a.VacuumTable, mock.Anything, mock.Anything).Return(
+			func(_ context.Context, in activities.VacuumInput) (activities.VacuumResult, error) {
+				batchesBeforeVacuum = len(ids)
+				return activities.VacuumResult{Table: "scenario_logs", Ran: true}, nil
+			})
 		env.ExecuteWorkflow(ArchiveWorkflow, ArchiveInput{Tables: []string{"logs"}, AsOf: testAsOf, BatchSize: 1000})
 		if !env.IsWorkflowCompleted() || env.GetWorkflowError() != nil {
 			t.Fatalf("workflow did not complete: %v", env.GetWorkflowError())
@@ -74,6 +80,9 @@ func TestArchiveWorkflow(t *testing.T) {
 		}
 		if cursors[0] != nil || cursors[1] == nil || cursors[1].ID != ids[0] || cursors[2].ID != ids[1] || cursors[3] != nil {
 			t.Fatalf("cursors %v: want none, then each batch after the previous one, then a sweep without", cursors)
+		}
+		if batchesBeforeVacuum != 3 {
+			t.Fatalf("VACUUM ran after %d batches, want 3: the sweep comes after it, over an index cleared of the deleted rows", batchesBeforeVacuum)
 		}
 		got := res.Tables[0]
 		if got.Status != StatusCompleted || got.RowsArchived != 2500 || got.Batches != 3 || got.PartitionsCreated != 2 {

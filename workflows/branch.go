@@ -37,6 +37,10 @@ type branch struct {
 	// maxLoad and criticalLoad are the load controller's thresholds in
 	// force, resolved (changeLoadControl; nil: none).
 	maxLoad, criticalLoad *policy.Load
+	// sweepLate: a cursor loop that runs dry ends there and sets sweepDue;
+	// the sweep runs after the retention and VACUUM steps
+	// (changeSweepAfterVacuum).
+	sweepLate, sweepDue bool
 }
 
 func (b *branch) window() (after time.Time) {
@@ -91,8 +95,17 @@ func (b *branch) archive(ctx workflow.Context) {
 			err = b.retention(ctx)
 		}
 	}
-	if err == nil && r.RowsDeleted > 0 && r.StoppedAtLoad == "" && workflow.GetVersion(ctx, changeVacuum, workflow.DefaultVersion, 1) >= 1 {
+	// r.Vacuum is set only when a late sweep continued as new after it ran.
+	if err == nil && r.RowsDeleted > 0 && r.StoppedAtLoad == "" && r.Vacuum == nil && workflow.GetVersion(ctx, changeVacuum, workflow.DefaultVersion, 1) >= 1 {
 		b.vacuum(ctx)
+	}
+	if err == nil && b.sweepDue {
+		// The loops ran dry; VACUUM has cleared the index of the rows they
+		// deleted. The sweep is the loop's, from the oldest eligible row.
+		err = b.loop(ctx, 0, true, true)
+		if err == nil && b.incomplete {
+			return // the next run starts from the oldest row again
+		}
 	}
 	var totals activities.JobTotals
 	finish := activities.FinishJobInput{JobID: r.JobID, Failed: err != nil, StoppedAtDeadline: r.StoppedAtDeadline, StoppedAtLoad: r.StoppedAtLoad}
@@ -152,13 +165,16 @@ func (b *branch) moveAll(ctx workflow.Context) error {
 		return err
 	}
 	if !b.run.ops {
-		return b.loop(ctx, 0, useMore)
+		return b.loop(ctx, 0, useMore, false)
 	}
 	switch b.table.ModeOf() {
 	case policy.ModeMove:
 		b.cursor = workflow.GetVersion(ctx, changeCursor, workflow.DefaultVersion, 1) >= 1
 	case policy.ModeDownsample:
 		b.cursor = workflow.GetVersion(ctx, changeMetricsCursor, workflow.DefaultVersion, 1) >= 1
+	}
+	if b.cursor {
+		b.sweepLate = workflow.GetVersion(ctx, changeSweepAfterVacuum, workflow.DefaultVersion, 1) >= 1
 	}
 	// Several loops are meant to spread over every worker on the task
 	// queue, which local activities would not.
@@ -180,7 +196,7 @@ func (b *branch) moveAll(ctx workflow.Context) error {
 		wg.Add(1)
 		workflow.Go(ctx, func(ctx workflow.Context) {
 			defer wg.Done()
-			errs[l] = b.loop(ctx, l, true)
+			errs[l] = b.loop(ctx, l, true, false)
 		})
 	}
 	wg.Wait(ctx)
@@ -197,19 +213,24 @@ func (b *branch) moveAll(ctx workflow.Context) error {
 // batch starts after the last row the loop moved; when that runs dry, one
 // sweep from the start (no cursor) picks up rows skipped while another loop
 // held them or inserted below the cursor since, and the loop ends only when
-// a sweep finds nothing either.
-func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
+// a sweep finds nothing either. With sweepLate the loop ends where it runs
+// dry (sweepDue), and archive runs the sweep later as a loop of its own
+// (sweep: it starts without a cursor, its batches labelled apart).
+func (b *branch) loop(ctx workflow.Context, l int, useMore, sweep bool) error {
 	r := b.result
 	info := workflow.GetInfo(ctx)
 	var cursor *activities.Key
-	sweeping := false
+	sweeping := sweep
 	for seq := 1; ; seq++ {
 		ok, err := b.proceed(ctx)
 		if err != nil || !ok {
 			return err
 		}
 		label := fmt.Sprintf("batch-%d", seq)
-		if l > 0 {
+		switch {
+		case sweep:
+			label = fmt.Sprintf("sweep-%d", seq)
+		case l > 0:
 			label = fmt.Sprintf("batch-%d-%d", l, seq)
 		}
 		limit := r.BatchSize
@@ -266,6 +287,9 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore bool) error {
 			switch {
 			case mv.More:
 				cursor, sweeping = mv.Last, false
+			case !sweeping && b.sweepLate && !sweep:
+				b.sweepDue = true // ran dry after the cursor: sweep after VACUUM
+				return nil
 			case !sweeping:
 				cursor, sweeping = nil, true // ran dry after the cursor: sweep once
 			default:
