@@ -42,7 +42,7 @@ func (b *bench) scaleWorkload(ctx context.Context, emit func(Result)) error {
 		r := Result{Workload: "logs_scale", Rows: int64(n), Seconds: round(secs), RowsPerS: round(float64(n) / secs),
 			PeakRSSMB: rss, HistoryEvents: events, Batches: len(ms), LoadAvg: []float64{loadAvg()}}
 		r.EventsPerMRows = round(float64(events) / (float64(n) / 1e6))
-		if r.BatchSpanS, r.SweepMS, r.VacuumS, err = scaleSteps(ctx, url); err != nil {
+		if r.BatchSpanS, r.VacuumS, err = scaleSteps(ctx, url); err != nil {
 			return err
 		}
 		if b.o.scaleInTimeOrder {
@@ -95,21 +95,18 @@ func seedScale(ctx context.Context, url string, n int, inTimeOrder bool) error {
 }
 
 // scaleSteps reads, from the run's own records, the span of its batches
-// (the ledger's first to last commit), the final sweep's milliseconds (the
-// last batch, which found nothing, from the commit of the one before: the
-// batches of one loop run back to back) and the VACUUM step's seconds
-// (archive_jobs.vacuum, "... N ms" when it ran).
-func scaleSteps(ctx context.Context, url string) (batchSpan, sweepMS, vacuum float64, err error) {
+// (the ledger's first to last commit, the VACUUM step before the final
+// sweep included) and the VACUUM step's seconds (archive_jobs.vacuum,
+// "... N ms" when it ran). The sweep is one of the batches: max_batch_ms
+// bounds it.
+func scaleSteps(ctx context.Context, url string) (batchSpan, vacuum float64, err error) {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, err
 	}
 	defer conn.Close(ctx)
 	err = conn.QueryRow(ctx, `
 		SELECT (SELECT COALESCE(extract(epoch FROM max(committed_at) - min(committed_at)), 0)::float8 FROM archive_batches),
-		       (SELECT COALESCE(max(ms), 0) FROM (
-		            SELECT rows_moved, extract(epoch FROM committed_at - lag(committed_at) OVER (ORDER BY committed_at))::float8 * 1000 AS ms
-		            FROM archive_batches ORDER BY committed_at DESC LIMIT 1) last WHERE rows_moved = 0),
-		       (SELECT COALESCE(sum(substring(vacuum FROM '([0-9]+) ms$')::float8), 0) / 1000 FROM archive_jobs)`).Scan(&batchSpan, &sweepMS, &vacuum)
-	return round(batchSpan), round(sweepMS), round(vacuum), err
+		       (SELECT COALESCE(sum(substring(vacuum FROM '([0-9]+) ms$')::float8), 0) / 1000 FROM archive_jobs)`).Scan(&batchSpan, &vacuum)
+	return round(batchSpan), round(vacuum), err
 }
