@@ -41,6 +41,9 @@ type branch struct {
 	// the sweep runs after the retention and VACUUM steps
 	// (changeSweepAfterVacuum).
 	sweepLate, sweepDue bool
+	// lateSweep is set while the late sweep's batch without a cursor runs:
+	// its summary says so, since it comes after the VACUUM step.
+	lateSweep bool
 }
 
 func (b *branch) window() (after time.Time) {
@@ -240,7 +243,10 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore, sweep bool) error {
 			MaxLoad: b.maxLoad, CriticalLoad: b.criticalLoad,
 		}
 		var mv activities.MoveBatchResult
-		if err := b.moveBatch(ctx, in, &mv); err != nil {
+		b.lateSweep = sweep && cursor == nil
+		err = b.moveBatch(ctx, in, &mv)
+		b.lateSweep = false
+		if err != nil {
 			return err
 		}
 		if err := b.yield(ctx); err != nil {
@@ -441,6 +447,9 @@ func (b *branch) batchSummary(in activities.MoveBatchInput) string {
 		unit = "samples"
 	}
 	out := fmt.Sprintf("%s %s, up to %s %s", b.table.Name, span(from, in.Cutoff), thousands(int64(in.Limit)), unit)
+	if b.lateSweep {
+		out = "final sweep: " + out + " the batches skipped or that came since"
+	}
 	if r := b.result; r.LastLoad != "" && r.LoadRests > 0 {
 		out += fmt.Sprintf("; load: %d rests (%.1f s), last %s", r.LoadRests, r.LoadRestSeconds, r.LastLoad)
 	}

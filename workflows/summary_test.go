@@ -41,6 +41,11 @@ func TestSummaries(t *testing.T) {
 	if got, want := b.batchSummary(in), "logs 2025-01-20 → 02-09, up to 10,000 rows"; got != want {
 		t.Errorf("batch summary after a cursor %q, want %q", got, want)
 	}
+	in.Cursor, b.lateSweep = nil, true
+	if got, want := b.batchSummary(in), "final sweep: logs 2024-02-07 → 2025-02-09, up to 10,000 rows the batches skipped or that came since"; got != want {
+		t.Errorf("the late sweep's summary %q, want %q", got, want)
+	}
+	b.lateSweep = false
 
 	asOf := d(2026, 3, 15, 3)
 	for in, want := range map[*ArchiveInput]string{
