@@ -41,9 +41,6 @@ type branch struct {
 	// the sweep runs after the retention and VACUUM steps
 	// (changeSweepAfterVacuum).
 	sweepLate, sweepDue bool
-	// lateSweep is set while the late sweep's batch without a cursor runs:
-	// its summary says so, since it comes after the VACUUM step.
-	lateSweep bool
 }
 
 func (b *branch) window() (after time.Time) {
@@ -243,10 +240,7 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore, sweep bool) error {
 			MaxLoad: b.maxLoad, CriticalLoad: b.criticalLoad,
 		}
 		var mv activities.MoveBatchResult
-		b.lateSweep = sweep && cursor == nil
-		err = b.moveBatch(ctx, in, &mv)
-		b.lateSweep = false
-		if err != nil {
+		if err := b.moveBatch(ctx, in, sweep && cursor == nil, &mv); err != nil {
 			return err
 		}
 		if err := b.yield(ctx); err != nil {
@@ -322,8 +316,8 @@ func (b *branch) loop(ctx workflow.Context, l int, useMore, sweep bool) error {
 // must wait for replicas or a slot: ErrRunAsActivity) runs as an activity
 // from the task queue, where another worker may take it and its waits are
 // heartbeated. Timeouts and retries are the activity options' own.
-func (b *branch) moveBatch(ctx workflow.Context, in activities.MoveBatchInput, mv *activities.MoveBatchResult) error {
-	summary := clip(b.batchSummary(in), maxSummary)
+func (b *branch) moveBatch(ctx workflow.Context, in activities.MoveBatchInput, finalSweep bool, mv *activities.MoveBatchResult) error {
+	summary := clip(b.batchSummary(in, finalSweep), maxSummary)
 	if b.local {
 		o := workflow.GetActivityOptions(ctx)
 		lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
@@ -433,7 +427,7 @@ func (b *branch) exchange(ctx workflow.Context) error {
 // batchSummary is a batch's line on the timeline: the table, the window
 // it takes rows from (after the loop's cursor, else from the oldest
 // eligible row) and its limit.
-func (b *branch) batchSummary(in activities.MoveBatchInput) string {
+func (b *branch) batchSummary(in activities.MoveBatchInput, finalSweep bool) string {
 	from := in.After
 	switch {
 	case in.Cursor != nil:
@@ -447,7 +441,7 @@ func (b *branch) batchSummary(in activities.MoveBatchInput) string {
 		unit = "samples"
 	}
 	out := fmt.Sprintf("%s %s, up to %s %s", b.table.Name, span(from, in.Cutoff), thousands(int64(in.Limit)), unit)
-	if b.lateSweep {
+	if finalSweep {
 		out = "final sweep: " + out + " the batches skipped or that came since"
 	}
 	if r := b.result; r.LastLoad != "" && r.LoadRests > 0 {

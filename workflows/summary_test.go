@@ -34,18 +34,17 @@ func TestSummaries(t *testing.T) {
 	oldest := d(2024, 2, 7, 5)
 	b := &branch{table: logs, result: &TableResult{Oldest: &oldest}}
 	in := activities.MoveBatchInput{Table: "logs", Cutoff: d(2025, 2, 9, 0), Limit: 10000}
-	if got, want := b.batchSummary(in), "logs 2024-02-07 → 2025-02-09, up to 10,000 rows"; got != want {
+	if got, want := b.batchSummary(in, false), "logs 2024-02-07 → 2025-02-09, up to 10,000 rows"; got != want {
 		t.Errorf("batch summary %q, want %q", got, want)
 	}
 	in.Cursor = &activities.Key{TS: d(2025, 1, 20, 0), ID: "row id stays out"}
-	if got, want := b.batchSummary(in), "logs 2025-01-20 → 02-09, up to 10,000 rows"; got != want {
+	if got, want := b.batchSummary(in, false), "logs 2025-01-20 → 02-09, up to 10,000 rows"; got != want {
 		t.Errorf("batch summary after a cursor %q, want %q", got, want)
 	}
-	in.Cursor, b.lateSweep = nil, true
-	if got, want := b.batchSummary(in), "final sweep: logs 2024-02-07 → 2025-02-09, up to 10,000 rows the batches skipped or that came since"; got != want {
+	in.Cursor = nil
+	if got, want := b.batchSummary(in, true), "final sweep: logs 2024-02-07 → 2025-02-09, up to 10,000 rows the batches skipped or that came since"; got != want {
 		t.Errorf("the late sweep's summary %q, want %q", got, want)
 	}
-	b.lateSweep = false
 
 	asOf := d(2026, 3, 15, 3)
 	for in, want := range map[*ArchiveInput]string{
