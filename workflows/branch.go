@@ -426,7 +426,8 @@ func (b *branch) exchange(ctx workflow.Context) error {
 
 // batchSummary is a batch's line on the timeline: the table, the window
 // it takes rows from (after the loop's cursor, else from the oldest
-// eligible row) and its limit.
+// eligible row) and its limit; finalSweep marks the late sweep, which
+// comes after the VACUUM step.
 func (b *branch) batchSummary(in activities.MoveBatchInput, finalSweep bool) string {
 	from := in.After
 	switch {
